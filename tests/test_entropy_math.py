@@ -1,0 +1,46 @@
+import math
+
+import torch
+
+from captum_entropy import (
+    bits_to_nats,
+    entropy_from_sigma,
+    entropy_to_importance,
+    linear_optimal_sigma,
+    nats_to_bits,
+    sigma_from_entropy,
+)
+
+
+def test_gaussian_entropy_closed_form():
+    sigma = torch.tensor([0.1, 1.0, 3.0])
+    expected = 0.5 * torch.log(2 * math.pi * math.e * sigma**2)
+    assert torch.allclose(entropy_from_sigma(sigma), expected)
+    assert torch.allclose(sigma_from_entropy(entropy_from_sigma(sigma)), sigma)
+
+
+def test_entropy_difference_is_log_ratio():
+    # METHOD.md: H_i − H_j = K·log(σ_i/σ_j) for K dims sharing one σ
+    k, si, sj = 7, torch.tensor(0.3), torch.tensor(0.05)
+    diff = k * entropy_from_sigma(si) - k * entropy_from_sigma(sj)
+    assert torch.allclose(diff, k * torch.log(si / sj))
+
+
+def test_units_round_trip():
+    assert math.isclose(nats_to_bits(math.log(2.0)), 1.0)
+    assert math.isclose(bits_to_nats(nats_to_bits(1.7)), 1.7)
+
+
+def test_linear_optimal_sigma_minimises_its_loss():
+    jsq, c, k = torch.tensor(3.0), 0.4, 5
+    best = linear_optimal_sigma(jsq, c, n_dims=k)
+    grid = torch.linspace(0.01, 2.0, 20001)
+    loss = grid**2 * jsq - c * torch.log(grid) / k
+    assert abs(float(grid[loss.argmin()]) - float(best)) < 1e-3
+
+
+def test_importance_orders_inversely_and_keeps_padding():
+    h = torch.tensor([[2.0, 1.0, 5.0, float("nan")]])
+    imp = entropy_to_importance(h, max_entropy=torch.tensor([5.0]))
+    assert torch.isnan(imp[0, 3])
+    assert imp[0, 1] == 1.0 and imp[0, 2] == 0.0 and imp[0, 1] > imp[0, 0] > imp[0, 2]
