@@ -273,7 +273,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                 fits.append(
                     fit_sigma(
                         values3[ids], mask[ids], lambda x, rows, ids=ids: problem.feature(run, x, ids[rows]),
-                        problem.clean[ids], problem.weight[ids], cap[ids], gens, cfg.optim,
+                        problem.clean[ids], problem.fmask.flatten(1)[ids] > 0, problem.weight[ids], cap[ids], gens, cfg.optim,
                         progress=tick if bar is not None else None,
                     )
                 )
@@ -401,7 +401,7 @@ class _Problem:
     @classmethod
     def build(cls, run, module, raw, target, cfg, idx, mask, names, n_tokens) -> "_Problem":
         name = OUTPUT if module is None else names.get(id(module), f"target_layer[{idx}]")
-        feat = _select(raw, target).float()
+        feat = _as_2d(_select(raw, target).float())
         if feat.shape[0] != mask.shape[0]:
             raise ValueError(f"the feature has batch size {feat.shape[0]}, the inputs {mask.shape[0]}")
         fmask = torch.ones_like(feat)
@@ -421,7 +421,7 @@ class _Problem:
                 raise ValueError("the feature is all zeros for some sentence; pass feature_std")
             std = ms.sqrt().reshape(-1, *([1] * (feat.dim() - 1))).expand_as(feat)
         if cfg.normalization == "sum":
-            width = feat.shape[-1] if feat.dim() >= 2 else 1
+            width = feat.shape[-1]
             denom = std * math.sqrt(width)
             weight = torch.full((feat.shape[0],), float(cfg.entropy_weight), device=feat.device)
         else:  # the authors' mean loss: mean over feature elements, mean over tokens
@@ -433,8 +433,13 @@ class _Problem:
 
     def feature(self, run: _Runner, x: Tensor, rows: Tensor) -> Tensor:
         raw = run.feature(x.reshape(len(rows), *run.layer_tail), rows, self.module)
-        feat = _select(raw, _target_rows(self.target, rows)).float()
+        feat = _as_2d(_select(raw, _target_rows(self.target, rows)).float())
         return (feat / self.denom[rows] * self.fmask[rows]).flatten(1)
+
+
+def _as_2d(feat: Tensor) -> Tensor:
+    """A scalar feature per sentence (B,) becomes (B, 1): one element, width 1."""
+    return feat[:, None] if feat.dim() == 1 else feat
 
 
 def _select(raw: Tensor, target: Any) -> Tensor:
@@ -470,7 +475,7 @@ def _resolve_std(feature_std, module, idx, raw, target, names) -> Tensor | None:
             f"{tuple(raw.shape[1:])} (per sentence, before target selection)"
         )
     std = floor_std(std, 1e-3)
-    return _select(std.expand(raw.shape), target).float()
+    return _as_2d(_select(std.expand(raw.shape), target).float())
 
 
 def _token_mask(cfg: Settings, args: tuple[Tensor, ...], values3: Tensor) -> Tensor:

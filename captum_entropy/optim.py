@@ -167,31 +167,40 @@ def _noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, sh
 
 
 def _linear_init(
-    values: Tensor, mask: Tensor, feature_fn: FeatureFn, weight: Tensor, cap: Tensor,
+    values: Tensor, feature_mask: Tensor, feature_fn: FeatureFn, weight: Tensor, cap: Tensor,
     generators: Sequence[torch.Generator], settings: OptimSettings,
 ) -> Tensor:
     """σ from the linearised loss, with ``‖J_ik‖²`` from vector–Jacobian products.
 
-    A feature with at most ``n_probes`` elements gets its exact Jacobian (one-hot probes);
-    a larger one a Hutchinson estimate with Rademacher probes, the lowest-variance choice.
+    A sentence whose feature has at most ``n_probes`` (unpadded) elements gets its exact
+    Jacobian (one-hot probes); a larger one a Hutchinson estimate with Rademacher probes, the
+    lowest-variance choice. Probes cover only the sentence's own feature elements, so padding
+    never changes its draws.
     """
     b, t, k = values.shape
-    x0 = values.detach()
-    m = feature_fn(x0[:1].clone(), torch.zeros(1, dtype=torch.long, device=values.device)).shape[1]
-    exact = m <= settings.n_probes
-    r = m if exact else settings.n_probes
-    rows = torch.arange(b, device=values.device).repeat_interleave(r)
-    x = x0[rows].clone().requires_grad_(True)
-    feat = feature_fn(x, rows)
-    if exact:
-        probes = torch.eye(m, device=values.device, dtype=feat.dtype).repeat(b, 1)
-    else:
-        probes = torch.stack(
-            [torch.randint(0, 2, (r, m), generator=generators[i], device=values.device) for i in range(b)]
-        ).reshape(b * r, m).to(feat.dtype).mul_(2).sub_(1)
-    (grad,) = torch.autograd.grad((feat * probes).sum(), x)
-    jsq = grad.float().pow(2).reshape(b, r, t, k)
-    jsq = jsq.sum(1) if exact else jsq.mean(1)  # (B, T, K): ‖J_ik‖²
+    dev = values.device
+    probes, rows, exact = [], [], []
+    for i in range(b):
+        idx = feature_mask[i].nonzero().flatten()
+        m_i = len(idx)
+        exact.append(m_i <= settings.n_probes)
+        n_rows = m_i if exact[-1] else settings.n_probes
+        p = torch.zeros((n_rows, feature_mask.shape[1]), device=dev)
+        if exact[-1]:
+            p[torch.arange(m_i, device=dev), idx] = 1.0
+        else:
+            signs = torch.randint(0, 2, (n_rows, m_i), generator=generators[i], device=dev)
+            p[:, idx] = signs.float() * 2 - 1
+        probes.append(p)
+        rows.append(torch.full((n_rows,), i, dtype=torch.long, device=dev))
+    rows_t = torch.cat(rows)
+    x = values.detach()[rows_t].clone().requires_grad_(True)
+    feat = feature_fn(x, rows_t)
+    (grad,) = torch.autograd.grad((feat * torch.cat(probes).to(feat.dtype)).sum(), x)
+    sq = grad.float().pow(2)
+    jsq = torch.stack(
+        [part.sum(0) if ex else part.mean(0) for part, ex in zip(sq.split([len(r) for r in rows]), exact)]
+    )  # (B, T, K): ‖J_ik‖²
     if settings.per_element:
         sigma = linear_optimal_sigma(jsq, weight[:, None, None], n_dims=k)
     else:
@@ -204,6 +213,7 @@ def fit_sigma(
     mask: Tensor,
     feature_fn: FeatureFn,
     clean: Tensor,
+    feature_mask: Tensor,
     entropy_weight: Tensor,
     max_sigma: Tensor,
     generators: Sequence[torch.Generator],
@@ -217,6 +227,7 @@ def fit_sigma(
         mask: (B, T) bool, True for real tokens.
         feature_fn: normalised feature of noisy rows, see :data:`FeatureFn`.
         clean: ``feature_fn`` of the clean values, (B, M).
+        feature_mask: (B, M) bool, the feature elements that belong to the sentence (not padding).
         entropy_weight: ``c_b`` per sentence (B,).
         max_sigma: the cap on σ per sentence (B,).
         generators: one ``torch.Generator`` per sentence, on ``values.device``.
@@ -235,7 +246,7 @@ def fit_sigma(
     valid = mask[:, :, None].expand(b, t, ks)
 
     if s.init == "linear":
-        sigma0 = _linear_init(values, mask, feature_fn, entropy_weight, cap, generators, s)
+        sigma0 = _linear_init(values, feature_mask, feature_fn, entropy_weight, cap, generators, s)
     else:
         theta = torch.stack([torch.randn((t, ks), generator=g, device=dev) for g in generators])
         sigma0 = cap3 * torch.sigmoid(theta)

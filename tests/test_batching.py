@@ -1,0 +1,53 @@
+"""Batching, chunking and seeds never change an answer."""
+
+import torch
+
+from captum_entropy import EntropyAttribution
+
+from .tiny_models import bert_logits
+
+FAST = dict(max_steps=60)
+
+
+def _explainer(bert):
+    layer = bert.bert.encoder.layer[0]
+    return EntropyAttribution(bert_logits(bert), bert.bert.embeddings, target_layer=layer)
+
+
+def test_batched_equals_one_sentence_at_a_time(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = _explainer(bert)
+    batched = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum())
+        alone = ea.explain(ids[b : b + 1, :n], additional_forward_args=(mask[b : b + 1, :n],), **FAST)
+        assert torch.allclose(batched.sigma[b, :n], alone.sigma[0], rtol=1e-4, atol=0), b
+        assert batched.steps[b] == alone.steps[0]
+        assert torch.isnan(batched.sigma[b, n:]).all()
+
+
+def test_internal_batch_size_does_not_change_results(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = _explainer(bert)
+    whole = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    chunked = ea.explain(ids, additional_forward_args=(mask,), mask=mask, internal_batch_size=1, **FAST)
+    assert torch.allclose(whole.sigma, chunked.sigma, rtol=1e-4, equal_nan=True)
+    assert torch.equal(whole.steps, chunked.steps)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = _explainer(bert)
+    run = lambda seed: ea.explain(ids, additional_forward_args=(mask,), mask=mask, seed=seed, **FAST).sigma
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+    assert not torch.allclose(torch.nan_to_num(a), torch.nan_to_num(c))
+
+
+def test_sentence_order_in_the_batch_does_not_matter(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = _explainer(bert)
+    perm = torch.tensor([2, 0, 3, 1])
+    first = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    shuffled = ea.explain(ids[perm], additional_forward_args=(mask[perm],), mask=mask[perm], **FAST)
+    assert torch.allclose(first.sigma[perm], shuffled.sigma, rtol=1e-4, equal_nan=True)
