@@ -99,7 +99,7 @@ def _figure(results, words, out: Path) -> Path | None:
     n = len(words)
     table = torch.stack([r.token_entropy[0, :n] / r.n_dims for r in results]).numpy()
     fig, ax = plt.subplots(figsize=(0.55 * n + 2, 0.45 * len(results) + 1.5))
-    im = ax.imshow(table, cmap="viridis_r", aspect="auto")
+    im = ax.imshow(table, cmap="viridis", aspect="auto")
     ax.set_xticks(range(n), words, rotation=60, ha="right")
     ax.set_yticks(range(len(results)), [f"layer {i + 1}" for i in range(len(results))])
     fig.colorbar(im, ax=ax, label="entropy per dimension (nats); dark = kept")
