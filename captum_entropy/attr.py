@@ -199,8 +199,8 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         """
         results = self.explain(inputs, target, additional_forward_args, attribute_to_layer_input, **settings)
         if isinstance(results, list):
-            return [r.entropy.reshape(self._layer_shape) for r in results]
-        return results.entropy.reshape(self._layer_shape)
+            return [r.attribution() for r in results]
+        return results.attribution()
 
     @log_usage()
     def explain(
@@ -223,22 +223,20 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         run = _Runner(self.forward_func, self.layer, attribute_to_layer_input, args, extra, batch, cfg.amp)
         with no_dropout():
             values, clean_features = run.clean(self._targets)
-            self._layer_shape = values.shape
             values3 = values.reshape(batch, values.shape[1], -1) if values.dim() >= 3 else values[..., None]
             mask = _token_mask(cfg, args, values3)
             cap = _max_sigma(cfg, self.layer, attribute_to_layer_input, values3, mask)
             seeds = _sentence_seeds(args, mask, cfg.seed)
             results = []
             for idx, module in enumerate(self._targets):
-                problem = _Problem.build(
-                    run, module, clean_features[idx], target, cfg, idx, mask, self._root_names(), values3.shape[1]
-                )
+                problem = _Problem.build(module, clean_features[idx], target, cfg, idx, mask, self._root_names())
                 fit = self._optimise(run, problem, values3, mask, cap, seeds, cfg)
                 results.append(
                     EntropyResult(
                         sigma=fit.sigma, mask=mask, max_sigma=cap, saturated=fit.saturated.all(-1) & mask,
-                        steps=fit.steps, converged=fit.converged, losses=fit.losses, init_sigma=fit.init_sigma, n_dims=values3.shape[-1],
-                        layer=problem.name, settings=cfg.describe(preset),
+                        steps=fit.steps, converged=fit.converged, losses=fit.losses, init_sigma=fit.init_sigma,
+                        n_dims=values3.shape[-1], layer_shape=tuple(values.shape), layer=problem.name,
+                        settings=cfg.describe(preset),
                     )
                 )
         return results if isinstance(self.target_layer, (list, tuple, nn.ModuleList)) else results[0]
@@ -399,13 +397,13 @@ class _Problem:
     shape: tuple[int, ...]
 
     @classmethod
-    def build(cls, run, module, raw, target, cfg, idx, mask, names, n_tokens) -> "_Problem":
+    def build(cls, module, raw, target, cfg, idx, mask, names) -> "_Problem":
         name = OUTPUT if module is None else names.get(id(module), f"target_layer[{idx}]")
         feat = _as_2d(_select(raw, target).float())
         if feat.shape[0] != mask.shape[0]:
             raise ValueError(f"the feature has batch size {feat.shape[0]}, the inputs {mask.shape[0]}")
         fmask = torch.ones_like(feat)
-        if feat.dim() >= 3 and feat.shape[1] == n_tokens:  # per-token feature: drop padding
+        if feat.dim() >= 3 and feat.shape[1] == mask.shape[1]:  # per-token feature: drop padding
             fmask = fmask * mask.reshape(*mask.shape, *([1] * (feat.dim() - 2))).to(feat.dtype)
         std = _resolve_std(cfg.feature_std, module, idx, raw, target, names)
         if std is None:
@@ -520,6 +518,6 @@ def _sentence_seeds(args: tuple[Tensor, ...], mask: Tensor, seed: int) -> list[i
             row = a[b]
             if row.dim() >= 1 and row.shape[0] == mask.shape[1]:
                 row = row[mask[b].to(row.device)]
-            h.update(row.detach().cpu().contiguous().numpy().tobytes())
+            h.update(row.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         seeds.append(int.from_bytes(h.digest(), "little") & ((1 << 63) - 1))
     return seeds

@@ -29,6 +29,7 @@ class EntropyResult:
         losses: (B, max_steps) loss per step (NaN once a sentence stopped).
         init_sigma: σ before the first step (the linearised warm start), like ``sigma``.
         n_dims: K, the number of dimensions per token.
+        layer_shape: shape of the layer value the noise went on, (B, T, ...).
         layer: name of the explained feature (``"output"`` or the target layer's name).
         settings: the settings used, JSON-serialisable.
     """
@@ -42,6 +43,7 @@ class EntropyResult:
     losses: Tensor
     init_sigma: Tensor
     n_dims: int
+    layer_shape: tuple[int, ...] = ()
     layer: str = "output"
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -50,6 +52,10 @@ class EntropyResult:
         """(B, T, K): each element's differential entropy ½·log(2πe·σ²) in nats (the attribution)."""
         h = entropy_from_sigma(self.sigma)
         return h.expand(*h.shape[:2], self.n_dims)
+
+    def attribution(self) -> Tensor:
+        """:attr:`entropy` shaped like the layer value (what ``attribute`` returns)."""
+        return self.entropy.reshape(self.layer_shape) if self.layer_shape else self.entropy
 
     @property
     def token_entropy(self) -> Tensor:
@@ -83,10 +89,14 @@ class EntropyResult:
             name: getattr(self, name)
             for name in ("sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma")
         }
-        save_tensors(path, tensors, {"n_dims": self.n_dims, "layer": self.layer, "settings": self.settings})
+        meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer, "settings": self.settings}
+        save_tensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EntropyResult":
         """Load what :meth:`save` wrote."""
         tensors, meta = load_tensors(path)
-        return cls(**tensors, n_dims=int(meta["n_dims"]), layer=meta["layer"], settings=meta.get("settings", {}))
+        return cls(
+            **tensors, n_dims=int(meta["n_dims"]), layer_shape=tuple(meta.get("layer_shape", ())),
+            layer=meta["layer"], settings=meta.get("settings", {}),
+        )

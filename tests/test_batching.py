@@ -51,3 +51,23 @@ def test_sentence_order_in_the_batch_does_not_matter(bert, bert_batch):
     first = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     shuffled = ea.explain(ids[perm], additional_forward_args=(mask[perm],), mask=mask[perm], **FAST)
     assert torch.allclose(first.sigma[perm], shuffled.sigma, rtol=1e-4, equal_nan=True)
+
+
+def test_amp_runs_and_stays_close_to_float32(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = _explainer(bert)
+    full = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    half = ea.explain(ids, additional_forward_args=(mask,), mask=mask, amp=True, **FAST)
+    valid = mask.bool()
+    assert torch.isfinite(half.sigma[valid]).all()
+    assert ((half.sigma[valid] / full.sigma[valid] - 1).abs().median()) < 0.05
+
+
+def test_float_and_bfloat16_inputs_get_seeds():
+    from captum_entropy.attr import _sentence_seeds
+
+    rows = torch.randn(2, 3, 4)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    a = _sentence_seeds((rows,), mask, 0)
+    b = _sentence_seeds((rows.bfloat16(),), mask, 0)
+    assert len(set(a)) == 2 and len(set(b)) == 2 and a != b

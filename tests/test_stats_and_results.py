@@ -90,6 +90,7 @@ def test_result_save_load_and_importance(bert, tmp_path):
     back = EntropyResult.load(tmp_path / "r.safetensors")
     assert torch.equal(torch.nan_to_num(back.sigma), torch.nan_to_num(res.sigma))
     assert back.layer == res.layer and back.settings == res.settings and back.n_dims == 16
+    assert back.layer_shape == res.layer_shape == (5, 7, 16) and back.attribution().shape == (5, 7, 16)
     imp = res.importance()
     valid = mask.bool()
     assert torch.isnan(imp[~valid]).all()
