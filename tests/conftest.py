@@ -22,3 +22,20 @@ def bert_batch():
     mask[3, 4:] = 0
     ids[mask == 0] = 0
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory):
+    """One cache folder (data, checkpoints) shared by the slow zoo tests of a session."""
+    import os
+
+    path = tmp_path_factory.mktemp("zoo_cache")
+    old = os.environ.get("CAPTUM_ENTROPY_CACHE")
+    os.environ["CAPTUM_ENTROPY_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("CAPTUM_ENTROPY_CACHE", None)
+        else:
+            os.environ["CAPTUM_ENTROPY_CACHE"] = old

