@@ -1,7 +1,7 @@
 """The ``captum-entropy`` command.
 
     captum-entropy train MODEL [--seed 0] [--epochs N]   # train a zoo model, print its test accuracy
-    captum-entropy demo [--sentences 4] [--out out/demo] # the `make demo` job
+    captum-entropy demo [--sentences 3] [--out out/demo] # the `make demo` job
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--epochs", type=int, default=None, help="default: the zoo's setting for the model")
     demo = sub.add_parser("demo", help="explain test sentences with minilm, at the output and at every layer")
-    demo.add_argument("--sentences", type=int, default=4)
+    demo.add_argument("--sentences", type=int, default=3)
     demo.add_argument("--out", default="out/demo")
     args = parser.parse_args(argv)
     if args.command == "train":

@@ -7,7 +7,7 @@
    feature statistics fitted on training sentences make the numbers comparable;
 4. print a table, and write an HTML report, a PNG figure and the results (safetensors).
 
-    python -m captum_entropy.demo [--sentences 4] [--out out/demo]
+    python -m captum_entropy.demo [--sentences 3] [--out out/demo] [--max-steps 150]
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     from .zoo import load, load_polarity
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=4, help="how many test sentences to explain")
+    parser.add_argument("--sentences", type=int, default=3, help="how many test sentences to explain")
     parser.add_argument("--out", default="out/demo", help="folder for the report, the figure and the results")
     parser.add_argument("--stats-sentences", type=int, default=256, help="training sentences for feature statistics")
+    parser.add_argument("--max-steps", type=int, default=150,
+                        help="optimisation budget per feature (deep layers and the logit may need more: see 'converged')")
     args = parser.parse_args(argv)
     test = load_polarity("test")[: args.sentences]
     zm = load("minilm")
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ids, mask = zm.tokenize([e.text for e in test])
     with torch.no_grad():
         pred = zm.forward(ids, mask).argmax(-1)
-    common = dict(additional_forward_args=(mask,), mask=mask)
+    common = dict(additional_forward_args=(mask,), mask=mask, max_steps=args.max_steps)
     start = time.perf_counter()
     layer_results = EntropyAttribution(zm.forward, zm.embedding, target_layer=list(zm.layers.values())).explain(
         ids, feature_std=[stats[n] for n in zm.layers], **common)
