@@ -122,11 +122,11 @@ class SigmaFit:
 class _Adam:
     """Element-wise Adam whose rows (sentences) can be updated independently."""
 
-    def __init__(self, like: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, like: Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.m = torch.zeros_like(like)
         self.v = torch.zeros_like(like)
         self.t = 0
-        self.lr, self.betas, self.eps = lr, betas, eps
+        self.betas, self.eps = betas, eps
 
     def step(self, param: Tensor, grad: Tensor, rows: Tensor, lr: float) -> None:
         b1, b2 = self.betas
@@ -254,7 +254,7 @@ def fit_sigma(
     param = _from_sigma(sigma0, cap3, s.parametrization)
     log_cap = torch.log(cap3).expand_as(param)
 
-    adam = _Adam(param, s.lr)
+    adam = _Adam(param)
     curv = torch.zeros_like(param)  # EMA of ∂D/∂u / σ² (= 2a under the local quadratic model)
     per_dim = entropy_weight.float()[:, None, None] / ks  # c_b / Ks: entropy pull per parameter
     losses = torch.full((b, s.max_steps), math.nan, device=dev)

@@ -145,7 +145,7 @@ def train(name: str, train_examples=None, test_examples=None, seed: int = 0, epo
     zm = build(name, texts, seed=seed, config=config)
     cfg = TRAINING[name]
     cfg = TrainConfig(**{**cfg.__dict__, "seed": seed, **({"epochs": epochs} if epochs else {})})
-    fit(zm.model, lambda i, a: _logits(zm.model, i, a), zm.tokenize, texts, [e.label for e in train_examples], cfg, progress)
+    fit(zm.model, zm.forward, zm.tokenize, texts, [e.label for e in train_examples], cfg, progress)
     acc = accuracy(zm.forward, zm.tokenize, [e.text for e in test_examples], [e.label for e in test_examples])
     zm.meta.update(test_accuracy=acc, train_examples=len(train_examples), test_examples=len(test_examples),
                    seed=seed, epochs=cfg.epochs, lr=cfg.lr)
@@ -154,24 +154,15 @@ def train(name: str, train_examples=None, test_examples=None, seed: int = 0, epo
     return zm
 
 
-def _logits(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    out = model(input_ids=ids, attention_mask=mask)
-    return out.logits if hasattr(out, "logits") else out
-
-
 def save_model(zm: ZooModel, path: str | os.PathLike | None = None) -> Path:
     """Save weights and metadata (accuracy, vocabulary, config) to one safetensors file."""
     path = Path(path) if path is not None else checkpoint_path(zm.name)
-    state = {k: v for k, v in zm.model.state_dict().items()}
+    # clones: safetensors refuses tensors that share storage (tied weights)
+    state = {k: v.detach().clone() for k, v in zm.model.state_dict().items()}
     meta = {"name": zm.name, **zm.meta}
     if zm.name == "minilm":
         meta["hf_config"] = zm.model.config.to_dict()
-    return save_tensors(path, _dedupe(state), meta)
-
-
-def _dedupe(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """safetensors refuses shared storage (tied weights): keep clones."""
-    return {k: v.detach().clone() for k, v in state.items()}
+    return save_tensors(path, state, meta)
 
 
 def load(name: str, train_if_missing: bool = True, progress: bool = True, path: str | os.PathLike | None = None) -> ZooModel:
