@@ -241,7 +241,8 @@ thread(s), torch {torch.__version__}); checkpoints, raw summary and figures unde
   - {describe(metas['lstm'])};
   - {describe(metas['transformer'])}.
 - EntropyAttribution: `max_steps={cfg['max_steps']}`, σ_S from `FeatureStats` pooled over all steps;
-  "defaults" = the fixed-point update, "adam" = `update="adam"`. LayerIntegratedGradients:
+  "defaults" = the tolerance objective (newton update), "adam" = the authors' penalised objective
+  (`entropy_weight=0.1`) solved by `update="adam"`. LayerIntegratedGradients:
   all-PAD baseline, {settings['ig_steps']} steps. Ground-truth set: positions whose Jacobian norm
   is ≥ {settings['truth_rel']} × the step's largest. Token swaps: {settings['n_swaps']} per position.
 

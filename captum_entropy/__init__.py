@@ -1,6 +1,6 @@
 """captum_entropy: how much of each word a layer keeps (Guan et al., ICML 2019), for Captum."""
 
-from .attr import EntropyAttribution, NotComparableWarning, Settings
+from .attr import ConvergenceWarning, EntropyAttribution, NotComparableWarning, Settings
 from .entropy import (
     bits_to_nats,
     entropy_from_sigma,
@@ -16,6 +16,7 @@ from .stats import FeatureStats, TinyStdWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "EntropyAttribution",
     "EntropyResult",
     "FeatureStats",

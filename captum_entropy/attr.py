@@ -24,12 +24,16 @@ from .optim import OptimSettings, SigmaFit, fit_sigma
 from .result import EntropyResult
 from .stats import OUTPUT, FeatureStats, floor_std, module_names
 
-DEFAULT_ENTROPY_WEIGHT = 0.1
+DEFAULT_TOLERANCE = 0.05
 MAX_SIGMA_FACTOR = 10.0
 
 
 class NotComparableWarning(UserWarning):
     """Entropies computed without ``feature_std`` are not comparable across sentences or layers."""
+
+
+class ConvergenceWarning(UserWarning):
+    """Some sentences did not pass the stationarity test, or lost every word to the cap."""
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,13 @@ class Settings:
         mask: (B, T) attention mask (1 = real token). Padding gets no noise, takes no part
             in the loss and is reported as NaN.
         pad_token_id: alternative to ``mask``: tokens of ``inputs[0]`` equal to it are padding.
-        entropy_weight: λ, nats of per-dimension entropy traded against one unit of
-            normalised distortion (see docs/method.md).
-        normalization: ``"sum"`` (default, length independent) or ``"mean"`` (the authors').
+        tolerance: τ, the default objective: the noise is as large as possible while the
+            expected squared change of the normalised feature, averaged over its elements,
+            stays at most τ (0.05: an RMS change of 0.22 data standard deviations). The same
+            meaning for hidden layers, pooled vectors, logits and any sentence length.
+        entropy_weight: λ, the authors' penalised objective instead
+            (``D − λ·mean_i mean_k log σ_ik``, their ``rate``); it equals ``tolerance = λ/2``
+            where the feature is linear in the noise.
         max_sigma: cap on σ (float or (B,) tensor). ``None``: 10 × the embedding weights'
             std for an ``nn.Embedding`` layer, else 10 × the std of the sentence's layer values
             (the guan2019 preset: 0.5, the authors' ``scale``).
@@ -64,8 +72,8 @@ class Settings:
     feature_std: Any = None
     mask: Tensor | None = None
     pad_token_id: int | None = None
-    entropy_weight: float = DEFAULT_ENTROPY_WEIGHT
-    normalization: str = "sum"
+    tolerance: float | None = DEFAULT_TOLERANCE
+    entropy_weight: float | None = None
     max_sigma: float | Tensor | None = None
     internal_batch_size: int | None = None
     seed: int = 0
@@ -81,7 +89,7 @@ class Settings:
                 n_samples=1, lr=0.01, lr_decay_steps=None, max_steps=5000, check_every=100,
                 early_stop=False, init="random", parametrization="sigmoid", select="min_loss", update="adam",
             )
-            base = dict(normalization="mean", max_sigma=0.5)
+            base = dict(tolerance=None, entropy_weight=0.1, max_sigma=0.5)
         elif preset is not None:
             raise ValueError(f"unknown preset {preset!r}; choose None (fast default) or 'guan2019'")
         optim_names = {f.name for f in fields(OptimSettings)}
@@ -91,12 +99,23 @@ class Settings:
             raise TypeError(
                 f"unknown setting(s) {sorted(unknown)}; valid: {sorted(optim_names | own_names | {'preset'})}"
             )
+        if "entropy_weight" in kwargs and kwargs["entropy_weight"] is not None and "tolerance" not in kwargs:
+            base["tolerance"] = None  # the user chose the penalised objective
+        if "tolerance" in kwargs and kwargs["tolerance"] is not None and "entropy_weight" not in kwargs:
+            base["entropy_weight"] = None
         optim = OptimSettings(**{**base_optim, **{k: v for k, v in kwargs.items() if k in optim_names}})
         s = cls(optim=optim, **{**base, **{k: v for k, v in kwargs.items() if k in own_names}})
-        if not (isinstance(s.entropy_weight, (int, float)) and math.isfinite(s.entropy_weight) and s.entropy_weight > 0):
-            raise ValueError(f"entropy_weight must be a positive number, got {s.entropy_weight!r}")
-        if s.normalization not in ("sum", "mean"):
-            raise ValueError(f"normalization must be 'sum' or 'mean', got {s.normalization!r}")
+        for name in ("tolerance", "entropy_weight"):
+            v = getattr(s, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if (s.tolerance is None) == (s.entropy_weight is None):
+            raise ValueError(
+                "pass tolerance (the default, constrained objective) or entropy_weight (the authors' "
+                "penalised objective), not both"
+            )
+        if s.entropy_weight is None and s.optim.update == "adam":
+            raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight=, or use update='newton'")
         if s.internal_batch_size is not None and not (isinstance(s.internal_batch_size, int) and s.internal_batch_size >= 1):
             raise ValueError(f"internal_batch_size must be a positive int or None, got {s.internal_batch_size!r}")
         if s.mask is not None and s.pad_token_id is not None:
@@ -106,8 +125,8 @@ class Settings:
     def describe(self, preset: str | None) -> dict[str, Any]:
         """JSON-serialisable summary stored with results."""
         return {
-            "preset": preset, **asdict(self.optim), "entropy_weight": self.entropy_weight,
-            "normalization": self.normalization, "seed": self.seed,
+            "preset": preset, **asdict(self.optim), "tolerance": self.tolerance,
+            "entropy_weight": self.entropy_weight, "seed": self.seed,
             "feature_std": "given" if self.feature_std is not None else "self-normalised",
         }
 
@@ -231,14 +250,16 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             for idx, module in enumerate(self._targets):
                 problem = _Problem.build(module, clean_features[idx], target, cfg, idx, mask, self._root_names())
                 fit = self._optimise(run, problem, values3, mask, cap, seeds, cfg)
-                results.append(
-                    EntropyResult(
-                        sigma=fit.sigma, mask=mask, max_sigma=cap, saturated=fit.saturated.all(-1) & mask,
-                        steps=fit.steps, converged=fit.converged, losses=fit.losses, init_sigma=fit.init_sigma,
-                        n_dims=values3.shape[-1], layer_shape=tuple(values.shape), layer=problem.name,
-                        settings=cfg.describe(preset),
-                    )
+                result = EntropyResult(
+                    sigma=fit.sigma, mask=mask, max_sigma=cap, saturated=fit.saturated.all(-1) & mask,
+                    steps=fit.steps, converged=fit.converged, losses=fit.losses, init_sigma=fit.init_sigma,
+                    stop_reason=fit.stop_reason, stationarity=fit.stationarity, distortion=fit.distortion,
+                    linear_sigma=fit.linear_sigma, linear_log_se=fit.linear_log_se,
+                    n_dims=values3.shape[-1], layer_shape=tuple(values.shape), layer=problem.name,
+                    settings=cfg.describe(preset),
                 )
+                _warn_if_untrustworthy(result, cfg)
+                results.append(result)
         return results if isinstance(self.target_layer, (list, tuple, nn.ModuleList)) else results[0]
 
     # -- internals -------------------------------------------------------------------------
@@ -271,7 +292,9 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                 fits.append(
                     fit_sigma(
                         values3[ids], mask[ids], lambda x, rows, ids=ids: problem.feature(run, x, ids[rows]),
-                        problem.clean[ids], problem.fmask.flatten(1)[ids] > 0, problem.weight[ids], cap[ids], gens, cfg.optim,
+                        problem.clean[ids], problem.fmask.flatten(1)[ids] > 0, cap[ids], gens, cfg.optim,
+                        tolerance=None if cfg.tolerance is None else torch.full((len(ids),), float(cfg.tolerance), device=dev),
+                        entropy_weight=None if cfg.entropy_weight is None else torch.full((len(ids),), float(cfg.entropy_weight), device=dev),
                         progress=tick if bar is not None else None,
                     )
                 )
@@ -282,6 +305,33 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
+    """A :class:`ConvergenceWarning` that names the fix when the answer should not be trusted."""
+    if cfg.optim.method != "optimize":
+        return
+    failed = (~result.converged).nonzero().flatten().tolist()
+    if failed and cfg.optim.early_stop:
+        warnings.warn(
+            f"{result.layer}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the "
+            f"stationarity test in max_steps={cfg.optim.max_steps} (result.stationarity: "
+            f"{[round(float(result.stationarity[i]), 3) for i in failed[:5]]}, tol={cfg.optim.tol}); raise max_steps "
+            "or n_samples, or check result.converged before using these rows",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    mask = result.mask
+    all_capped = ((result.saturated | ~mask).all(1)).nonzero().flatten().tolist()
+    if all_capped:
+        what = f"tolerance={cfg.tolerance}" if cfg.tolerance is not None else f"entropy_weight={cfg.entropy_weight}"
+        warnings.warn(
+            f"{result.layer}: every word of sentence(s) {all_capped[:10]} is at the σ cap (fully forgotten): "
+            f"the feature stays within {what} even with all words destroyed, or max_sigma is too small; "
+            "lower the tolerance (or entropy_weight), or raise max_sigma",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
 
 
 def _format_inputs(inputs: Any) -> tuple[Tensor, ...]:
@@ -393,7 +443,6 @@ class _Problem:
     denom: Tensor  # (B, *feature) normaliser of the selected feature
     fmask: Tensor  # (B, *feature) 1 for elements in the loss, 0 for padding
     clean: Tensor  # (B, M) normalised clean feature
-    weight: Tensor  # (B,) entropy weight c_b
     shape: tuple[int, ...]
 
     @classmethod
@@ -418,16 +467,11 @@ class _Problem:
             if not (ms > 0).all():
                 raise ValueError("the feature is all zeros for some sentence; pass feature_std")
             std = ms.sqrt().reshape(-1, *([1] * (feat.dim() - 1))).expand_as(feat)
-        if cfg.normalization == "sum":
-            width = feat.shape[-1]
-            denom = std * math.sqrt(width)
-            weight = torch.full((feat.shape[0],), float(cfg.entropy_weight), device=feat.device)
-        else:  # the authors' mean loss: mean over feature elements, mean over tokens
-            count = fmask.flatten(1).sum(1)
-            denom = std * count.sqrt().reshape(-1, *([1] * (feat.dim() - 1)))
-            weight = cfg.entropy_weight / mask.sum(1).to(feat.dtype)
+        # D = mean over the sentence's feature elements of the squared change in units of σ_S
+        count = fmask.flatten(1).sum(1)
+        denom = std * count.sqrt().reshape(-1, *([1] * (feat.dim() - 1)))
         clean = (feat / denom * fmask).flatten(1)
-        return cls(module, name, target, denom, fmask, clean, weight, tuple(feat.shape[1:]))
+        return cls(module, name, target, denom, fmask, clean, tuple(feat.shape[1:]))
 
     def feature(self, run: _Runner, x: Tensor, rows: Tensor) -> Tensor:
         raw = run.feature(x.reshape(len(rows), *run.layer_tail), rows, self.module)

@@ -42,26 +42,29 @@ def bits_to_nats(bits: Tensor | float) -> Tensor | float:
 
 
 def linear_optimal_sigma(
-    jacobian_sq_norm: Tensor, entropy_weight: Tensor | float, n_dims: int = 1
+    jacobian_sq_norm: Tensor, tolerance: float | None = None, entropy_weight: float | None = None
 ) -> Tensor:
-    """Minimiser of ``σ²·‖J‖² − c·log σ / n_dims`` for each entry: ``σ = sqrt(c / (2·n_dims·‖J‖²))``.
+    """Optimal σ of the linearised problem ``D = Σ_p σ_p²·a_p`` for one sentence, no cap.
 
-    This is the optimum of the (linearised) loss used by :mod:`captum_entropy.optim`:
-    ``E‖f(x + σ⊙ε) − f(x)‖² ≈ Σ σ²·‖J‖²`` minus ``c`` times the mean log-σ of a word.
+    ``jacobian_sq_norm`` holds ``a_p = ‖Ĵ_p‖²`` for the sentence's P parameters (one per word:
+    the Jacobian norm summed over the word's dimensions; or one per element), where ``Ĵ`` is the
+    Jacobian of the normalised feature ``Φ/(σ_S·√M)`` (M feature elements).
 
-    * one σ per token: ``jacobian_sq_norm`` is ``‖J_i‖²_F`` (summed over the word's
-      ``K`` dimensions) and ``n_dims=1``;
-    * one σ per element: ``jacobian_sq_norm`` is the column norm ``‖J_ik‖²`` and
-      ``n_dims=K``.
+    * constrained (``tolerance`` τ, the default objective): maximise ``Σ_p log σ_p`` subject
+      to ``D ≤ τ``: ``σ_p² = τ / (P·a_p)``, every parameter spends ``τ/P`` of the budget;
+    * penalised (``entropy_weight`` λ, the authors'): minimise ``D − λ·mean_p log σ_p``:
+      ``σ_p² = λ / (2·P·a_p)``, the same as ``tolerance = λ/2``.
 
-    Entries with a zero Jacobian get ``inf`` (the word is not read at all).
+    :func:`captum_entropy.optim.linear_solution` adds the cap (words it passes are capped and
+    the others share their unused budget). Entries with ``a_p = 0`` get ``inf``.
 
-    >>> s = linear_optimal_sigma(torch.tensor([4.0]), 0.5)
-    >>> float(s)
-    0.25
+    >>> linear_optimal_sigma(torch.tensor([4.0, 1.0]), tolerance=0.5)
+    tensor([0.2500, 0.5000])
     """
-    c = torch.as_tensor(entropy_weight, dtype=jacobian_sq_norm.dtype, device=jacobian_sq_norm.device)
-    return torch.sqrt(c / (2.0 * n_dims * jacobian_sq_norm))
+    if (tolerance is None) == (entropy_weight is None):
+        raise ValueError("give exactly one of tolerance and entropy_weight")
+    per_param = tolerance if tolerance is not None else entropy_weight / 2
+    return torch.sqrt(per_param / (jacobian_sq_norm.numel() * jacobian_sq_norm))
 
 
 def entropy_to_importance(

@@ -1,25 +1,38 @@
 """Batched optimiser of the per-word noise scale σ. Knows no model: it takes callables.
 
-For each sentence ``b`` it minimises (one independent problem per sentence, solved together)
+For each sentence it works on ``u = log σ`` (one per token, or one per token element) with the
+distortion ``D(u) = E_ε ‖f(x + σ⊙ε) − f(x)‖²`` of the *normalised* feature ``f`` (``feature_fn``
+already divides by the feature std and by the square root of the number of feature elements, so
+``D`` is the mean squared change of the normalised feature). Two objectives:
 
-    L_b(σ) = E_ε ‖f(x_b + σ⊙ε) − f(x_b)‖²  −  c_b · Σ_i mean_k log σ_ik
+* **constrained** (default, ``tolerance=τ``): maximise the entropy ``Σ_p u_p`` subject to
+  ``D(u) ≤ τ`` and ``σ ≤ cap``: the noise is as large as it can be while the feature moves by at
+  most ``τ``. The same meaning for any feature kind and any sentence length.
+* **penalised** (``entropy_weight``; the authors' loss): minimise ``D(u) − w·mean_p u_p``.
 
-where ``f`` is the *normalised* feature (``feature_fn``; it already contains the division by the
-feature std and the loss normalisation), ``i`` runs over the sentence's valid tokens and ``k``
-over the ``K`` dimensions of a token (one shared σ per token, or one per element).
+Both share one optimality condition. Write ``g_p = ∂D/∂u_p``. At the optimum every free
+parameter has the same ``g_p = c`` (penalised: ``c = w/P``; constrained: ``c`` is whatever
+makes ``D = τ``), and a parameter at the cap has ``g_p ≤ c`` (the entropy still pulls it up).
+Under the local model ``D ≈ Σ_p a_p e^{2u_p}`` (exact for a linear feature) the step
+``u_p += ½·log(c / g_p)`` lands on that point; the constrained ``c`` comes from water-filling
+the budget ``τ`` over the parameters, capped ones first.
 
-Two update rules:
+Update rules:
 
-* ``"fixed_point"`` (default): under the local quadratic model ``D ≈ Σ a_i σ_i²`` the
-  optimum is ``σ_i² = c_i / (2 a_i)``. Each step estimates the curvature ``2a_i`` as
-  ``(∂D/∂log σ_i) / σ_i²`` from that step's noise draws, keeps an exponential moving average of
-  it, and moves log σ half-way towards the optimum it implies. Exact in one step for a linear
-  feature (up to sampling noise), and it stays correct where the feature is non-linear
-  because the curvature is re-measured at the current σ.
-* ``"adam"``: plain Adam on the parameter (the reference's choice).
+* ``"newton"`` (default): that step on common random numbers (the same ``n_samples`` draws
+  for the current point and the proposal), accepted only if it improves the objective on those
+  draws (penalised: the loss; constrained: the entropy after rescaling both points to
+  ``D = τ``); a rejected step halves the step length. A linear feature is solved in one step;
+  where the feature is non-linear the curvature is re-measured at the current σ. A feature with
+  at most ``exact_jacobian`` elements gets its exact Jacobian once, and the linear part of the
+  distortion is then computed in closed form (a control variate): only the non-linear remainder
+  is sampled.
+* ``"adam"``: Adam on the parameter, the reference's choice (penalised objective only).
 
-Every sentence owns a ``torch.Generator``: its probes and noise draws do not depend on which
-other sentences share the batch, so batching never changes an answer.
+Convergence is a stationarity test: ``r_p = ½·log(c/g_p)`` (the step that would still be taken;
+at the cap only its negative part) averaged over a window of ``check_every`` steps has an RMS
+below ``tol``. Every sentence owns a ``torch.Generator``: its probes and noise draws do not
+depend on which other sentences share the batch, so batching never changes an answer.
 """
 
 from __future__ import annotations
@@ -31,13 +44,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .entropy import linear_optimal_sigma
-
 FeatureFn = Callable[[Tensor, Tensor], Tensor]
 """``feature_fn(x, rows) -> (R, M)``: normalised feature of rows ``x`` (R, T, K); ``rows[r]``
 is the sentence that row ``r`` belongs to."""
 
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
+STOP_REASONS = ("converged", "max_steps", "linearized")
 
 
 @dataclass(frozen=True)
@@ -45,167 +57,269 @@ class OptimSettings:
     """Knobs of :func:`fit_sigma`. Defaults are the fast, converging mode.
 
     Attributes:
+        method: ``"optimize"`` (the linearised warm start, then refinement on the real
+            feature) or ``"linearized"`` (the closed form of the linearised problem only: one
+            batched backward pass, exact where the feature is linear in the noise).
         per_element: one σ per embedding element (True) or one per token (False, the paper).
         n_samples: noise draws per sentence per step (extra batch rows).
-        lr: Adam learning rate on the parameter (log σ, or θ for the sigmoid form).
-        lr_decay_steps: lr is divided by ``sqrt(1 + step / lr_decay_steps)``; ``None``: constant.
-        max_steps: most optimisation steps per sentence.
-        check_every: window length (steps) for iterate averaging and the convergence check.
-        tol: a sentence converges when the RMS difference between two consecutive window
-            means of log σ is below ``tol`` (0.01 ≈ 1 % in σ).
+        max_steps: most refinement steps per sentence.
+        check_every: window (steps) of the stationarity test and of iterate averaging.
+        tol: a sentence converges when the RMS of the window-mean step ``½·log(c/g)`` is below
+            ``tol`` (0.02 ≈ 2 % in σ).
         early_stop: stop updating (and computing) a sentence once it has converged.
-        init: ``"linear"`` warm start from the linearised closed form (Hutchinson estimate of
-            the Jacobian norms), or ``"random"`` (θ ~ N(0, 1) as in the reference).
-        n_probes: random vector–Jacobian products per sentence for the warm start (a
-            feature with at most this many elements gets its exact Jacobian instead).
+        init: ``"linear"`` warm start from the linearised closed form, or ``"random"``
+            (θ ~ N(0, 1), σ = cap·sigmoid(θ), as in the reference).
+        n_probes: Rademacher vector–Jacobian products per sentence for the Hutchinson estimate
+            of the Jacobian norms (features with more than ``exact_jacobian`` elements).
+        exact_jacobian: a feature with at most this many elements gets its exact Jacobian
+            (one backward row per element) and the control variate.
+        update: ``"newton"`` (default) or ``"adam"`` (penalised objective only; uses ``lr``).
+        max_jump: largest change of log σ per step (newton update).
+        curvature_decay: the newton update steps with an exponential moving average of the
+            measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
+        lr: Adam learning rate on the parameter (log σ, or θ for the sigmoid form).
+        lr_decay_steps: Adam's lr is divided by ``sqrt(1 + step / lr_decay_steps)``; ``None``: constant.
         parametrization: ``"log"`` (σ = exp(u), projected onto σ ≤ cap) or ``"sigmoid"``
-            (σ = cap · sigmoid(θ), the reference).
+            (σ = cap · sigmoid(θ), the reference; Adam only).
         select: ``"average"`` (mean of log σ over the last window) or ``"min_loss"`` (the
-            state after the step with the lowest single-sample loss, the reference).
-        update: ``"fixed_point"`` (curvature-based, default) or ``"adam"`` (uses ``lr``).
-        curvature_decay: EMA factor of the curvature estimate (fixed-point update).
-        damping: share of the way to the implied optimum taken per step (fixed-point update).
-        max_jump: largest change of log σ per step (fixed-point update).
+            state after the step with the lowest single-sample loss, the reference; Adam only).
     """
 
+    method: str = "optimize"
     per_element: bool = False
-    n_samples: int = 8
-    lr: float = 0.05
-    lr_decay_steps: float | None = 50.0
-    max_steps: int = 400
-    check_every: int = 25
-    tol: float = 0.01
+    n_samples: int = 16
+    max_steps: int = 100
+    check_every: int = 5
+    tol: float = 0.02
     early_stop: bool = True
     init: str = "linear"
     n_probes: int = 16
+    exact_jacobian: int = 64
+    update: str = "newton"
+    max_jump: float = 1.0
+    curvature_decay: float = 0.5
+    lr: float = 0.05
+    lr_decay_steps: float | None = 50.0
     parametrization: str = "log"
     select: str = "average"
-    update: str = "fixed_point"
-    curvature_decay: float = 0.95
-    damping: float = 0.5
-    max_jump: float = 1.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise ValueError(what)
 
-        need(isinstance(self.n_samples, int) and self.n_samples >= 1, f"n_samples must be an int >= 1, got {self.n_samples!r}")
-        need(isinstance(self.max_steps, int) and self.max_steps >= 1, f"max_steps must be an int >= 1, got {self.max_steps!r}")
-        need(isinstance(self.check_every, int) and self.check_every >= 1, f"check_every must be an int >= 1, got {self.check_every!r}")
-        need(isinstance(self.n_probes, int) and self.n_probes >= 1, f"n_probes must be an int >= 1, got {self.n_probes!r}")
+        def positive_int(name: str, low: int = 1) -> None:
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, f"{name} must be an int >= {low}, got {v!r}")
+
+        for name in ("n_samples", "max_steps", "check_every", "n_probes"):
+            positive_int(name)
+        positive_int("exact_jacobian", 0)
+        need(self.method in ("optimize", "linearized"), f"method must be 'optimize' or 'linearized', got {self.method!r}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
-        need(self.tol >= 0, f"tol must be >= 0, got {self.tol!r}")
+        need(math.isfinite(self.tol) and self.tol >= 0, f"tol must be a number >= 0, got {self.tol!r}")
         need(self.lr_decay_steps is None or self.lr_decay_steps > 0, f"lr_decay_steps must be > 0 or None, got {self.lr_decay_steps!r}")
         need(self.init in ("linear", "random"), f"init must be 'linear' or 'random', got {self.init!r}")
         need(self.parametrization in ("log", "sigmoid"), f"parametrization must be 'log' or 'sigmoid', got {self.parametrization!r}")
         need(self.select in ("average", "min_loss"), f"select must be 'average' or 'min_loss', got {self.select!r}")
-        need(self.update in ("fixed_point", "adam"), f"update must be 'fixed_point' or 'adam', got {self.update!r}")
-        need(self.update == "adam" or self.parametrization == "log", "update='fixed_point' needs parametrization='log'")
+        need(self.update in ("newton", "adam"), f"update must be 'newton' or 'adam', got {self.update!r}")
+        need(
+            self.update == "adam" or (self.parametrization == "log" and self.select == "average"),
+            "update='newton' works on log σ with iterate averaging: parametrization='sigmoid' and "
+            "select='min_loss' need update='adam'",
+        )
+        need(math.isfinite(self.max_jump) and self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
         need(0 <= self.curvature_decay < 1, f"curvature_decay must be in [0, 1), got {self.curvature_decay!r}")
-        need(0 < self.damping <= 1, f"damping must be in (0, 1], got {self.damping!r}")
-        need(self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
 
 
 @dataclass
 class SigmaFit:
     """What :func:`fit_sigma` returns, one row per sentence (padding positions hold NaN)."""
 
-    sigma: Tensor  # (B, T, K) or (B, T, 1)
+    sigma: Tensor  # (B, T, Ks)
     saturated: Tensor  # bool, same shape as sigma: σ at the cap (word forgotten)
-    steps: Tensor  # (B,) steps taken
-    converged: Tensor  # (B,) bool
-    losses: Tensor  # (B, max_steps) loss per step, NaN after a sentence stopped
+    steps: Tensor  # (B,) refinement steps taken
+    converged: Tensor  # (B,) bool: the stationarity test passed
+    stop_reason: Tensor  # (B,) index into STOP_REASONS
+    stationarity: Tensor  # (B,) RMS of the last window-mean step ½·log(c/g) (NaN if never measured)
+    distortion: Tensor  # (B,) the last measured D (mean squared change of the normalised feature)
+    losses: Tensor  # (B, max_steps) objective per step: penalised loss, or −mean log σ (constrained)
     init_sigma: Tensor = field(repr=False)  # σ before the first step
+    linear_sigma: Tensor = field(repr=False)  # the linearised closed form
+    linear_log_se: Tensor = field(repr=False)  # Monte-Carlo standard error of log(linear_sigma)
 
 
-class _Adam:
-    """Element-wise Adam whose rows (sentences) can be updated independently."""
-
-    def __init__(self, like: Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.m = torch.zeros_like(like)
-        self.v = torch.zeros_like(like)
-        self.t = 0
-        self.betas, self.eps = betas, eps
-
-    def step(self, param: Tensor, grad: Tensor, rows: Tensor, lr: float) -> None:
-        b1, b2 = self.betas
-        self.t += 1
-        m = self.m[rows].mul_(b1).add_(grad, alpha=1 - b1)
-        v = self.v[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        self.m[rows], self.v[rows] = m, v
-        m_hat = m / (1 - b1**self.t)
-        v_hat = v / (1 - b2**self.t)
-        param[rows] -= lr * m_hat / (v_hat.sqrt() + self.eps)
+# -- the linearised problem ------------------------------------------------------------------
 
 
-def _to_sigma(param: Tensor, cap: Tensor, form: str) -> Tensor:
-    return torch.exp(param) if form == "log" else cap * torch.sigmoid(param)
+@dataclass
+class _Linearization:
+    a: Tensor  # (B, T, Ks) ‖Ĵ_p‖²: the linear distortion per unit σ² of each parameter
+    a_se: Tensor  # (B, T, Ks) its Monte-Carlo standard error (0 where exact)
+    jac: Tensor | None  # (B, M, T, K) exact Jacobian (zeros for sentences without it)
+    has_jac: Tensor  # (B,) bool
 
 
-def _from_sigma(sigma: Tensor, cap: Tensor, form: str) -> Tensor:
-    if form == "log":
-        return torch.log(sigma)
-    ratio = (sigma / cap).clamp(1e-6, 1 - 1e-6)
-    return torch.log(ratio) - torch.log1p(-ratio)
+def _linearize(
+    values: Tensor, feature_mask: Tensor, feature_fn: FeatureFn, generators: Sequence[torch.Generator],
+    settings: OptimSettings, dtype: torch.dtype,
+) -> _Linearization:
+    """Jacobian norms of the normalised feature from one batched backward pass.
+
+    A sentence whose feature has at most ``exact_jacobian`` (unpadded) elements gets one-hot
+    probes (its exact Jacobian); a larger one ``n_probes`` Rademacher probes (Hutchinson, the
+    lowest-variance choice). Probes cover only the sentence's own feature elements.
+    """
+    b, t, k = values.shape
+    dev = values.device
+    m = feature_mask.shape[1]
+    probes, rows, exact = [], [], []
+    for i in range(b):
+        idx = feature_mask[i].nonzero().flatten()
+        exact.append(len(idx) <= settings.exact_jacobian)
+        n_rows = len(idx) if exact[-1] else settings.n_probes
+        p = torch.zeros((n_rows, m), device=dev, dtype=dtype)
+        if exact[-1]:
+            p[torch.arange(len(idx), device=dev), idx] = 1.0
+        else:
+            signs = torch.randint(0, 2, (n_rows, len(idx)), generator=generators[i], device=dev)
+            p[:, idx] = signs.to(dtype) * 2 - 1
+        probes.append(p)
+        rows.append(torch.full((n_rows,), i, dtype=torch.long, device=dev))
+    rows_t = torch.cat(rows)
+    with torch.enable_grad():
+        x = values.detach()[rows_t].clone().requires_grad_(True)
+        feat = feature_fn(x, rows_t)
+        (grad,) = torch.autograd.grad((feat * torch.cat(probes).to(feat.dtype)).sum(), x)
+    grad = grad.to(dtype)
+    sq = grad.pow(2)
+    if not settings.per_element:
+        sq = sq.sum(-1, keepdim=True)
+    a, a_se, jacs = [], [], []
+    n_out = max([len(r) for r, ex in zip(rows, exact) if ex] or [0])
+    for part, g, ex in zip(sq.split([len(r) for r in rows]), grad.split([len(r) for r in rows]), exact):
+        if ex:
+            a.append(part.sum(0))
+            a_se.append(torch.zeros_like(part[0]))
+            jacs.append(torch.cat([g, g.new_zeros((n_out - len(g), t, k))]))
+        else:
+            a.append(part.mean(0))
+            a_se.append(part.std(0) / math.sqrt(len(part)))
+            jacs.append(grad.new_zeros((n_out, t, k)))
+    has_jac = torch.tensor(exact, device=dev)
+    jac = torch.stack(jacs) if has_jac.any() else None
+    return _Linearization(torch.stack(a), torch.stack(a_se), jac, has_jac)
 
 
-def _noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Standard normal noise (len(rows), *shape[:-2]... ) drawn from each sentence's own generator.
+def _water_level(g: Tensor, room: Tensor, valid: Tensor, budget: Tensor) -> Tensor:
+    """The common gradient level ``c`` at which the linear model spends exactly ``budget``.
 
-    ``shape`` is ``(S, T, K)``; only the sentence's valid tokens get draws, padding stays 0, so
-    a sentence draws the same numbers whether it is padded or not.
+    Each parameter ``p`` with gradient ``g_p = ∂D/∂u_p`` and headroom ``room_p = log cap − u_p``
+    contributes ``c/2`` to D after the step ``½·log(c/g_p)``, or ``h_p = ½·g_p·e^{2·room_p}`` if
+    that step would pass the cap. Solves ``Σ_p min(c/2, h_p) = budget`` per row (exact, by
+    sorting); ``inf`` where every parameter fits at the cap.
+    """
+    g64 = g.double().clamp_min(0).flatten(1)
+    h = 0.5 * g64 * torch.exp(2 * room.double().flatten(1).clamp_max(300))
+    h = torch.where(valid.flatten(1), h, torch.full_like(h, math.inf))
+    hs, _ = torch.sort(h, dim=1)
+    n = valid.flatten(1).sum(1, keepdim=True).double()
+    ranks = torch.arange(hs.shape[1], device=g.device, dtype=torch.float64)[None]
+    finite = torch.where(torch.isfinite(hs), hs, torch.zeros_like(hs))
+    before = torch.cumsum(finite, 1) - finite  # Σ of the k smallest (k = rank)
+    half_c = (budget.double()[:, None] - before) / (n - ranks).clamp_min(1)
+    prev = torch.cat([torch.full_like(hs[:, :1], -math.inf), hs[:, :-1]], 1)
+    ok = (ranks < n) & (half_c > 0) & (prev <= half_c) & (half_c <= hs)
+    first = torch.where(ok, ranks, torch.full_like(ranks, math.inf)).amin(1)
+    level = torch.full((g.shape[0],), math.inf, dtype=torch.float64, device=g.device)
+    found = torch.isfinite(first)
+    level[found] = 2 * half_c[found].gather(1, first[found].long()[:, None])[:, 0]
+    return level.to(g.dtype)
+
+
+def _step_to_level(g: Tensor, level: Tensor, max_jump: float) -> Tensor:
+    """``½·log(c/g_p)``: the step of log σ that brings ``g_p`` to ``c`` under the linear model."""
+    ratio = level.reshape(-1, *([1] * (g.dim() - 1))) / g.clamp_min(torch.finfo(g.dtype).tiny)
+    return (0.5 * torch.log(ratio)).nan_to_num(nan=0.0, posinf=max_jump).clamp(-max_jump, max_jump)
+
+
+def linear_solution(
+    a: Tensor, valid: Tensor, log_cap: Tensor, tolerance: Tensor | None = None, pull: Tensor | None = None
+) -> Tensor:
+    """log σ that solves the linearised problem ``D = Σ_p a_p σ_p²`` exactly, caps included.
+
+    Constrained (``tolerance`` τ per row): ``σ_p² = c / (2·a_p)`` with ``c`` water-filled so that
+    ``D = τ`` (without caps: ``σ_p² = τ / (P·a_p)``, P parameters). Penalised (``pull`` w/P per
+    row): ``σ_p² = pull / (2·a_p)``. Either way capped at ``log_cap``.
+
+    >>> a = torch.tensor([[[4.0], [1.0]]])
+    >>> valid = torch.ones(1, 2, 1, dtype=torch.bool)
+    >>> linear_solution(a, valid, torch.tensor(10.0), tolerance=torch.tensor([0.5])).exp()
+    tensor([[[0.2500],
+             [0.5000]]])
+    """
+    cap = log_cap.expand_as(a)
+    g = 2 * a * torch.exp(2 * cap)  # ∂D/∂u at the cap
+    if tolerance is not None:
+        level = _water_level(g, torch.zeros_like(a), valid, tolerance)
+    else:
+        level = pull.to(a.dtype)
+    step = _step_to_level(g, level, max_jump=math.inf)
+    return torch.where(valid, torch.minimum(cap + step, cap), cap)
+
+
+# -- sampled distortion ------------------------------------------------------------------------
+
+
+def _noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, shape: tuple[int, ...], dtype) -> Tensor:
+    """Standard normal noise (len(rows), S, T, K), drawn from each sentence's own generator.
+
+    Only the sentence's valid tokens get draws, padding stays 0, so a sentence draws the same
+    numbers whether it is padded or not.
     """
     s, t, k = shape
-    out = torch.zeros((len(rows), s, t, k), device=mask.device)
+    out = torch.zeros((len(rows), s, t, k), device=mask.device, dtype=dtype)
     for j, b in enumerate(rows.tolist()):
         valid = mask[b]
-        n = int(valid.sum())
-        draw = torch.randn((s, n, k), generator=generators[b], device=mask.device)
+        draw = torch.randn((s, int(valid.sum()), k), generator=generators[b], device=mask.device, dtype=dtype)
         out[j][:, valid] = draw
     return out
 
 
-def _linear_init(
-    values: Tensor, feature_mask: Tensor, feature_fn: FeatureFn, weight: Tensor, cap: Tensor,
-    generators: Sequence[torch.Generator], settings: OptimSettings,
-) -> Tensor:
-    """σ from the linearised loss, with ``‖J_ik‖²`` from vector–Jacobian products.
+class _Distortion:
+    """``D̂(u)`` on given draws, with the control variate where the exact Jacobian is known.
 
-    A sentence whose feature has at most ``n_probes`` (unpadded) elements gets its exact
-    Jacobian (one-hot probes); a larger one a Hutchinson estimate with Rademacher probes, the
-    lowest-variance choice. Probes cover only the sentence's own feature elements, so padding
-    never changes its draws.
+    ``D̂ = β·Σ_p a_p σ_p² + mean_s(‖Δ_s‖² − β·‖J(σ⊙ε_s)‖²)``: the linear part in closed form and
+    only the rest sampled, with ``β = Cov/Var`` of the two sampled terms (the variance-optimal
+    weight, estimated from the same draws, in [0, 1]).
     """
-    b, t, k = values.shape
-    dev = values.device
-    probes, rows, exact = [], [], []
-    for i in range(b):
-        idx = feature_mask[i].nonzero().flatten()
-        m_i = len(idx)
-        exact.append(m_i <= settings.n_probes)
-        n_rows = m_i if exact[-1] else settings.n_probes
-        p = torch.zeros((n_rows, feature_mask.shape[1]), device=dev)
-        if exact[-1]:
-            p[torch.arange(m_i, device=dev), idx] = 1.0
-        else:
-            signs = torch.randint(0, 2, (n_rows, m_i), generator=generators[i], device=dev)
-            p[:, idx] = signs.float() * 2 - 1
-        probes.append(p)
-        rows.append(torch.full((n_rows,), i, dtype=torch.long, device=dev))
-    rows_t = torch.cat(rows)
-    x = values.detach()[rows_t].clone().requires_grad_(True)
-    feat = feature_fn(x, rows_t)
-    (grad,) = torch.autograd.grad((feat * torch.cat(probes).to(feat.dtype)).sum(), x)
-    sq = grad.float().pow(2)
-    jsq = torch.stack(
-        [part.sum(0) if ex else part.mean(0) for part, ex in zip(sq.split([len(r) for r in rows]), exact)]
-    )  # (B, T, K): ‖J_ik‖²
-    if settings.per_element:
-        sigma = linear_optimal_sigma(jsq, weight[:, None, None], n_dims=k)
-    else:
-        sigma = linear_optimal_sigma(jsq.sum(-1, keepdim=True), weight[:, None, None])
-    return torch.minimum(torch.nan_to_num(sigma, nan=math.inf), cap[:, None, None]).clamp_min(1e-12 * cap[:, None, None])
+
+    def __init__(self, values: Tensor, clean: Tensor, feature_fn: FeatureFn, lin: _Linearization, dtype) -> None:
+        self.values, self.clean, self.feature_fn, self.lin, self.dtype = values, clean, feature_fn, lin, dtype
+
+    def __call__(self, u: Tensor, rows: Tensor, eps: Tensor) -> Tensor:
+        a, s, t, k = eps.shape
+        sigma = torch.exp(u)  # (A, T, Ks)
+        shift = sigma[:, None] * eps  # (A, S, T, K)
+        noisy = self.values[rows, None].to(self.dtype) + shift
+        rep = rows.repeat_interleave(s)
+        feat = self.feature_fn(noisy.reshape(-1, t, k).to(self.values.dtype), rep).to(self.dtype)
+        sq = (feat - self.clean[rep].to(self.dtype)).pow(2).sum(-1).reshape(a, s)
+        if self.lin.jac is None:
+            return sq.mean(1)
+        jac = self.lin.jac[rows]  # (A, M, T, K), zeros where not exact
+        linear_sq = torch.einsum("amtk,astk->asm", jac, shift).pow(2).sum(-1)
+        exact_linear = (self.lin.a[rows] * sigma.pow(2)).flatten(1).sum(1)
+        # the control variate's weight: 1 where the feature is linear at this noise, towards 0
+        # where the linear model no longer predicts it (it would then add variance, not remove it)
+        with torch.no_grad():
+            dx, dl = sq - sq.mean(1, keepdim=True), linear_sq - linear_sq.mean(1, keepdim=True)
+            weight = ((dx * dl).sum(1) / (dl * dl).sum(1).clamp_min(torch.finfo(dl.dtype).tiny)).clamp(0.0, 1.0)
+            weight = weight * self.lin.has_jac[rows]
+        return weight * exact_linear + (sq - weight[:, None] * linear_sq).mean(1)
+
+
+# -- the optimiser ------------------------------------------------------------------------------
 
 
 def fit_sigma(
@@ -214,10 +328,11 @@ def fit_sigma(
     feature_fn: FeatureFn,
     clean: Tensor,
     feature_mask: Tensor,
-    entropy_weight: Tensor,
     max_sigma: Tensor,
     generators: Sequence[torch.Generator],
     settings: OptimSettings = OptimSettings(),
+    tolerance: Tensor | None = None,
+    entropy_weight: Tensor | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SigmaFit:
     """Learn σ for a batch of sentences.
@@ -228,118 +343,305 @@ def fit_sigma(
         feature_fn: normalised feature of noisy rows, see :data:`FeatureFn`.
         clean: ``feature_fn`` of the clean values, (B, M).
         feature_mask: (B, M) bool, the feature elements that belong to the sentence (not padding).
-        entropy_weight: ``c_b`` per sentence (B,).
         max_sigma: the cap on σ per sentence (B,).
         generators: one ``torch.Generator`` per sentence, on ``values.device``.
         settings: see :class:`OptimSettings`.
+        tolerance: (B,) τ, the constrained objective: the largest allowed ``D``.
+        entropy_weight: (B,) ``w``, the penalised objective ``D − w·mean_p log σ_p``.
         progress: called with the number of steps done after each step.
 
-    Returns:
-        :class:`SigmaFit`.
+    Exactly one of ``tolerance`` and ``entropy_weight`` is given.
     """
+    if (tolerance is None) == (entropy_weight is None):
+        raise ValueError("give exactly one of tolerance (constrained) and entropy_weight (penalised)")
     s = settings
+    if s.update == "adam" and tolerance is not None:
+        raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight, or use update='newton'")
     b, t, k = values.shape
     dev = values.device
+    dtype = torch.promote_types(values.dtype, torch.float32)
     ks = k if s.per_element else 1
-    cap = max_sigma.float().to(dev)
-    cap3 = cap[:, None, None]
     valid = mask[:, :, None].expand(b, t, ks)
+    n_params = valid.flatten(1).sum(1).to(dtype)
+    log_cap = torch.log(max_sigma.to(dev, dtype))[:, None, None].expand(b, t, ks)
+    pull = None if entropy_weight is None else (entropy_weight.to(dev, dtype) / n_params)  # per parameter
+    budget = None if tolerance is None else tolerance.to(dev, dtype)
 
+    lin = _linearize(values, feature_mask, feature_fn, generators, s, dtype)
+    lin.a = lin.a.masked_fill(~valid, 0.0)
+    u_lin = linear_solution(lin.a, valid, log_cap, tolerance=budget, pull=pull)
+    lin_se = 0.5 * lin.a_se / lin.a.clamp_min(torch.finfo(dtype).tiny)
+    lin_se = torch.where(u_lin < log_cap, lin_se, torch.zeros_like(lin_se))
     if s.init == "linear":
-        sigma0 = _linear_init(values, feature_mask, feature_fn, entropy_weight, cap, generators, s)
+        u0 = u_lin
     else:
-        theta = torch.stack([torch.randn((t, ks), generator=g, device=dev) for g in generators])
-        sigma0 = cap3 * torch.sigmoid(theta)
-    sigma0 = torch.where(valid, sigma0, cap3.expand_as(sigma0))
-    param = _from_sigma(sigma0, cap3, s.parametrization)
-    log_cap = torch.log(cap3).expand_as(param)
+        theta = torch.stack([torch.randn((t, ks), generator=g, device=dev, dtype=dtype) for g in generators])
+        u0 = torch.where(valid, log_cap + torch.nn.functional.logsigmoid(theta), log_cap)
 
-    adam = _Adam(param)
-    curv = torch.zeros_like(param)  # EMA of ∂D/∂u / σ² (= 2a under the local quadratic model)
-    per_dim = entropy_weight.float()[:, None, None] / ks  # c_b / Ks: entropy pull per parameter
-    losses = torch.full((b, s.max_steps), math.nan, device=dev)
-    steps = torch.zeros(b, dtype=torch.long, device=dev)
-    converged = torch.zeros(b, dtype=torch.bool, device=dev)
-    window_sum = torch.zeros_like(param)
-    prev_mean: Tensor | None = None
-    final_log = torch.log(sigma0)
-    best_loss = torch.full((b,), math.inf, device=dev)
-    best_param = param.clone()
-    active = torch.arange(b, device=dev)
+    state = _State(b, s, u0, dev, dtype)
+    if s.method == "optimize":
+        dist = _Distortion(values, clean, feature_fn, lin, dtype)
+        run = _newton if s.update == "newton" else _adam
+        run(state, dist, generators, mask, valid, log_cap, budget, pull, s, progress)
+    else:
+        state.reason[:] = STOP_REASONS.index("linearized")
 
+    with torch.no_grad():
+        u = state.result()
+        saturated = (u >= log_cap + math.log(SATURATION)) & valid
+        u = torch.where(saturated, log_cap, u)
+        nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
+        sigma = nan(torch.exp(u))
+        if not torch.isfinite(sigma[valid]).all():
+            raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
+    return SigmaFit(
+        sigma=sigma, saturated=saturated, steps=state.steps, converged=state.converged, stop_reason=state.reason,
+        stationarity=state.stat, distortion=state.dist, losses=state.losses, init_sigma=nan(torch.exp(u0)),
+        linear_sigma=nan(torch.exp(u_lin)), linear_log_se=nan(lin_se),
+    )
+
+
+class _State:
+    """Per-sentence iterate, running averages, the stationarity test, and flags.
+
+    Steps are booked in windows of ``check_every``. The answer and the test use the average over
+    every window after the last one that still *drifted* (its mean step larger than three
+    standard errors of its own noise, or far smaller than the average so far, which then still
+    holds a transient; the first window counts as drifting unless it passes the test at once), so a sentence whose steps are dominated by
+    sampling noise keeps averaging: its σ gets more precise with every step, and it converges
+    once the averaged step is below ``tol``, not when one lucky window is.
+    """
+
+    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype) -> None:
+        self.s = s
+        self.u = u0.clone()
+        zeros = lambda: torch.zeros_like(u0)  # noqa: E731
+        self.u_win, self.r_win, self.r2_win = zeros(), zeros(), zeros()  # sums over the current window
+        self.u_acc, self.r_acc = zeros(), zeros()  # sums since the last drifting window
+        self.n_acc = torch.zeros(b, dtype=dtype, device=dev)
+        self.gap_win = torch.zeros(b, dtype=dtype, device=dev)
+        self.gap_acc = torch.zeros(b, dtype=dtype, device=dev)
+        self.fresh = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.in_window = torch.zeros(b, dtype=torch.long, device=dev)
+        self.steps = torch.zeros(b, dtype=torch.long, device=dev)
+        self.converged = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.reason = torch.full((b,), STOP_REASONS.index("max_steps"), dtype=torch.long, device=dev)
+        self.stat = torch.full((b,), math.nan, dtype=dtype, device=dev)
+        self.dist = torch.full((b,), math.nan, dtype=dtype, device=dev)
+        self.losses = torch.full((b, s.max_steps), math.nan, dtype=dtype, device=dev)
+        self.active = torch.arange(b, device=dev)
+        self.best_loss = torch.full((b,), math.inf, dtype=dtype, device=dev)
+        self.best_u: Tensor | None = None
+
+    def record(
+        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor, gap: Tensor | None = None
+    ) -> None:
+        """Book one step of ``rows``; at a window's end, update the averages and the test.
+
+        ``gap`` (constrained objective): ``½·log(D/τ)`` at the current point, the common step
+        still needed to meet the tolerance; it counts in the test like one more parameter's step.
+        """
+        if gap is not None:
+            self.gap_win[rows] += gap.clamp(-10.0, 10.0)
+        self.steps[rows] += 1
+        self.losses[rows, step] = loss
+        self.dist[rows] = dist
+        r = r.clamp(-10.0, 10.0).masked_fill(~valid[rows], 0.0)
+        self.u_win[rows] += self.u[rows]
+        self.r_win[rows] += r
+        self.r2_win[rows] += r * r
+        self.in_window[rows] += 1
+        full = rows[self.in_window[rows] == self.s.check_every]
+        if len(full):
+            self._close_window(full, valid[full])
+
+    def _close_window(self, full: Tensor, valid: Tensor) -> None:
+        w = self.s.check_every
+        count = valid.flatten(1).sum(1).clamp_min(1)
+        rms = lambda x: (x.flatten(1).sum(1) / count).sqrt()  # noqa: E731
+        mean_r = self.r_win[full] / w
+        var = (self.r2_win[full] - w * mean_r.pow(2)).clamp_min(0) / max(w - 1, 1)
+        drift, noise = rms(mean_r.pow(2)), rms(var / w)
+        # a transient left in the average (its mean step far larger than this window's) restarts it too
+        history = rms(((self.r_acc[full] + self.r_win[full]) / (self.n_acc[full, None, None] + w)).pow(2))
+        restart = (drift > 3 * noise) | (2 * drift < history) | (self.n_acc[full] == 0)
+        # the window that restarted the average drifted (or was the first): drop it from the
+        # average as soon as a later window follows it
+        keep = (~restart & ~self.fresh[full]).to(mean_r.dtype)[:, None, None]
+        self.fresh[full] = restart
+        self.u_acc[full] = self.u_acc[full] * keep + self.u_win[full]
+        self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
+        self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
+        self.gap_acc[full] = self.gap_acc[full] * keep[:, 0, 0] + self.gap_win[full]
+        mean_gap = self.gap_acc[full] / self.n_acc[full]
+        self.stat[full] = (rms((self.r_acc[full] / self.n_acc[full, None, None]).pow(2)).pow(2) + mean_gap.pow(2)).sqrt()
+        done = full[self.stat[full] < self.s.tol]
+        self.converged[done] = True
+        self.reason[done] = STOP_REASONS.index("converged")
+        for t in (self.u_win, self.r_win, self.r2_win, self.gap_win):
+            t[full] = 0.0
+        self.in_window[full] = 0
+        if self.s.early_stop:
+            self.active = self.active[~self.converged[self.active]]
+
+    def result(self) -> Tensor:
+        if self.best_u is not None:  # select="min_loss"
+            return self.best_u
+        # a sentence that never completed a window keeps its latest iterate
+        averaged = self.u_acc / self.n_acc.clamp_min(1)[:, None, None]
+        return torch.where((self.n_acc > 0)[:, None, None], averaged, self.u)
+
+
+def _stationarity_step(g: Tensor, level: Tensor, room: Tensor) -> Tensor:
+    """``r_p``: the step of log σ still to take, up to the cap (at the cap only a push down counts).
+
+    Not limited by ``max_jump``: a sentence that cannot move fast enough is not stationary."""
+    return torch.minimum(_step_to_level(g, level, math.inf), room.clamp_min(0.0))
+
+
+def _free(u: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
+    """Parameters below the cap; all of a row's parameters if none is (a row stuck at the cap)."""
+    free = (u < log_cap - 1e-6) & ok
+    return torch.where(free.flatten(1).any(1)[:, None, None], free, ok)
+
+
+def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
+    """Shift the free parameters' log σ by ``shift`` (per row), under the cap; capped ones stay."""
+    return torch.where(_free(u, log_cap, ok), torch.minimum(u + shift[:, None, None], log_cap), u)
+
+
+def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+    b, t, ks = state.u.shape
+    k = dist.values.shape[-1]
+    alpha = torch.ones(b, dtype=state.u.dtype, device=state.u.device)
+    tiny = torch.finfo(state.u.dtype).tiny
+    curv = torch.zeros_like(state.u)  # EMA of g / (2σ²): the quadratic coefficient a_p
+    beta = s.curvature_decay
     for step in range(s.max_steps):
-        if len(active) == 0:
+        rows = state.active
+        if len(rows) == 0:
             break
-        leaf = param[active].detach().requires_grad_(True)
-        sigma = _to_sigma(leaf, cap3[active], s.parametrization)
-        eps = _noise(generators, active, mask, (s.n_samples, t, k))  # (A, S, T, K)
-        noisy = values[active, None].float() + sigma[:, None] * eps
-        rows = active.repeat_interleave(s.n_samples)
-        feat = feature_fn(noisy.reshape(-1, t, k).to(values.dtype), rows)
-        dist = (feat.float() - clean[rows]).pow(2).sum(-1).reshape(len(active), s.n_samples).mean(1)
-        log_sigma = torch.log(sigma).masked_fill(~valid[active], 0.0)
-        entropy = log_sigma.mean(-1).sum(-1)
-        loss = dist - entropy_weight[active] * entropy
-        if not torch.isfinite(loss).all():
-            bad = active[~torch.isfinite(loss)].tolist()
-            raise FloatingPointError(
-                f"the loss became non-finite at step {step} for sentence(s) {bad}; the feature "
-                "probably overflows under noise: lower max_sigma or use feature_std"
-            )
-        (grad,) = torch.autograd.grad(loss.sum(), leaf)
-        grad = grad.masked_fill(~valid[active], 0.0)
-        lr = s.lr if s.lr_decay_steps is None else s.lr / math.sqrt(1.0 + step / s.lr_decay_steps)
+        eps = _noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        cap, ok = log_cap[rows], valid[rows]
+        with torch.enable_grad():
+            leaf = state.u[rows].detach().requires_grad_(True)
+            d0 = dist(leaf, rows, eps)
+            _check_finite(d0, rows, step)
+            (g,) = torch.autograd.grad(d0.sum(), leaf)
         with torch.no_grad():
-            if s.update == "adam":
-                adam.step(param, grad, active, lr)
+            d0, g = d0.detach(), g.masked_fill(~ok, 0.0)
+            u = state.u[rows]
+            n_seen = state.steps[rows].to(u.dtype)[:, None, None]
+            curv[rows] = beta * curv[rows] + (1 - beta) * g / (2 * torch.exp(2 * u))
+            g_smooth = (2 * torch.exp(2 * u) * curv[rows] / (1 - beta ** (n_seen + 1))).masked_fill(~ok, 0.0)
+            if budget is not None:
+                level = _water_level(g_smooth, cap - u, ok, budget[rows])
+                # the current point rescaled to D = τ along u + s (first order in s)
+                slope = g.masked_fill(~_free(u, cap, ok), 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
+                s_cur = (torch.log(budget[rows] / d0.clamp_min(tiny)) / slope.clamp_min(tiny)).clamp(-s.max_jump, s.max_jump)
+                current = _rescale(u, s_cur, cap, ok)
             else:
-                sig2 = torch.exp(2 * leaf.detach())
-                pull = per_dim[active].expand_as(sig2)
-                ratio = (grad + pull) / sig2
-                beta = s.curvature_decay
-                curv[active] = beta * curv[active] + (1 - beta) * ratio
-                est = curv[active] / (1 - beta ** (step + 1))
-                target = torch.where(est > 0, 0.5 * torch.log(pull / est.clamp_min(1e-30)), log_cap[active])
-                step_u = (target - param[active]).clamp(-s.max_jump, s.max_jump)
-                param[active] += s.damping * step_u.masked_fill(~valid[active], 0.0)
-            if s.parametrization == "log":
-                param[active] = torch.minimum(param[active], log_cap[active])
-            losses[active, step] = loss.detach()
-            steps[active] += 1
-            if s.select == "min_loss":
-                better = loss.detach() < best_loss[active]
-                improved = active[better]
-                best_loss[improved] = loss.detach()[better]
-                best_param[improved] = param[improved]
-            window_sum[active] += torch.log(_to_sigma(param[active], cap3[active], s.parametrization))
-            if (step + 1) % s.check_every == 0:
-                mean = window_sum / s.check_every
-                final_log[active] = mean[active]
-                if prev_mean is not None:
-                    sq = (mean - prev_mean).pow(2).masked_fill(~valid, 0.0).flatten(1).sum(1)
-                    change = (sq / valid.flatten(1).sum(1)).sqrt()  # RMS change of log σ
-                    done = active[change[active] < s.tol]
-                    converged[done] = True
-                    if s.early_stop:
-                        active = active[~converged[active]]
-                prev_mean = mean
-                window_sum.zero_()
+                level = pull[rows]
+                current = u
+            r = _stationarity_step(g, level, cap - u)
+            proposal = torch.minimum(u + alpha[rows, None, None] * _step_to_level(g_smooth, level, s.max_jump), cap)
+            proposal = torch.where(ok, proposal, cap)
+            d1 = dist(proposal, rows, eps)
+            _check_finite(d1, rows, step)
+            if budget is not None:
+                # secant on log D along the proposal's own scale, then compare entropies at D = τ;
+                # a candidate counts only where the draws show it within the tolerance
+                tau = budget[rows]
+                s1 = (0.5 * torch.log(tau / d1.clamp_min(tiny))).clamp(-s.max_jump, s.max_jump)
+                d2 = dist(_rescale(proposal, s1, cap, ok), rows, eps)
+                _check_finite(d2, rows, step)
+                log_d1, log_d2 = torch.log(d1.clamp_min(tiny)), torch.log(d2.clamp_min(tiny))
+                bracket = (d1 - tau) * (d2 - tau) <= 0
+                rise = torch.where((log_d2 - log_d1).abs() > 1e-12, log_d2 - log_d1, torch.ones_like(log_d1))
+                frac = torch.where(bracket, ((torch.log(tau) - log_d1) / rise).clamp(0.0, 1.0), (s1 > 0).to(s1.dtype))
+                eligible = bracket | ((d1 <= tau) & (d2 <= tau))
+                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok), cap)
+                better = eligible & (_mean(candidate, ok) >= _mean(current, ok))
+                loss = -_mean(torch.where(better[:, None, None], candidate, current), ok)
+                d_new = torch.where(better, budget[rows], d0)
+            else:
+                candidate = proposal
+                loss0 = d0 - pull[rows] * _sum(u, ok)
+                loss1 = d1 - pull[rows] * _sum(proposal, ok)
+                better = loss1 <= loss0
+                loss = torch.minimum(loss0, loss1)
+                d_new = torch.where(better, d1, d0)
+            new_u = torch.where(better[:, None, None], candidate, current)
+            alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
+            state.u[rows] = torch.where(ok, new_u, cap)
+            gap = 0.5 * torch.log(d0.clamp_min(tiny) / budget[rows]) if budget is not None else None
+            state.record(rows, step, r, loss, d_new, valid, gap)
         if progress is not None:
             progress(step + 1)
 
-    with torch.no_grad():
-        if s.select == "min_loss":
-            sigma = _to_sigma(best_param, cap3, s.parametrization)
-        else:
-            # sentences that never completed a window keep their latest state
-            incomplete = steps < s.check_every
-            final_log[incomplete] = torch.log(_to_sigma(param[incomplete], cap3[incomplete], s.parametrization))
-            sigma = torch.exp(final_log)
-        saturated = (sigma >= SATURATION * cap3) & valid
-        if s.parametrization == "log":
-            sigma = torch.where(saturated, cap3.expand_as(sigma), sigma)
-        sigma = sigma.masked_fill(~valid, math.nan)
-        sigma0 = sigma0.masked_fill(~valid, math.nan)
-        if not torch.isfinite(sigma[valid]).all():
-            raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
-    return SigmaFit(sigma=sigma, saturated=saturated, steps=steps, converged=converged, losses=losses, init_sigma=sigma0)
+
+def _adam(state: _State, dist: _Distortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+    b, t, ks = state.u.shape
+    k = dist.values.shape[-1]
+    sigmoid = s.parametrization == "sigmoid"
+    # the parameter: u itself, or θ with σ = cap·sigmoid(θ)
+    ratio = torch.exp(state.u - log_cap).clamp(1e-6, 1 - 1e-6)
+    param = (torch.log(ratio) - torch.log1p(-ratio)) if sigmoid else state.u.clone()
+    m, v = torch.zeros_like(param), torch.zeros_like(param)
+    t_adam = torch.zeros(b, dtype=param.dtype, device=param.device)
+    if s.select == "min_loss":
+        state.best_u = state.u.clone()
+    to_u = (lambda p, rows: log_cap[rows] + torch.nn.functional.logsigmoid(p)) if sigmoid else (lambda p, rows: p)
+    for step in range(s.max_steps):
+        rows = state.active
+        if len(rows) == 0:
+            break
+        eps = _noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        ok = valid[rows]
+        with torch.enable_grad():
+            leaf = param[rows].detach().requires_grad_(True)
+            u = torch.where(ok, to_u(leaf, rows), log_cap[rows])
+            d = dist(u, rows, eps)
+            _check_finite(d, rows, step)
+            loss = d - pull[rows] * _sum(u, ok)
+            (gp,) = torch.autograd.grad(loss.sum(), leaf)
+        with torch.no_grad():
+            u = u.detach()
+            # ∂D/∂u from ∂L/∂param: L = D − pull·Σu, so ∂D/∂u = ∂L/∂u + pull
+            du_dparam = torch.sigmoid(-leaf.detach()) if sigmoid else torch.ones_like(u)
+            g = (gp / du_dparam.clamp_min(1e-12) + pull[rows, None, None]).masked_fill(~ok, 0.0)
+            r = _stationarity_step(g, pull[rows], log_cap[rows] - u)
+            lr = s.lr if s.lr_decay_steps is None else s.lr / math.sqrt(1.0 + step / s.lr_decay_steps)
+            gp = gp.masked_fill(~ok, 0.0)
+            t_adam[rows] += 1
+            m[rows] = 0.9 * m[rows] + 0.1 * gp
+            v[rows] = 0.999 * v[rows] + 0.001 * gp * gp
+            tt = t_adam[rows][:, None, None]
+            param[rows] -= lr * (m[rows] / (1 - 0.9**tt)) / ((v[rows] / (1 - 0.999**tt)).sqrt() + 1e-8)
+            if not sigmoid:
+                param[rows] = torch.minimum(param[rows], log_cap[rows])
+            state.u[rows] = torch.where(ok, to_u(param[rows], rows), log_cap[rows])
+            if state.best_u is not None:
+                better = loss.detach() < state.best_loss[rows]
+                state.best_loss[rows[better]] = loss.detach()[better]
+                state.best_u[rows[better]] = state.u[rows[better]]
+            state.record(rows, step, r, loss.detach(), d.detach(), valid)
+        if progress is not None:
+            progress(step + 1)
+
+
+def _sum(u: Tensor, ok: Tensor) -> Tensor:
+    return u.masked_fill(~ok, 0.0).flatten(1).sum(1)
+
+
+def _mean(u: Tensor, ok: Tensor) -> Tensor:
+    return _sum(u, ok) / ok.flatten(1).sum(1).clamp_min(1)
+
+
+def _check_finite(d: Tensor, rows: Tensor, step: int) -> None:
+    if not torch.isfinite(d).all():
+        bad = rows[~torch.isfinite(d)].tolist()
+        raise FloatingPointError(
+            f"the distortion became non-finite at step {step} for sentence(s) {bad}; the feature "
+            "probably overflows under noise: lower max_sigma, or pass feature_std"
+        )

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ._io import load_tensors, save_tensors
 from .entropy import entropy_from_sigma, entropy_to_importance, nats_to_bits
+from .optim import STOP_REASONS
 
 
 @dataclass
@@ -25,9 +26,19 @@ class EntropyResult:
         max_sigma: (B,) the cap on σ; a word at the cap is fully forgotten.
         saturated: (B, T) bool, the word sits at the cap (all its dimensions).
         steps: (B,) optimisation steps taken.
-        converged: (B,) bool, σ settled within the tolerance before ``max_steps``.
-        losses: (B, max_steps) loss per step (NaN once a sentence stopped).
+        converged: (B,) bool, the stationarity test passed (every free σ at its optimum, every
+            σ at the cap pushed up by the entropy) before ``max_steps``.
+        losses: (B, max_steps) objective per step (NaN once a sentence stopped): the penalised
+            loss, or minus the mean log σ at the tolerance.
         init_sigma: σ before the first step (the linearised warm start), like ``sigma``.
+        stop_reason: (B,) index into :data:`~captum_entropy.optim.STOP_REASONS`; see
+            :attr:`stop_reasons`.
+        stationarity: (B,) RMS of the step in log σ the optimiser would still take, averaged over
+            the last window (``converged`` is ``stationarity < tol``).
+        distortion: (B,) the last measured mean squared change of the normalised feature.
+        linear_sigma: σ of the linearised closed form (``method="linearized"``), like ``sigma``.
+        linear_log_se: Monte-Carlo standard error of ``log(linear_sigma)`` (0 where the
+            Jacobian is exact), like ``sigma``.
         n_dims: K, the number of dimensions per token.
         layer_shape: shape of the layer value the noise went on, (B, T, ...).
         layer: name of the explained feature (``"output"`` or the target layer's name).
@@ -42,10 +53,28 @@ class EntropyResult:
     converged: Tensor
     losses: Tensor
     init_sigma: Tensor
+    stop_reason: Tensor
+    stationarity: Tensor
+    distortion: Tensor
+    linear_sigma: Tensor
+    linear_log_se: Tensor
     n_dims: int
     layer_shape: tuple[int, ...] = ()
     layer: str = "output"
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        """Why each sentence stopped: ``"converged"``, ``"max_steps"`` or ``"linearized"``."""
+        return [STOP_REASONS[int(i)] for i in self.stop_reason]
+
+    @property
+    def nonlinearity(self) -> Tensor:
+        """(B, T): optimised σ over linearised σ per word (geometric mean over its dimensions).
+
+        1 where the feature is linear at the noise it tolerates; far from 1 where the answer
+        differs from a Jacobian norm (Saliency's regime)."""
+        return torch.exp((self.sigma.log() - self.linear_sigma.log()).mean(-1))
 
     @property
     def entropy(self) -> Tensor:
@@ -87,7 +116,10 @@ class EntropyResult:
         """Save to one safetensors file with JSON metadata, written atomically."""
         tensors = {
             name: getattr(self, name)
-            for name in ("sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma")
+            for name in (
+                "sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma",
+                "stop_reason", "stationarity", "distortion", "linear_sigma", "linear_log_se",
+            )
         }
         meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer, "settings": self.settings}
         save_tensors(path, tensors, meta)

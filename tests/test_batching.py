@@ -71,3 +71,18 @@ def test_float_and_bfloat16_inputs_get_seeds():
     a = _sentence_seeds((rows,), mask, 0)
     b = _sentence_seeds((rows.bfloat16(),), mask, 0)
     assert len(set(a)) == 2 and len(set(b)) == 2 and a != b
+
+
+def test_per_row_targets_and_pad_token_id_batched_equal_alone(bert, bert_batch):
+    # the predicted-logit feature with per-row targets; padding from pad_token_id (= 0 here)
+    ids, mask = bert_batch
+    f = bert_logits(bert)
+    ea = EntropyAttribution(f, bert.bert.embeddings)
+    target = torch.tensor([0, 1, 1, 0])
+    batched = ea.explain(ids, target=target, additional_forward_args=(mask,), pad_token_id=0, **FAST)
+    assert torch.equal(batched.mask, mask.bool())
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum())
+        alone = ea.explain(ids[b : b + 1, :n], target=int(target[b]), additional_forward_args=(mask[b : b + 1, :n],), **FAST)
+        assert torch.allclose(batched.sigma[b, :n], alone.sigma[0], rtol=1e-4, atol=0), b
+        assert batched.steps[b] == alone.steps[0] and batched.converged[b] == alone.converged[0]

@@ -60,8 +60,8 @@ def test_target_selects_one_output_like_captum():
         res = ea.explain(x, target=target, feature_std=torch.ones(out), max_sigma=100.0, max_steps=1)
         ks = [target] * 2 if isinstance(target, int) else list(map(int, target))
         for b, k in enumerate(ks):
-            jsq = (model.A[k].reshape(tokens, dims) ** 2).sum(-1)  # W = 1 for a selected scalar
-            assert torch.allclose(res.init_sigma[b, :, 0], torch.sqrt(0.1 / (2 * jsq)), rtol=1e-4)
+            jsq = (model.A[k].reshape(tokens, dims) ** 2).sum(-1)  # M = 1 for a selected scalar
+            assert torch.allclose(res.init_sigma[b, :, 0], torch.sqrt(0.05 / (tokens * jsq)), rtol=1e-4)
 
 
 def test_target_layer_list_gives_one_independent_result_per_layer(bert, bert_batch):

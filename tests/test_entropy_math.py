@@ -31,11 +31,22 @@ def test_units_round_trip():
     assert math.isclose(bits_to_nats(nats_to_bits(1.7)), 1.7)
 
 
-def test_linear_optimal_sigma_minimises_its_loss():
-    jsq, c, k = torch.tensor(3.0), 0.4, 5
-    best = linear_optimal_sigma(jsq, c, n_dims=k)
+def test_linear_optimal_sigma_maximises_entropy_at_the_tolerance():
+    a, tau = torch.tensor([3.0, 0.5]), 0.4
+    best = linear_optimal_sigma(a, tolerance=tau)
+    assert torch.isclose((a * best**2).sum(), torch.tensor(tau))  # spends exactly the budget
+    # on the constraint surface, any other split of the budget has less entropy
+    share = torch.linspace(0.01, 0.99, 9801)
+    s0, s1 = (share * tau / a[0]).sqrt(), ((1 - share) * tau / a[1]).sqrt()
+    grid_best = share[(s0.log() + s1.log()).argmax()]
+    assert abs(float(grid_best) - 0.5) < 1e-3 and torch.isclose(best[0] ** 2 * a[0], torch.tensor(tau / 2))
+
+
+def test_linear_optimal_sigma_penalised_minimises_its_loss():
+    a, lam = torch.tensor([3.0]), 0.4
+    best = linear_optimal_sigma(a, entropy_weight=lam)
     grid = torch.linspace(0.01, 2.0, 20001)
-    loss = grid**2 * jsq - c * torch.log(grid) / k
+    loss = grid**2 * a - lam * torch.log(grid)
     assert abs(float(grid[loss.argmin()]) - float(best)) < 1e-3
 
 

@@ -38,12 +38,12 @@ def test_sigma_is_invariant_to_feature_scale_and_offset(scale, shift):
 
 @settings(max_examples=8, deadline=None)
 @given(lam=st.floats(0.01, 1.0), factor=st.floats(0.1, 10.0))
-def test_linear_sigma_scales_with_sqrt_of_entropy_weight(lam, factor):
-    # closed form σ ∝ sqrt(λ): multiplying λ by f multiplies the warm start by sqrt(f) exactly
+def test_linear_sigma_scales_with_sqrt_of_tolerance(lam, factor):
+    # closed form σ ∝ sqrt(τ): multiplying τ by f multiplies the warm start by sqrt(f) exactly
     model = LinearMap(4, 3, 2)
     x = torch.randn(1, 4, 3)
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.ones(2), max_sigma=1e6, max_steps=1)
-    a = ea.explain(x, entropy_weight=lam, **kw).init_sigma
-    b = ea.explain(x, entropy_weight=lam * factor, **kw).init_sigma
+    a = ea.explain(x, tolerance=lam, **kw).init_sigma
+    b = ea.explain(x, tolerance=lam * factor, **kw).init_sigma
     assert torch.allclose(b, a * factor**0.5, rtol=1e-4)
