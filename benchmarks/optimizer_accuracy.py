@@ -11,7 +11,8 @@ held-out test sentences, with feature statistics fitted on training sentences:
   each σ is rescaled along ``log σ + s`` until the distortion equals the tolerance, and its mean
   log σ (the entropy the objective maximises, per dimension) is compared.
 
-Prints per feature: mean Spearman of σ against the reference, median |Δ log σ|, the share of
+Prints per feature: the default's wall time (and, for a logit, LayerIntegratedGradients with
+``n_steps=50`` on the same batch and target, timed in the same process), mean Spearman of σ against the reference, median |Δ log σ|, the share of
 sentences whose objective is no worse than the reference's (within 0.005 nats per dimension),
 convergence, the share of words at the cap, and the share of sentences where every word or no
 word is at the cap; then the linearised closed form against the same reference.
@@ -118,6 +119,15 @@ def run_feature(name, zm, module_of, stats_cache, args):
             ids, **common, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
             early_stop=False, curvature_decay=0.9, seed=99,
         )
+    lig_seconds = None
+    if module is None:  # the predicted logit: LayerIntegratedGradients(n_steps=50) on the same batch and target
+        from captum.attr import LayerIntegratedGradients
+
+        start = time.perf_counter()
+        LayerIntegratedGradients(zm.forward, zm.embedding).attribute(
+            ids, target=pred, additional_forward_args=(mask,), n_steps=50
+        )
+        lig_seconds = round(time.perf_counter() - start, 2)
     valid = mask.bool()
     rho, dlog = compare(default.sigma, ref.sigma, valid)
     rho_lin, dlog_lin = compare(default.linear_sigma, ref.sigma, valid)
@@ -128,7 +138,7 @@ def run_feature(name, zm, module_of, stats_cache, args):
     capped = default.saturated[valid].float().mean()
     all_or_none = ((default.saturated | ~valid).all(1) | ~(default.saturated & valid).any(1)).float().mean()
     return {
-        "feature": name, "sentences": len(test), "seconds": round(took, 2),
+        "feature": name, "sentences": len(test), "seconds": round(took, 2), "lig_seconds": lig_seconds,
         "spearman": round(rho, 3), "median_abs_dlog": round(dlog, 4),
         "objective_not_worse": round(float((gap >= -0.005).float().mean()), 3),
         "objective_gap_median": round(float(gap.median()), 4),
