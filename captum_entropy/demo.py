@@ -73,7 +73,7 @@ def _per_dim(res: EntropyResult, b: int, n: int) -> torch.Tensor:
 
 def _print_table(results, words, examples, pred, labels) -> None:
     print("\nword entropy H(X_i|s) per embedding dimension (nats); low = the feature keeps the word;"
-          f" * = the 3 best kept in that column; 'output' = the predicted logit\n")
+          " * = the 3 best kept in that column; 'output' = the predicted logit\n")
     for b, example in enumerate(examples):
         n = len(words[b])
         print(f"\"{example.text}\"  label: {labels[example.label]}, predicted: {labels[int(pred[b])]}")

@@ -55,7 +55,7 @@ def linear_optimal_sigma(
     * penalised (``entropy_weight`` λ, the authors'): minimise ``D − λ·mean_p log σ_p``:
       ``σ_p² = λ / (2·P·a_p)``, the same as ``tolerance = λ/2``.
 
-    :func:`captum_entropy.optim.linear_solution` adds the cap (words it passes are capped and
+    :func:`captum_entropy.objective.linear_solution` adds the cap (words it passes are capped and
     the others share their unused budget). Entries with ``a_p = 0`` get ``inf``.
 
     >>> linear_optimal_sigma(torch.tensor([4.0, 1.0]), tolerance=0.5)

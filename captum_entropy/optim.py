@@ -44,9 +44,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-FeatureFn = Callable[[Tensor, Tensor], Tensor]
-"""``feature_fn(x, rows) -> (R, M)``: normalised feature of rows ``x`` (R, T, K); ``rows[r]``
-is the sentence that row ``r`` belongs to."""
+from .objective import FeatureFn, SampledDistortion, linear_solution, linearize, noise, step_to_level, water_level
 
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
 STOP_REASONS = ("converged", "max_steps", "linearized")
@@ -149,176 +147,6 @@ class SigmaFit:
     linear_log_se: Tensor = field(repr=False)  # Monte-Carlo standard error of log(linear_sigma)
 
 
-# -- the linearised problem ------------------------------------------------------------------
-
-
-@dataclass
-class _Linearization:
-    a: Tensor  # (B, T, Ks) ‖Ĵ_p‖²: the linear distortion per unit σ² of each parameter
-    a_se: Tensor  # (B, T, Ks) its Monte-Carlo standard error (0 where exact)
-    jac: Tensor | None  # (B, M, T, K) exact Jacobian (zeros for sentences without it)
-    has_jac: Tensor  # (B,) bool
-
-
-def _linearize(
-    values: Tensor, feature_mask: Tensor, feature_fn: FeatureFn, generators: Sequence[torch.Generator],
-    settings: OptimSettings, dtype: torch.dtype,
-) -> _Linearization:
-    """Jacobian norms of the normalised feature from one batched backward pass.
-
-    A sentence whose feature has at most ``exact_jacobian`` (unpadded) elements gets one-hot
-    probes (its exact Jacobian); a larger one ``n_probes`` Rademacher probes (Hutchinson, the
-    lowest-variance choice). Probes cover only the sentence's own feature elements.
-    """
-    b, t, k = values.shape
-    dev = values.device
-    m = feature_mask.shape[1]
-    probes, rows, exact = [], [], []
-    for i in range(b):
-        idx = feature_mask[i].nonzero().flatten()
-        exact.append(len(idx) <= settings.exact_jacobian)
-        n_rows = len(idx) if exact[-1] else settings.n_probes
-        p = torch.zeros((n_rows, m), device=dev, dtype=dtype)
-        if exact[-1]:
-            p[torch.arange(len(idx), device=dev), idx] = 1.0
-        else:
-            signs = torch.randint(0, 2, (n_rows, len(idx)), generator=generators[i], device=dev)
-            p[:, idx] = signs.to(dtype) * 2 - 1
-        probes.append(p)
-        rows.append(torch.full((n_rows,), i, dtype=torch.long, device=dev))
-    rows_t = torch.cat(rows)
-    with torch.enable_grad():
-        x = values.detach()[rows_t].clone().requires_grad_(True)
-        feat = feature_fn(x, rows_t)
-        (grad,) = torch.autograd.grad((feat * torch.cat(probes).to(feat.dtype)).sum(), x)
-    grad = grad.to(dtype)
-    sq = grad.pow(2)
-    if not settings.per_element:
-        sq = sq.sum(-1, keepdim=True)
-    a, a_se, jacs = [], [], []
-    n_out = max([len(r) for r, ex in zip(rows, exact) if ex] or [0])
-    for part, g, ex in zip(sq.split([len(r) for r in rows]), grad.split([len(r) for r in rows]), exact):
-        if ex:
-            a.append(part.sum(0))
-            a_se.append(torch.zeros_like(part[0]))
-            jacs.append(torch.cat([g, g.new_zeros((n_out - len(g), t, k))]))
-        else:
-            a.append(part.mean(0))
-            a_se.append(part.std(0) / math.sqrt(len(part)))
-            jacs.append(grad.new_zeros((n_out, t, k)))
-    has_jac = torch.tensor(exact, device=dev)
-    jac = torch.stack(jacs) if has_jac.any() else None
-    return _Linearization(torch.stack(a), torch.stack(a_se), jac, has_jac)
-
-
-def _water_level(g: Tensor, room: Tensor, valid: Tensor, budget: Tensor) -> Tensor:
-    """The common gradient level ``c`` at which the linear model spends exactly ``budget``.
-
-    Each parameter ``p`` with gradient ``g_p = ∂D/∂u_p`` and headroom ``room_p = log cap − u_p``
-    contributes ``c/2`` to D after the step ``½·log(c/g_p)``, or ``h_p = ½·g_p·e^{2·room_p}`` if
-    that step would pass the cap. Solves ``Σ_p min(c/2, h_p) = budget`` per row (exact, by
-    sorting); ``inf`` where every parameter fits at the cap.
-    """
-    g64 = g.double().clamp_min(0).flatten(1)
-    h = 0.5 * g64 * torch.exp(2 * room.double().flatten(1).clamp_max(300))
-    h = torch.where(valid.flatten(1), h, torch.full_like(h, math.inf))
-    hs, _ = torch.sort(h, dim=1)
-    n = valid.flatten(1).sum(1, keepdim=True).double()
-    ranks = torch.arange(hs.shape[1], device=g.device, dtype=torch.float64)[None]
-    finite = torch.where(torch.isfinite(hs), hs, torch.zeros_like(hs))
-    before = torch.cumsum(finite, 1) - finite  # Σ of the k smallest (k = rank)
-    half_c = (budget.double()[:, None] - before) / (n - ranks).clamp_min(1)
-    prev = torch.cat([torch.full_like(hs[:, :1], -math.inf), hs[:, :-1]], 1)
-    ok = (ranks < n) & (half_c > 0) & (prev <= half_c) & (half_c <= hs)
-    first = torch.where(ok, ranks, torch.full_like(ranks, math.inf)).amin(1)
-    level = torch.full((g.shape[0],), math.inf, dtype=torch.float64, device=g.device)
-    found = torch.isfinite(first)
-    level[found] = 2 * half_c[found].gather(1, first[found].long()[:, None])[:, 0]
-    return level.to(g.dtype)
-
-
-def _step_to_level(g: Tensor, level: Tensor, max_jump: float) -> Tensor:
-    """``½·log(c/g_p)``: the step of log σ that brings ``g_p`` to ``c`` under the linear model."""
-    ratio = level.reshape(-1, *([1] * (g.dim() - 1))) / g.clamp_min(torch.finfo(g.dtype).tiny)
-    return (0.5 * torch.log(ratio)).nan_to_num(nan=0.0, posinf=max_jump).clamp(-max_jump, max_jump)
-
-
-def linear_solution(
-    a: Tensor, valid: Tensor, log_cap: Tensor, tolerance: Tensor | None = None, pull: Tensor | None = None
-) -> Tensor:
-    """log σ that solves the linearised problem ``D = Σ_p a_p σ_p²`` exactly, caps included.
-
-    Constrained (``tolerance`` τ per row): ``σ_p² = c / (2·a_p)`` with ``c`` water-filled so that
-    ``D = τ`` (without caps: ``σ_p² = τ / (P·a_p)``, P parameters). Penalised (``pull`` w/P per
-    row): ``σ_p² = pull / (2·a_p)``. Either way capped at ``log_cap``.
-
-    >>> a = torch.tensor([[[4.0], [1.0]]])
-    >>> valid = torch.ones(1, 2, 1, dtype=torch.bool)
-    >>> linear_solution(a, valid, torch.tensor(10.0), tolerance=torch.tensor([0.5])).exp()
-    tensor([[[0.2500],
-             [0.5000]]])
-    """
-    cap = log_cap.expand_as(a)
-    g = 2 * a * torch.exp(2 * cap)  # ∂D/∂u at the cap
-    if tolerance is not None:
-        level = _water_level(g, torch.zeros_like(a), valid, tolerance)
-    else:
-        level = pull.to(a.dtype)
-    step = _step_to_level(g, level, max_jump=math.inf)
-    return torch.where(valid, torch.minimum(cap + step, cap), cap)
-
-
-# -- sampled distortion ------------------------------------------------------------------------
-
-
-def _noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, shape: tuple[int, ...], dtype) -> Tensor:
-    """Standard normal noise (len(rows), S, T, K), drawn from each sentence's own generator.
-
-    Only the sentence's valid tokens get draws, padding stays 0, so a sentence draws the same
-    numbers whether it is padded or not.
-    """
-    s, t, k = shape
-    out = torch.zeros((len(rows), s, t, k), device=mask.device, dtype=dtype)
-    for j, b in enumerate(rows.tolist()):
-        valid = mask[b]
-        draw = torch.randn((s, int(valid.sum()), k), generator=generators[b], device=mask.device, dtype=dtype)
-        out[j][:, valid] = draw
-    return out
-
-
-class _Distortion:
-    """``D̂(u)`` on given draws, with the control variate where the exact Jacobian is known.
-
-    ``D̂ = β·Σ_p a_p σ_p² + mean_s(‖Δ_s‖² − β·‖J(σ⊙ε_s)‖²)``: the linear part in closed form and
-    only the rest sampled, with ``β = Cov/Var`` of the two sampled terms (the variance-optimal
-    weight, estimated from the same draws, in [0, 1]).
-    """
-
-    def __init__(self, values: Tensor, clean: Tensor, feature_fn: FeatureFn, lin: _Linearization, dtype) -> None:
-        self.values, self.clean, self.feature_fn, self.lin, self.dtype = values, clean, feature_fn, lin, dtype
-
-    def __call__(self, u: Tensor, rows: Tensor, eps: Tensor) -> Tensor:
-        a, s, t, k = eps.shape
-        sigma = torch.exp(u)  # (A, T, Ks)
-        shift = sigma[:, None] * eps  # (A, S, T, K)
-        noisy = self.values[rows, None].to(self.dtype) + shift
-        rep = rows.repeat_interleave(s)
-        feat = self.feature_fn(noisy.reshape(-1, t, k).to(self.values.dtype), rep).to(self.dtype)
-        sq = (feat - self.clean[rep].to(self.dtype)).pow(2).sum(-1).reshape(a, s)
-        if self.lin.jac is None:
-            return sq.mean(1)
-        jac = self.lin.jac[rows]  # (A, M, T, K), zeros where not exact
-        linear_sq = torch.einsum("amtk,astk->asm", jac, shift).pow(2).sum(-1)
-        exact_linear = (self.lin.a[rows] * sigma.pow(2)).flatten(1).sum(1)
-        # the control variate's weight: 1 where the feature is linear at this noise, towards 0
-        # where the linear model no longer predicts it (it would then add variance, not remove it)
-        with torch.no_grad():
-            dx, dl = sq - sq.mean(1, keepdim=True), linear_sq - linear_sq.mean(1, keepdim=True)
-            weight = ((dx * dl).sum(1) / (dl * dl).sum(1).clamp_min(torch.finfo(dl.dtype).tiny)).clamp(0.0, 1.0)
-            weight = weight * self.lin.has_jac[rows]
-        return weight * exact_linear + (sq - weight[:, None] * linear_sq).mean(1)
-
-
 # -- the optimiser ------------------------------------------------------------------------------
 
 
@@ -367,7 +195,7 @@ def fit_sigma(
     pull = None if entropy_weight is None else (entropy_weight.to(dev, dtype) / n_params)  # per parameter
     budget = None if tolerance is None else tolerance.to(dev, dtype)
 
-    lin = _linearize(values, feature_mask, feature_fn, generators, s, dtype)
+    lin = linearize(values, feature_mask, feature_fn, generators, s.exact_jacobian, s.n_probes, s.per_element, dtype)
     lin.a = lin.a.masked_fill(~valid, 0.0)
     u_lin = linear_solution(lin.a, valid, log_cap, tolerance=budget, pull=pull)
     lin_se = 0.5 * lin.a_se / lin.a.clamp_min(torch.finfo(dtype).tiny)
@@ -380,7 +208,7 @@ def fit_sigma(
 
     state = _State(b, s, u0, dev, dtype)
     if s.method == "optimize":
-        dist = _Distortion(values, clean, feature_fn, lin, dtype)
+        dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
         run = _newton if s.update == "newton" else _adam
         run(state, dist, generators, mask, valid, log_cap, budget, pull, s, progress)
     else:
@@ -496,7 +324,7 @@ def _stationarity_step(g: Tensor, level: Tensor, room: Tensor) -> Tensor:
     """``r_p``: the step of log σ still to take, up to the cap (at the cap only a push down counts).
 
     Not limited by ``max_jump``: a sentence that cannot move fast enough is not stationary."""
-    return torch.minimum(_step_to_level(g, level, math.inf), room.clamp_min(0.0))
+    return torch.minimum(step_to_level(g, level, math.inf), room.clamp_min(0.0))
 
 
 def _free(u: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
@@ -510,7 +338,7 @@ def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
     return torch.where(_free(u, log_cap, ok), torch.minimum(u + shift[:, None, None], log_cap), u)
 
 
-def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
     b, t, ks = state.u.shape
     k = dist.values.shape[-1]
     alpha = torch.ones(b, dtype=state.u.dtype, device=state.u.device)
@@ -521,7 +349,7 @@ def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, 
         rows = state.active
         if len(rows) == 0:
             break
-        eps = _noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
         cap, ok = log_cap[rows], valid[rows]
         with torch.enable_grad():
             leaf = state.u[rows].detach().requires_grad_(True)
@@ -535,7 +363,7 @@ def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, 
             curv[rows] = beta * curv[rows] + (1 - beta) * g / (2 * torch.exp(2 * u))
             g_smooth = (2 * torch.exp(2 * u) * curv[rows] / (1 - beta ** (n_seen + 1))).masked_fill(~ok, 0.0)
             if budget is not None:
-                level = _water_level(g_smooth, cap - u, ok, budget[rows])
+                level = water_level(g_smooth, cap - u, ok, budget[rows])
                 # the current point rescaled to D = τ along u + s (first order in s)
                 slope = g.masked_fill(~_free(u, cap, ok), 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
                 s_cur = (torch.log(budget[rows] / d0.clamp_min(tiny)) / slope.clamp_min(tiny)).clamp(-s.max_jump, s.max_jump)
@@ -544,7 +372,7 @@ def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, 
                 level = pull[rows]
                 current = u
             r = _stationarity_step(g, level, cap - u)
-            proposal = torch.minimum(u + alpha[rows, None, None] * _step_to_level(g_smooth, level, s.max_jump), cap)
+            proposal = torch.minimum(u + alpha[rows, None, None] * step_to_level(g_smooth, level, s.max_jump), cap)
             proposal = torch.where(ok, proposal, cap)
             d1 = dist(proposal, rows, eps)
             _check_finite(d1, rows, step)
@@ -580,7 +408,7 @@ def _newton(state: _State, dist: _Distortion, generators, mask, valid, log_cap, 
             progress(step + 1)
 
 
-def _adam(state: _State, dist: _Distortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+def _adam(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
     b, t, ks = state.u.shape
     k = dist.values.shape[-1]
     sigmoid = s.parametrization == "sigmoid"
@@ -596,7 +424,7 @@ def _adam(state: _State, dist: _Distortion, generators, mask, valid, log_cap, bu
         rows = state.active
         if len(rows) == 0:
             break
-        eps = _noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
         ok = valid[rows]
         with torch.enable_grad():
             leaf = param[rows].detach().requires_grad_(True)
