@@ -235,9 +235,10 @@ class _State:
     Steps are booked in windows of ``check_every``. The answer and the test use the average over
     every window after the last one that still *drifted* (its mean step larger than three
     standard errors of its own noise, or far smaller than the average so far, which then still
-    holds a transient; the first window counts as drifting unless it passes the test at once), so a sentence whose steps are dominated by
-    sampling noise keeps averaging: its σ gets more precise with every step, and it converges
-    once the averaged step is below ``tol``, not when one lucky window is.
+    holds a transient; the first window counts as drifting unless it passes the test at once).
+    So a sentence whose steps are dominated by sampling noise keeps averaging: its σ gets more
+    precise with every step, and it converges once the averaged step is below ``tol``, not when
+    one lucky window is.
     """
 
     def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype) -> None:
