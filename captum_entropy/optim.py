@@ -334,9 +334,15 @@ def _free(u: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
     return torch.where(free.flatten(1).any(1)[:, None, None], free, ok)
 
 
-def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
-    """Shift the free parameters' log σ by ``shift`` (per row), under the cap; capped ones stay."""
-    return torch.where(_free(u, log_cap, ok), torch.minimum(u + shift[:, None, None], log_cap), u)
+def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor, max_jump: float) -> Tensor:
+    """Shift the free parameters' log σ by ``shift`` (per row), under the cap.
+
+    Parameters at the cap stay there, unless the shift is down by the whole trust region: then
+    the free words alone cannot bring D to τ, and the words at the cap, whose noise may hold it
+    up (a feature saturated by their noise has no gradient to show it), come down with them.
+    """
+    moves = _free(u, log_cap, ok) | (ok & (shift <= -max_jump + 1e-9)[:, None, None])
+    return torch.where(moves, torch.minimum(u + shift[:, None, None], log_cap), u)
 
 
 def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
@@ -368,7 +374,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 # the current point rescaled to D = τ along u + s (first order in s)
                 slope = g.masked_fill(~_free(u, cap, ok), 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
                 s_cur = (torch.log(budget[rows] / d0.clamp_min(tiny)) / slope.clamp_min(tiny)).clamp(-s.max_jump, s.max_jump)
-                current = _rescale(u, s_cur, cap, ok)
+                current = _rescale(u, s_cur, cap, ok, s.max_jump)
             else:
                 level = pull[rows]
                 current = u
@@ -382,14 +388,14 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 # a candidate counts only where the draws show it within the tolerance
                 tau = budget[rows]
                 s1 = (0.5 * torch.log(tau / d1.clamp_min(tiny))).clamp(-s.max_jump, s.max_jump)
-                d2 = dist(_rescale(proposal, s1, cap, ok), rows, eps)
+                d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump), rows, eps)
                 _check_finite(d2, rows, step)
                 log_d1, log_d2 = torch.log(d1.clamp_min(tiny)), torch.log(d2.clamp_min(tiny))
                 bracket = (d1 - tau) * (d2 - tau) <= 0
                 rise = torch.where((log_d2 - log_d1).abs() > 1e-12, log_d2 - log_d1, torch.ones_like(log_d1))
                 frac = torch.where(bracket, ((torch.log(tau) - log_d1) / rise).clamp(0.0, 1.0), (s1 > 0).to(s1.dtype))
                 eligible = bracket | ((d1 <= tau) & (d2 <= tau))
-                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok), cap)
+                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok, s.max_jump), cap)
                 better = eligible & (_mean(candidate, ok) >= _mean(current, ok))
                 loss = -_mean(torch.where(better[:, None, None], candidate, current), ok)
                 d_new = torch.where(better, budget[rows], d0)

@@ -113,3 +113,34 @@ def test_max_steps_one_reports_max_steps():
     with pytest.warns(ConvergenceWarning):
         res = EntropyAttribution(model, model.emb).explain(x, feature_std=torch.tensor(0.2), max_sigma=3.0, max_steps=1)
     assert res.stop_reasons == ["max_steps", "max_steps"] and not res.converged.any()
+
+
+class HiddenSaturation(nn.Module):
+    """``tanh(9·(v·x_0)²) + Σ_{i≥1} w_i·mean_k x_ik``: word 0 has no gradient at the clean
+    point (the linearisation sends it to the cap) and none at the cap either (tanh is flat
+    there), yet at the cap it moves the feature by about 1, far beyond the tolerance."""
+
+    def __init__(self, dims: int = 8):
+        super().__init__()
+        self.emb = nn.Identity()
+        self.register_buffer("v", torch.ones(dims) / dims**0.5)
+        self.register_buffer("w", torch.tensor([0.0, 2.0, -1.0, 0.5]))
+
+    def forward(self, x):
+        x = self.emb(x)
+        return torch.tanh(9 * (x[:, 0] @ self.v) ** 2) + (self.w[None, 1:] * x[:, 1:].mean(-1)).sum(-1)
+
+
+def test_words_at_the_cap_come_down_when_they_hold_the_distortion_above_the_tolerance():
+    model = HiddenSaturation()
+    x = sentences(3, tokens=4)
+    x[:, 0] = 0.0  # word 0 sits where its quadratic has no gradient
+    ea = EntropyAttribution(model, model.emb)
+    res = ea.explain(x, feature_std=torch.tensor(0.5), max_sigma=3.0, max_steps=60)
+    assert res.linear_sigma[:, 0].eq(3.0).all()  # the warm start put word 0 at the cap
+    # the answer is feasible: word 0 came off the cap, the others did not collapse
+    for b in range(len(x)):
+        d = float(distortion(model, x[b], res.sigma[b], 0.5, draws=4000))
+        assert d < 2 * TAU, (b, d)
+    assert not res.saturated[:, 0].any()
+    assert (res.sigma[:, 1:] > 1e-2).all()
