@@ -46,8 +46,10 @@ from torch import Tensor
 
 from .objective import FeatureFn, SampledDistortion, linear_solution, linearize, noise, step_to_level, water_level
 
+_IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
 STOP_REASONS = ("converged", "max_steps", "linearized")
+SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,10 @@ class OptimSettings:
             feature) or ``"linearized"`` (the closed form of the linearised problem only: one
             batched backward pass, exact where the feature is linear in the noise).
         per_element: one σ per embedding element (True) or one per token (False, the paper).
-        n_samples: noise draws per sentence per step (extra batch rows).
+        n_samples: noise draws per sentence per step (extra batch rows). ``None``:
+            :data:`SMALL_FEATURE_SAMPLES` (64) for a fixed-size feature of at most
+            ``exact_jacobian`` elements (a logit, a probability: one number per draw carries
+            little about each word), else 16.
         max_steps: most refinement steps per sentence.
         check_every: window (steps) of the stationarity test and of iterate averaging.
         tol: a sentence converges when the RMS of the window-mean step ``½·log(c/g)`` is below
@@ -85,7 +90,7 @@ class OptimSettings:
 
     method: str = "optimize"
     per_element: bool = False
-    n_samples: int = 16
+    n_samples: int | None = None
     max_steps: int = 100
     check_every: int = 5
     tol: float = 0.02
@@ -110,10 +115,16 @@ class OptimSettings:
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= low, f"{name} must be an int >= {low}, got {v!r}")
 
-        for name in ("n_samples", "max_steps", "check_every", "n_probes"):
+        for name in ("max_steps", "check_every", "n_probes"):
             positive_int(name)
+        if self.n_samples is not None:
+            positive_int("n_samples")
         positive_int("exact_jacobian", 0)
-        need(self.method in ("optimize", "linearized"), f"method must be 'optimize' or 'linearized', got {self.method!r}")
+        need(
+            self.method in ("optimize", "linearized"),
+            f"method must be 'optimize' or 'linearized', got {self.method!r}"
+            + (" (an integration rule of IntegratedGradients; this method has no path)" if self.method in _IG_RULES else ""),
+        )
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
         need(math.isfinite(self.tol) and self.tol >= 0, f"tol must be a number >= 0, got {self.tol!r}")
         need(self.lr_decay_steps is None or self.lr_decay_steps > 0, f"lr_decay_steps must be > 0 or None, got {self.lr_decay_steps!r}")

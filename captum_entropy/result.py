@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._io import load_tensors, save_tensors
-from .entropy import entropy_from_sigma, entropy_to_importance, nats_to_bits
+from .entropy import entropy_from_sigma, nats_to_bits
 from .optim import STOP_REASONS
 
 
@@ -18,7 +18,8 @@ from .optim import STOP_REASONS
 class EntropyResult:
     """Per-sentence answer of :meth:`EntropyAttribution.explain` for one feature.
 
-    Shapes: B sentences, T tokens, K dimensions per token. Padding positions hold NaN.
+    Shapes: B sentences, T tokens, K dimensions per token. σ and the entropies hold NaN on
+    padding; the kept information (Captum's orientation: high = important) holds 0 there.
 
     Attributes:
         sigma: learned noise std, (B, T, K) per element or (B, T, 1) per token.
@@ -43,6 +44,7 @@ class EntropyResult:
         layer_shape: shape of the layer value the noise went on, (B, T, ...).
         layer: name of the explained feature (``"output"`` or the target layer's name).
         settings: the settings used, JSON-serialisable.
+        layer_dtype: dtype of the layer value (attributions come back in it).
     """
 
     sigma: Tensor
@@ -62,6 +64,7 @@ class EntropyResult:
     layer_shape: tuple[int, ...] = ()
     layer: str = "output"
     settings: dict[str, Any] = field(default_factory=dict)
+    layer_dtype: str = "float32"
 
     @property
     def stop_reasons(self) -> list[str]:
@@ -82,9 +85,32 @@ class EntropyResult:
         h = entropy_from_sigma(self.sigma)
         return h.expand(*h.shape[:2], self.n_dims)
 
-    def attribution(self) -> Tensor:
-        """:attr:`entropy` shaped like the layer value (what ``attribute`` returns)."""
-        return self.entropy.reshape(self.layer_shape) if self.layer_shape else self.entropy
+    @property
+    def kept(self) -> Tensor:
+        """(B, T, K): information the feature keeps about each element, ``log(max_sigma/σ)`` nats.
+
+        The entropy of an element at the cap minus its entropy: ≥ 0, 0 = fully forgotten, and
+        0 on padding. Captum's orientation (high = important); ``.sum(-1)`` is
+        :attr:`kept_information`.
+        """
+        log_ratio = torch.log(self.max_sigma.to(self.sigma.dtype))[:, None, None] - torch.log(self.sigma)
+        kept = torch.nan_to_num(log_ratio, nan=0.0).clamp_min(0.0)
+        return kept.expand(*kept.shape[:2], self.n_dims)
+
+    @property
+    def kept_information(self) -> Tensor:
+        """(B, T): information the feature keeps about each word, in nats (0 = forgotten, 0 on padding)."""
+        return self.kept.sum(-1)
+
+    def attribution(self, quantity: str = "kept") -> Tensor:
+        """:attr:`kept` (or ``quantity="entropy"``: :attr:`entropy`) shaped like the layer value,
+        a contiguous tensor of the layer's dtype (what ``attribute`` returns)."""
+        if quantity not in ("kept", "entropy"):
+            raise ValueError(f"quantity must be 'kept' (information kept, high = important) or 'entropy', got {quantity!r}")
+        values = self.kept if quantity == "kept" else self.entropy
+        if self.layer_shape:
+            values = values.reshape(self.layer_shape)
+        return values.to(_dtype(self.layer_dtype)).contiguous()
 
     @property
     def token_entropy(self) -> Tensor:
@@ -106,11 +132,13 @@ class EntropyResult:
         return nats_to_bits(self.token_entropy)
 
     def importance(self, normalize: bool = True) -> Tensor:
-        """(B, T): information kept, ``max_token_entropy − H`` (high = important), NaN on padding.
-
-        With ``normalize`` each row is scaled to [0, 1], ready for Captum's ``visualize_text``.
-        """
-        return entropy_to_importance(self.token_entropy, self.max_token_entropy, normalize=normalize)
+        """(B, T): :attr:`kept_information` (high = important, 0 on padding); with ``normalize``
+        each row is divided by its largest value, ready for Captum's ``visualize_text``."""
+        kept = self.kept_information
+        if not normalize:
+            return kept
+        top = kept.amax(-1, keepdim=True)
+        return kept / torch.where(top > 0, top, torch.ones_like(top))
 
     def save(self, path: str | os.PathLike) -> None:
         """Save to one safetensors file with JSON metadata, written atomically."""
@@ -121,7 +149,8 @@ class EntropyResult:
                 "stop_reason", "stationarity", "distortion", "linear_sigma", "linear_log_se",
             )
         }
-        meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer, "settings": self.settings}
+        meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer,
+                "settings": self.settings, "layer_dtype": self.layer_dtype}
         save_tensors(path, tensors, meta)
 
     @classmethod
@@ -130,5 +159,13 @@ class EntropyResult:
         tensors, meta = load_tensors(path)
         return cls(
             **tensors, n_dims=int(meta["n_dims"]), layer_shape=tuple(meta.get("layer_shape", ())),
-            layer=meta["layer"], settings=meta.get("settings", {}),
+            layer=meta["layer"], settings=meta.get("settings", {}), layer_dtype=meta.get("layer_dtype", "float32"),
         )
+
+
+def _dtype(name: str) -> torch.dtype:
+    """The torch dtype called ``name`` (names come from files: nothing else is looked up)."""
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"not a torch dtype: {name!r}")
+    return dtype

@@ -64,7 +64,7 @@ def test_amp_runs_and_stays_close_to_float32(bert, bert_batch):
 
 
 def test_float_and_bfloat16_inputs_get_seeds():
-    from captum_entropy.attr import _sentence_seeds
+    from captum_entropy.feature import sentence_seeds as _sentence_seeds
 
     rows = torch.randn(2, 3, 4)
     mask = torch.ones(2, 3, dtype=torch.bool)

@@ -41,7 +41,6 @@ def test_streaming_fit_equals_the_std_of_the_masked_token_mean(bert):
 
 
 def test_stats_save_load_round_trip_and_use_by_layer_name(bert, tmp_path):
-    f = bert_logits(bert)
     layer = bert.bert.encoder.layer[0]
     stats = FeatureStats().fit(bert, _batches(), layers=[layer], mask_index=1)
     name = "bert.encoder.layer.0"
@@ -90,14 +89,17 @@ def test_result_save_load_and_importance(bert, tmp_path):
     back = EntropyResult.load(tmp_path / "r.safetensors")
     assert torch.equal(torch.nan_to_num(back.sigma), torch.nan_to_num(res.sigma))
     assert back.layer == res.layer and back.settings == res.settings and back.n_dims == 16
-    assert back.layer_shape == res.layer_shape == (5, 7, 16) and back.attribution().shape == (5, 7, 16)
+    assert back.layer_dtype == res.layer_dtype == "float32"
+    assert back.layer_shape == res.layer_shape == (5, 7, 16) and torch.equal(back.attribution(), res.attribution())
     imp = res.importance()
     valid = mask.bool()
-    assert torch.isnan(imp[~valid]).all()
+    assert (imp[~valid] == 0).all()
     assert (imp[valid] >= 0).all() and (imp[valid] <= 1).all()
-    # importance ranks words exactly inversely to entropy
+    # importance ranks words exactly inversely to entropy; kept information = entropy at the cap − entropy
     b = 1
     assert torch.equal(imp[b][valid[b]].argsort(), (-res.token_entropy[b][valid[b]]).argsort())
+    gap = res.max_token_entropy[:, None] - res.token_entropy
+    assert torch.allclose(res.kept_information[valid], gap[valid], atol=1e-4)
     assert torch.allclose(res.bits(), res.token_entropy / torch.log(torch.tensor(2.0)), equal_nan=True)
     assert res.entropy.shape == (5, 7, 16)
     assert torch.allclose(res.sentence_entropy, torch.nansum(res.token_entropy, 1))
