@@ -337,8 +337,21 @@ def max_sigma(cfg: Settings, layer: nn.Module, on_input: bool, values3: Tensor, 
     elif isinstance(layer, nn.Embedding) and not on_input:
         cap = torch.full((batch,), MAX_SIGMA_FACTOR * float(layer.weight.detach().float().std()), device=values3.device)
     else:
+        # 10 × the spread of the sentence's layer values (their root mean square if they are all
+        # equal, e.g. a ReLU's output that is all zero but one constant)
         v = values3.float()
-        cap = torch.stack([MAX_SIGMA_FACTOR * v[b][mask[b]].std(unbiased=False) for b in range(batch)])
+        scale = []
+        for b in range(batch):
+            real = v[b][mask[b]]
+            std = real.std(unbiased=False)
+            scale.append(std if std > 0 else real.pow(2).mean().sqrt())
+        cap = MAX_SIGMA_FACTOR * torch.stack(scale)
+        zero = (cap == 0).nonzero().flatten().tolist()
+        if zero:
+            raise ValueError(
+                f"the layer's value is all zeros for sentence(s) {zero[:10]}, so it gives no scale for the default "
+                "cap on σ (10 × the std of the sentence's layer values): pass max_sigma="
+            )
     if not (torch.isfinite(cap).all() and (cap > 0).all()):
         raise ValueError(f"max_sigma must be finite and positive, got {cap.tolist()}")
     return cap

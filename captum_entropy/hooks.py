@@ -113,7 +113,8 @@ def capture_all(
 
     def keep(key: Hashable, value: Tensor) -> None:
         if key not in store:
-            store[key] = value
+            # a copy (differentiable): an in-place module later in the forward must not overwrite it
+            store[key] = value.clone()
         if stop and len(store) >= len(modules) and all(k in store for k in modules):
             raise StopForward
 
