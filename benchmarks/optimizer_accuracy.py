@@ -26,6 +26,7 @@ per-sentence rows go to ``--json``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -41,7 +42,6 @@ from captum_entropy.settings import DEFAULT_TOLERANCE, Settings
 from captum_entropy.hooks import no_dropout
 from captum_entropy.zoo import load, load_polarity
 
-DEFAULT_OVERRIDES = eval("dict(" + os.environ.get("CE_DEFAULT", "") + ")")
 FEATURES = {  # name: (zoo model, target module getter or None for the predicted logit)
     "minilm-layer3": ("minilm", lambda zm: zm.layers["layer3"]),
     "minilm-layer6": ("minilm", lambda zm: zm.layers["layer6"]),
@@ -63,11 +63,11 @@ def entropy_at_tolerance(zm, module, ids, mask, target, std, sigmas, tau, draws,
         problem = Feature.build(module, feats[0], target, cfg, 0, valid, {})
         log_cap = max_sigma(cfg, zm.embedding, False, v3, valid).log()
         gen = torch.Generator().manual_seed(seed)
-        eps = torch.randn((draws, *v3.shape), generator=gen) * valid[None, :, :, None]
-        rows = torch.arange(v3.shape[0])
+        eps = torch.randn((draws, *v3.shape), generator=gen).to(v3) * valid[None, :, :, None]
+        rows = torch.arange(v3.shape[0], device=v3.device)
 
         def distortion(u):
-            total = torch.zeros(v3.shape[0])
+            total = torch.zeros(v3.shape[0], dtype=v3.dtype, device=v3.device)
             for chunk in eps.split(16):
                 x = v3[None] + torch.exp(u)[None] * chunk
                 f = torch.stack([problem.feature(run, xi, rows) for xi in x])
@@ -78,7 +78,7 @@ def entropy_at_tolerance(zm, module, ids, mask, target, std, sigmas, tau, draws,
         for sigma in sigmas:
             u = torch.where(valid[..., None], sigma.log(), log_cap[:, None, None])
             shift = lambda s: torch.minimum(u + s[:, None, None], log_cap[:, None, None])  # noqa: E731
-            s0, d0 = torch.zeros(len(u)), distortion(u)
+            s0, d0 = torch.zeros_like(u[:, 0, 0]), distortion(u)
             s1 = 0.5 * torch.log(tau / d0)
             d1 = distortion(shift(s1))
             for _ in range(4):  # secant on log D
@@ -87,12 +87,23 @@ def entropy_at_tolerance(zm, module, ids, mask, target, std, sigmas, tau, draws,
                 s0, d0, s1 = s1, d1, s2
                 d1 = distortion(shift(s1))
             final = shift(s1)
-            scores.append(torch.stack([final[b][valid[b]].mean() for b in range(len(u))]))
+            scores.append(torch.stack([final[b][valid[b]].mean() for b in range(len(u))]).cpu())
     return scores
+
+
+def variant(text: str) -> tuple[str, dict]:
+    label, _, pairs = text.partition(":")
+    return label, {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in pairs.split(",") if p)}
+
+
+def sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def per_sentence(sigma, ref, mask):
     rho, dlog = [], []
+    sigma, ref, mask = sigma.cpu(), ref.cpu(), mask.cpu()
     for b in range(len(mask)):
         a, r = sigma[b][mask[b]].flatten(), ref[b][mask[b]].flatten()
         rho.append(float(spearmanr(a.numpy(), r.numpy())[0]) if a.std() > 0 and r.std() > 0 else float("nan"))
@@ -102,7 +113,8 @@ def per_sentence(sigma, ref, mask):
 
 def feature_stats(zm, module):
     train = load_polarity("train")[:256]
-    batches = [zm.tokenize([e.text for e in train[i : i + 64]]) for i in range(0, len(train), 64)]
+    dev = next(zm.model.parameters()).device
+    batches = [tuple(t.to(dev) for t in zm.tokenize([e.text for e in train[i : i + 64]])) for i in range(0, len(train), 64)]
     stats = FeatureStats().fit(zm.forward, batches, layers={"f": module} if module is not None else None, mask_index=1)
     return stats["f" if module is not None else "output"]
 
@@ -112,9 +124,9 @@ def run_feature(name, zm, module_of, args):
     std = feature_stats(zm, module)
     texts = sorted((e.text for e in load_polarity("test")[: args.sentences]), key=lambda t: len(zm.tokenize([t])[0][0]))
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
-    rows, seconds = [], 0.0
+    rows, seconds, ref_seconds, variant_seconds = [], 0.0, 0.0, {}
     for start in range(0, len(texts), args.bucket):
-        ids, mask = zm.tokenize(texts[start : start + args.bucket])
+        ids, mask = (t.to(args.device) for t in zm.tokenize(texts[start : start + args.bucket]))
         with torch.no_grad():
             pred = zm.forward(ids, mask).argmax(-1)
         target = pred if module is None else None
@@ -122,31 +134,50 @@ def run_feature(name, zm, module_of, args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            default = ea.explain(ids, **common, **DEFAULT_OVERRIDES)
+            default = ea.explain(ids, **common)
+            sync(args.device)
             seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
             ref = ea.explain(
                 ids, **common, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
                 early_stop=False, curvature_decay=0.9, seed=99,
             )
-        valid = mask.bool()
+            sync(args.device)
+            ref_seconds += time.perf_counter() - t0
+            variants = {}
+            for label, kwargs in args.variant:  # other settings, scored against the same reference
+                t0 = time.perf_counter()
+                variants[label] = ea.explain(ids, **common, **kwargs)
+                sync(args.device)
+                variant_seconds[label] = variant_seconds.get(label, 0.0) + time.perf_counter() - t0
+        valid = mask.bool().cpu()
         rho, dlog = per_sentence(default.sigma, ref.sigma, valid)
         rho_lin, dlog_lin = per_sentence(default.linear_sigma, ref.sigma, valid)
         scores = entropy_at_tolerance(
-            zm, module, ids, mask, target, std, [default.sigma, ref.sigma, default.linear_sigma], DEFAULT_TOLERANCE,
+            zm, module, ids, mask, target, std, [default.sigma, ref.sigma, default.linear_sigma, *(v.sigma for v in variants.values())],
+            DEFAULT_TOLERANCE,
             args.eval_draws,
         )
         for b in range(len(ids)):
             n_words = int(valid[b].sum())
-            capped = int((default.saturated[b] & valid[b]).sum())
+            capped = int((default.saturated[b].cpu() & valid[b]).sum())
             rows.append({
                 "feature": name, "words": n_words, "spearman": rho[b], "median_abs_dlog": dlog[b],
                 "objective_gap": float(scores[0][b] - scores[1][b]),
                 "objective_vs_linearized": float(scores[0][b] - scores[2][b]),
                 "converged": bool(default.converged[b]), "steps": int(default.steps[b]),
-                "stationarity": float(default.stationarity[b]), "ref_stationarity": float(ref.stationarity[b]),
+                "stationarity": float(default.stationarity[b]), "stop_reason": default.stop_reasons[b], "ref_stationarity": float(ref.stationarity[b]),
                 "words_at_cap": capped, "linearized_spearman": rho_lin[b], "linearized_median_abs_dlog": dlog_lin[b],
             })
-        print(f"  {name}: {len(rows)}/{len(texts)} sentences", flush=True)
+            for k, (label, v) in enumerate(variants.items()):
+                r_v, d_v = per_sentence(v.sigma, ref.sigma, valid)
+                rows[-1][f"{label}/spearman"], rows[-1][f"{label}/median_abs_dlog"] = r_v[b], d_v[b]
+                rows[-1][f"{label}/objective_gap"] = float(scores[3 + k][b] - scores[1][b])
+                rows[-1][f"{label}/converged"] = bool(v.converged[b])
+        print(f"  {name}: {len(rows)}/{len(texts)} sentences, default {seconds:.1f} s, reference {ref_seconds:.1f} s",
+              flush=True)
+    if variant_seconds:
+        print(f"  {name}: variant seconds {json.dumps({k: round(v, 1) for k, v in variant_seconds.items()})}")
     return rows, seconds
 
 
@@ -168,6 +199,12 @@ def summary(name, rows, seconds):
         "sentences_none_at_cap": round(float((capped == 0).double().mean()), 3),
         "linearized_spearman_mean": round(float(t("linearized_spearman").nanmean()), 3),
         "linearized_median_abs_dlog": round(float(t("linearized_median_abs_dlog").median()), 4),
+        **{f"{label}/{stat}": value for label in sorted({k.split("/")[0] for k in rows[0] if "/" in k}) for stat, value in (
+            ("spearman_mean", round(float(t(f"{label}/spearman").nanmean()), 3)),
+            ("median_abs_dlog", round(float(t(f"{label}/median_abs_dlog").median()), 4)),
+            ("objective_not_worse", round(float((t(f"{label}/objective_gap") >= -0.005).double().mean()), 3)),
+            ("objective_gap_median", round(float(t(f"{label}/objective_gap").median()), 4)),
+            ("converged", round(float(t(f"{label}/converged").mean()), 3)))},
     }
 
 
@@ -180,6 +217,11 @@ def main() -> None:
     parser.add_argument("--ref-steps", type=int, default=300)
     parser.add_argument("--ref-window", type=int, default=100)
     parser.add_argument("--eval-draws", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (the model and every tensor go there)")
+    parser.add_argument("--variant", action="append", default=[], type=variant,
+                        help="LABEL:key=value,...  other settings scored against the same reference, e.g. "
+                             "steps400:max_steps=400 or a second reference seed:"
+                             " ref7:n_samples=32,max_steps=800,check_every=400,early_stop=False,curvature_decay=0.9,seed=7")
     parser.add_argument("--quick", action="store_true", help="4 sentences, short reference (a smoke run)")
     parser.add_argument("--json", help="write the per-sentence rows and the summaries to this JSON file")
     args = parser.parse_args()
@@ -191,6 +233,7 @@ def main() -> None:
         zoo_name, module_of = FEATURES[name]
         if zoo_name not in models:
             models[zoo_name] = load(zoo_name)
+            models[zoo_name].model.to(args.device)
         rows, seconds = run_feature(name, models[zoo_name], module_of, args)
         out["rows"] += rows
         out["summaries"].append(summary(name, rows, seconds))

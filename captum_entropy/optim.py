@@ -217,7 +217,17 @@ def fit_sigma(
         theta = torch.stack([torch.randn((t, ks), generator=g, device=dev, dtype=dtype) for g in generators])
         u0 = torch.where(valid, log_cap + torch.nn.functional.logsigmoid(theta), log_cap)
 
-    state = _State(b, s, u0, dev, dtype)
+    def residual(rows: Tensor, u: Tensor, g: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        """The remaining step and distortion gap at averaged measurements (the stationarity test)."""
+        cap, ok = log_cap[rows], valid[rows]
+        if budget is not None:
+            level = water_level(g, cap - u, ok, budget[rows])
+            gap = 0.5 * torch.log(d.clamp_min(torch.finfo(dtype).tiny) / budget[rows])
+        else:
+            level, gap = pull[rows], torch.zeros_like(d)
+        return _stationarity_step(g.masked_fill(~ok, 0.0), level, cap - u), gap
+
+    state = _State(b, s, u0, dev, dtype, residual if s.update == "newton" else None)
     if s.method == "optimize":
         dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
         run = _newton if s.update == "newton" else _adam
@@ -252,12 +262,16 @@ class _State:
     one lucky window is.
     """
 
-    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype) -> None:
-        self.s = s
+    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype, residual: Callable | None = None) -> None:
+        self.s, self.residual = s, residual
         self.u = u0.clone()
         zeros = lambda: torch.zeros_like(u0)  # noqa: E731
         self.u_win, self.r_win, self.r2_win = zeros(), zeros(), zeros()  # sums over the current window
         self.u_acc, self.r_acc = zeros(), zeros()  # sums since the last drifting window
+        # the measured gradient and distortion, for the stationarity test on their averages
+        self.g_win, self.g_acc = zeros(), zeros()
+        self.d_win = torch.zeros(b, dtype=dtype, device=dev)
+        self.d_acc = torch.zeros(b, dtype=dtype, device=dev)
         self.n_acc = torch.zeros(b, dtype=dtype, device=dev)
         self.gap_win = torch.zeros(b, dtype=dtype, device=dev)
         self.gap_acc = torch.zeros(b, dtype=dtype, device=dev)
@@ -274,7 +288,8 @@ class _State:
         self.best_u: Tensor | None = None
 
     def record(
-        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor, gap: Tensor | None = None
+        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor, gap: Tensor | None = None,
+        g: Tensor | None = None, d: Tensor | None = None,
     ) -> None:
         """Book one step of ``rows``; at a window's end, update the averages and the test.
 
@@ -283,6 +298,9 @@ class _State:
         """
         if gap is not None:
             self.gap_win[rows] += gap.clamp(-10.0, 10.0)
+        if g is not None:
+            self.g_win[rows] += g.masked_fill(~valid[rows], 0.0)
+            self.d_win[rows] += d
         self.steps[rows] += 1
         self.losses[rows, step] = loss
         self.dist[rows] = dist
@@ -313,12 +331,22 @@ class _State:
         self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
         self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
         self.gap_acc[full] = self.gap_acc[full] * keep[:, 0, 0] + self.gap_win[full]
-        mean_gap = self.gap_acc[full] / self.n_acc[full]
-        self.stat[full] = (rms((self.r_acc[full] / self.n_acc[full, None, None]).pow(2)).pow(2) + mean_gap.pow(2)).sqrt()
+        self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
+        self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]
+        n = self.n_acc[full]
+        if self.residual is not None:
+            # the step still to take by the *averaged* gradient and distortion: a log of the mean,
+            # not a mean of logs of noisy single steps (which is biased by their noise)
+            r_bar, gap = self.residual(full, self.u_acc[full] / n[:, None, None], self.g_acc[full] / n[:, None, None],
+                                       self.d_acc[full] / n)
+            self.stat[full] = (rms(r_bar.masked_fill(~valid, 0.0).pow(2)).pow(2) + gap.pow(2)).sqrt()
+        else:
+            mean_gap = self.gap_acc[full] / n
+            self.stat[full] = (rms((self.r_acc[full] / n[:, None, None]).pow(2)).pow(2) + mean_gap.pow(2)).sqrt()
         done = full[self.stat[full] < self.s.tol]
         self.converged[done] = True
         self.reason[done] = STOP_REASONS.index("converged")
-        for t in (self.u_win, self.r_win, self.r2_win, self.gap_win):
+        for t in (self.u_win, self.r_win, self.r2_win, self.gap_win, self.g_win, self.d_win):
             t[full] = 0.0
         self.in_window[full] = 0
         if self.s.early_stop:
@@ -421,7 +449,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
             state.u[rows] = torch.where(ok, new_u, cap)
             gap = 0.5 * torch.log(d0.clamp_min(tiny) / budget[rows]) if budget is not None else None
-            state.record(rows, step, r, loss, d_new, valid, gap)
+            state.record(rows, step, r, loss, d_new, valid, gap, g=g, d=d0)
         if progress is not None:
             progress(step + 1)
 

@@ -95,13 +95,15 @@ def test_per_element_matches_its_closed_form():
     expected = std[None, None, :] * (TAU / 5) ** 0.5 / WEIGHTS.abs()[None, :, None]
     exact = ea.explain(x, feature_std=std, per_element=True, exact_jacobian=256)  # control variate
     assert torch.allclose(exact.sigma, expected, rtol=1e-4) and exact.converged.all()
-    # sampled: each σ sees one noise dimension per draw, so it needs many draws: the
-    # bounds below hold, and the stationarity test honestly fails at tol = 0.02
+    # sampled: each σ sees one noise dimension per draw, so it needs many draws; the stationarity
+    # statistic (the step left by the gradient averaged over the accumulation period) must track
+    # the true RMS error of log σ: neither hide it nor overstate it by more than 2×
     sampled = ea.explain(x, feature_std=std, per_element=True, n_samples=32, curvature_decay=0.9, check_every=20)
     assert torch.allclose(sampled.linear_sigma, expected, rtol=1e-4)  # Rademacher: exact for a diagonal map
-    rel = (sampled.sigma / expected - 1).abs()
-    assert rel.median() < 0.04 and rel.max() < 0.3, (rel.median(), rel.max())
-    assert not sampled.converged.any() and sampled.stop_reasons == ["max_steps"] * 4
+    err = (sampled.sigma / expected).log().abs()
+    assert err.median() < 0.04 and err.max() < 0.15, (err.median(), err.max())
+    rms = err.flatten(1).pow(2).mean(1).sqrt()
+    assert ((sampled.stationarity > rms / 2) & (sampled.stationarity < 2 * rms)).all(), (sampled.stationarity, rms)
 
 
 @pytest.mark.parametrize("select", ["average", "min_loss"])
