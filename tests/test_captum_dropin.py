@@ -82,11 +82,11 @@ def test_works_inside_no_grad_and_leaves_the_model_as_it_was(bert, bert_batch):
         attr = EntropyAttribution(bert_logits(bert), bert.bert.embeddings).attribute(
             ids, target=0, additional_forward_args=(mask,), **FAST
         )
+        assert not torch.is_grad_enabled()  # the caller's no_grad is still in force after the call
     assert torch.isfinite(attr).all()
     assert bert.training and all(m.training for m in bert.modules())
     assert all(torch.equal(v, bert.state_dict()[k]) for k, v in before.items())
     assert all(p.grad is None and p.requires_grad for p in bert.parameters())
-    assert not torch.is_grad_enabled() or True  # the context is restored by torch itself
 
 
 def test_attention_mask_in_additional_forward_args_equals_an_explicit_mask(bert, bert_batch):
@@ -226,3 +226,29 @@ def test_a_layer_called_twice_per_forward_is_an_error():
     with pytest.raises(ValueError, match="called 2 times"):
         EntropyAttribution(shared, emb).attribute(torch.randint(0, 10, (2, 3)), additional_forward_args=(
             torch.randint(0, 10, (2, 3)),), **FAST)
+
+
+class TiedLM(nn.Module):
+    """A language model whose output projection shares the embedding matrix (as GPT-2, BERT's MLM head)."""
+
+    def __init__(self, vocab: int = 12, dim: int = 6) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.emb = nn.Embedding(vocab, dim)
+        self.emb.weight.data = torch.randn(vocab, dim, generator=g)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.emb.weight  # tied
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.mix(self.emb(ids))).mean(1))
+
+
+def test_a_tied_embedding_is_explained_and_left_as_it_was():
+    model = TiedLM().eval()
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    before = model.emb.weight.detach().clone()
+    attr = EntropyAttribution(model, model.emb).attribute(ids, target=3, feature_std=torch.tensor(0.1), **FAST)
+    assert attr.shape == (2, 4, 6) and torch.isfinite(attr).all() and (attr >= 0).all() and attr.sum() > 0
+    assert model.head.weight is model.emb.weight and torch.equal(model.emb.weight, before)
+    assert all(p.grad is None for p in model.parameters())
