@@ -1,17 +1,38 @@
 """captum_entropy: how much of each word a layer keeps (Guan et al., ICML 2019), for Captum."""
 
-from .attr import ConvergenceWarning, EntropyAttribution, NotComparableWarning, Settings
-from .entropy import (
-    bits_to_nats,
-    entropy_from_sigma,
-    entropy_to_importance,
-    linear_optimal_sigma,
-    nats_to_bits,
-    sigma_from_entropy,
-)
-from .optim import OptimSettings
-from .result import EntropyResult
-from .stats import FeatureStats, TinyStdWarning
+import importlib
+
+# Exports load on first use (PEP 562): `import captum_entropy` and `captum-entropy --help` do not
+# import torch; `from captum_entropy import EntropyAttribution` works as usual.
+_EXPORTS = {
+    "ConvergenceWarning": "attr",
+    "EntropyAttribution": "attr",
+    "NotComparableWarning": "attr",
+    "Settings": "attr",
+    "bits_to_nats": "entropy",
+    "entropy_from_sigma": "entropy",
+    "entropy_to_importance": "entropy",
+    "linear_optimal_sigma": "entropy",
+    "nats_to_bits": "entropy",
+    "sigma_from_entropy": "entropy",
+    "OptimSettings": "optim",
+    "EntropyResult": "result",
+    "FeatureStats": "stats",
+    "TinyStdWarning": "stats",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .zoo import MODEL_NAMES
+    from ._names import ZOO_MODELS as MODEL_NAMES
 
     parser = argparse.ArgumentParser(prog="captum-entropy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,12 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from .._io import load_tensors, save_tensors
+from .._names import ZOO_MODELS
 from .data import LABEL_NAMES, cache_dir, load_polarity
 from .models import WordModelConfig, build_word_model, glove_init
 from .text import WordTokenizer
 from .train import TrainConfig, accuracy, fit
 
-MODEL_NAMES = ("minilm", "transformer", "lstm", "cnn")
+MODEL_NAMES = ZOO_MODELS
 TRAINING = {
     "minilm": TrainConfig(epochs=1, lr=5e-5, batch_size=32, weight_decay=0.01),
     "transformer": TrainConfig(epochs=10, lr=1e-3, batch_size=32),
