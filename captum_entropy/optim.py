@@ -273,8 +273,6 @@ class _State:
         self.d_win = torch.zeros(b, dtype=dtype, device=dev)
         self.d_acc = torch.zeros(b, dtype=dtype, device=dev)
         self.n_acc = torch.zeros(b, dtype=dtype, device=dev)
-        self.gap_win = torch.zeros(b, dtype=dtype, device=dev)
-        self.gap_acc = torch.zeros(b, dtype=dtype, device=dev)
         self.fresh = torch.zeros(b, dtype=torch.bool, device=dev)
         self.in_window = torch.zeros(b, dtype=torch.long, device=dev)
         self.steps = torch.zeros(b, dtype=torch.long, device=dev)
@@ -288,16 +286,14 @@ class _State:
         self.best_u: Tensor | None = None
 
     def record(
-        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor, gap: Tensor | None = None,
+        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor,
         g: Tensor | None = None, d: Tensor | None = None,
     ) -> None:
         """Book one step of ``rows``; at a window's end, update the averages and the test.
 
-        ``gap`` (constrained objective): ``½·log(D/τ)`` at the current point, the common step
-        still needed to meet the tolerance; it counts in the test like one more parameter's step.
+        ``g`` and ``d`` (Newton): the measured gradient and distortion, averaged for the
+        stationarity test, where the gap ``½·log(D̄/τ)`` counts like one more parameter's step.
         """
-        if gap is not None:
-            self.gap_win[rows] += gap.clamp(-10.0, 10.0)
         if g is not None:
             self.g_win[rows] += g.masked_fill(~valid[rows], 0.0)
             self.d_win[rows] += d
@@ -330,7 +326,6 @@ class _State:
         self.u_acc[full] = self.u_acc[full] * keep + self.u_win[full]
         self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
         self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
-        self.gap_acc[full] = self.gap_acc[full] * keep[:, 0, 0] + self.gap_win[full]
         self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
         self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]
         n = self.n_acc[full]
@@ -340,13 +335,12 @@ class _State:
             r_bar, gap = self.residual(full, self.u_acc[full] / n[:, None, None], self.g_acc[full] / n[:, None, None],
                                        self.d_acc[full] / n)
             self.stat[full] = (rms(r_bar.masked_fill(~valid, 0.0).pow(2)).pow(2) + gap.pow(2)).sqrt()
-        else:
-            mean_gap = self.gap_acc[full] / n
-            self.stat[full] = (rms((self.r_acc[full] / n[:, None, None]).pow(2)).pow(2) + mean_gap.pow(2)).sqrt()
+        else:  # the penalised objective (Adam): no distortion budget, so no gap
+            self.stat[full] = rms((self.r_acc[full] / n[:, None, None]).pow(2))
         done = full[self.stat[full] < self.s.tol]
         self.converged[done] = True
         self.reason[done] = STOP_REASONS.index("converged")
-        for t in (self.u_win, self.r_win, self.r2_win, self.gap_win, self.g_win, self.d_win):
+        for t in (self.u_win, self.r_win, self.r2_win, self.g_win, self.d_win):
             t[full] = 0.0
         self.in_window[full] = 0
         if self.s.early_stop:
@@ -448,8 +442,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             new_u = torch.where(better[:, None, None], candidate, current)
             alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
             state.u[rows] = torch.where(ok, new_u, cap)
-            gap = 0.5 * torch.log(d0.clamp_min(tiny) / budget[rows]) if budget is not None else None
-            state.record(rows, step, r, loss, d_new, valid, gap, g=g, d=d0)
+            state.record(rows, step, r, loss, d_new, valid, g=g, d=d0)
         if progress is not None:
             progress(step + 1)
 
