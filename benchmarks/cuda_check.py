@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_entropy import EntropyAttribution, FeatureStats  # noqa: E402
-from tests.tiny_models import WEIGHTS, LinearToy, bert_logits, tiny_bert  # noqa: E402
+from tests.tiny_models import WEIGHTS, LinearToy, bert_logits, padded_batch, tiny_bert  # noqa: E402
 
 RESULTS: dict[str, dict] = {}
 
@@ -38,17 +38,6 @@ RESULTS: dict[str, dict] = {}
 def check(name: str, ok: bool, **numbers) -> None:
     RESULTS[name] = {"pass": bool(ok), **{k: (float(v) if torch.is_tensor(v) else v) for k, v in numbers.items()}}
     print(("PASS " if ok else "FAIL ") + name + " " + json.dumps(RESULTS[name]), flush=True)
-
-
-def batch(dev):
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 60, (4, 9), generator=g)
-    ids[:, 0] = 2
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[3, 4:] = 0
-    ids[mask == 0] = 0
-    return ids.to(dev), mask.to(dev)
 
 
 def main() -> int:
@@ -79,7 +68,7 @@ def main() -> int:
 
     # the same tiny BERT on CPU and GPU
     model = tiny_bert(dropout=0.1)
-    ids, mask = batch("cpu")
+    ids, mask = padded_batch()
     target = torch.tensor([0, 1, 1, 0])
     cpu = EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
         ids, target=target, additional_forward_args=(mask,), exact_jacobian=64)

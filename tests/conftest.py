@@ -1,9 +1,8 @@
 """Fixtures shared by the tests."""
 
 import pytest
-import torch
 
-from .tiny_models import tiny_bert
+from .tiny_models import padded_batch, tiny_bert
 
 
 @pytest.fixture
@@ -14,14 +13,7 @@ def bert():
 @pytest.fixture
 def bert_batch():
     """Token ids with two padded sentences, and their attention mask."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, 60, (4, 9), generator=g)
-    ids[:, 0] = 2  # [CLS]-like
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[3, 4:] = 0
-    ids[mask == 0] = 0
-    return ids, mask
+    return padded_batch()
 
 
 @pytest.fixture(scope="session")

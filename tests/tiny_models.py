@@ -46,3 +46,15 @@ def tiny_bert(seed: int = 0, layers: int = 2, dropout: float = 0.1):
 
 def bert_logits(model):
     return lambda ids, am: model(input_ids=ids, attention_mask=am).logits
+
+
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (4 sentences, 9 positions, two of them padded) and their attention mask."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 60, (4, 9), generator=g)
+    ids[:, 0] = 2  # [CLS]-like
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[3, 4:] = 0
+    ids[mask == 0] = 0
+    return ids, mask
