@@ -1,0 +1,112 @@
+"""What the tables, figures and the page share: number formats, names, the per-row colour scale,
+the marks, atomic file writes."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..analysis import LayerExplanation
+
+NC, SAT = "~", "×"  # marks: not converged, saturated (fully forgotten)
+RGB = ((247, 251, 255), (107, 174, 214), (8, 48, 107))  # light -> dark blue: darker = more kept
+
+
+def _fmt(v: float) -> str:
+    """Compact number: 3 significant figures (more above 999), never an exponent.
+
+    >>> _fmt(312.4), _fmt(12.34), _fmt(0.5), _fmt(1234.5)
+    ('312', '12.3', '0.50', '1234')
+    """
+    if not math.isfinite(v):
+        return "nan"
+    a = abs(v)
+    return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}"
+
+
+def _short(s: str, n: int, keep_end: bool = False) -> str:
+    """At most ``n`` characters; ``keep_end``: cut the start (layer names differ at the end)."""
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else "…" + s[1 - n:] if keep_end else s[: n - 1] + "…"
+
+
+def _text(ex: LayerExplanation, b: int) -> str:
+    t = ex.texts[b] if b < len(ex.texts) else ""
+    return " ".join(str(t).split()) or " ".join(ex.words(b))
+
+
+def _class_name(ex: LayerExplanation, c: int) -> str:
+    return str(ex.label_names[c]) if 0 <= c < len(ex.label_names) else f"class {c}"
+
+
+def _pred(ex: LayerExplanation, b: int) -> str:
+    c, p = int(ex.prediction[b]), float(ex.probability[b])
+    return "predicted: n/a" if c < 0 else f"predicted: {_class_name(ex, c)} (p = {p:.2f})"
+
+
+def _scaled(kept: Tensor) -> Tensor:
+    """Each row to 0..1 = its min..max (a constant row: 0)."""
+    if kept.shape[-1] == 0:
+        return kept.clone()
+    lo, hi = kept.min(-1, keepdim=True).values, kept.max(-1, keepdim=True).values
+    span = hi - lo
+    return torch.where(span > 0, (kept - lo) / torch.where(span > 0, span, torch.ones_like(span)), 0.0)
+
+
+def _check(ex: LayerExplanation, b: int) -> int:
+    if not -len(ex) <= b < len(ex):
+        raise IndexError(f"sentence {b} out of range: this explanation has {len(ex)} sentences")
+    return b % len(ex)
+
+
+def _colour(x: float) -> tuple[int, int, int]:
+    lo, mid, hi = RGB
+    a, z, f = (lo, mid, x * 2) if x < 0.5 else (mid, hi, x * 2 - 1)
+    return tuple(round(p + (q - p) * min(max(f, 0.0), 1.0)) for p, q in zip(a, z))  # type: ignore[return-value]
+
+
+def _e(s: Any) -> str:
+    """``html.escape(str(s), quote=True)``."""
+    return html.escape(str(s), quote=True)
+
+
+def _atomic(path: str | os.PathLike, write: Any) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Write UTF-8 ``text`` atomically (a temp file in the same folder, then ``os.replace``)."""
+    data = text.encode("utf-8")
+    return _atomic(path, lambda f: f.write(data))
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> str:
+    """Save ``fig`` atomically as PNG, SVG or PDF (by the suffix); returns the path."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg", "pdf"):
+        raise ValueError(f"save_figure writes .png, .svg or .pdf, not {Path(path).name!r}")
+    return _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))

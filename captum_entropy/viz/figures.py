@@ -1,0 +1,152 @@
+"""Matplotlib figures: words × features heatmap of one sentence, entropy against depth.
+
+Matplotlib is imported inside the functions (the package imports without it); the figures are
+``matplotlib.figure.Figure`` objects, never pyplot's, so nothing is shown and no GUI is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._common import SAT, _check, _fmt, _pred, _scaled, _short, _text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..analysis import LayerExplanation
+
+KINDS = ("heatmap", "depth")
+SCALE_LABEL = "kept information, scaled per row\n(0 = row min, 1 = row max)"
+
+
+def _figure_class() -> type:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - exercised with a blocked import in the tests
+        raise ImportError("plotting needs matplotlib: pip install matplotlib "
+                          "(or pip install 'captum_entropy[viz]')") from e
+    return Figure
+
+
+def _tex(s: str) -> str:
+    return str(s).replace("$", r"\$")  # a "$" would start matplotlib's mathtext
+
+
+def plot_explanation(ex: LayerExplanation, kind: str = "heatmap", sentence: int = 0, **kwargs: Any) -> Figure:
+    """A matplotlib Figure (no pyplot, never shown): ``"heatmap"`` = words × features of one
+    sentence, colour scaled per row, absolute numbers in the cells (≤ 20 words) and row labels;
+    ``"depth"`` = mean entropy per word per dimension against relative depth, one line per
+    sentence, the mean with a 95 % bootstrap band. Keywords: ``unit`` ("nats"/"bits"); heatmap:
+    ``annotate`` (bool), ``max_words`` per panel (30), ``cmap``; depth: ``seed``, ``n_resamples``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(repr(k) for k in KINDS)}")
+    figure = _figure_class()
+    if kind == "heatmap":
+        return _heatmap(figure, ex, _check(ex, sentence), **kwargs)
+    return _depth(figure, ex, **kwargs)
+
+
+def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", annotate: bool | None = None,
+             max_words: int = 30, cmap: str = "Blues") -> Figure:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    kept = ex.word_kept(b, unit)
+    scaled, sat = _scaled(kept).numpy(), ex.word_saturated(b).numpy()
+    conv = ex.converged[:, b].tolist()
+    L, W = kept.shape
+    if W == 0:
+        raise ValueError(f"sentence {b} has no words to draw (only special tokens or padding)")
+    words = [_tex(_short(w, 18)) for w in ex.words(b)]
+    annotate = W <= 20 if annotate is None else annotate
+    panels = max(1, math.ceil(W / max(1, max_words)))
+    per = max(1, math.ceil(W / panels))
+    rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
+            + f"\n{_fmt(float(r.min()))}–{_fmt(float(r.max()))} {unit}"
+            for n, c, r in zip(ex.layers, conv, kept)]
+    fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
+    axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
+    hatch = (0.75, 0.1, 0.1, 0.7)
+    for p, ax in enumerate(axes):
+        cols = list(range(p * per, min(W, (p + 1) * per)))
+        image = ax.imshow(scaled[:, cols].reshape(L, len(cols)), cmap=cmap, vmin=0, vmax=1, aspect="auto",
+                          interpolation="nearest")
+        ax.set_xticks(range(len(cols)), [words[w] for w in cols], rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(L), rows, fontsize=8)
+        ax.set_ylabel("feature (shallow → deep)")
+        for fi in range(L):
+            if not conv[fi]:
+                ax.add_patch(Rectangle((-0.5, fi - 0.5), len(cols), 1, fill=False, hatch="///", edgecolor=hatch, lw=0))
+            for j, w in enumerate(cols):
+                light = scaled[fi, w] < 0.6
+                if sat[fi, w]:
+                    ax.text(j, fi, SAT, ha="center", va="center", color="crimson", fontsize=13, fontweight="bold")
+                elif annotate:
+                    ax.text(j, fi, _fmt(float(kept[fi, w])), ha="center", va="center", fontsize=7,
+                            color="black" if light else "white")
+        if panels > 1:
+            ax.set_title(f"words {cols[0] + 1}–{cols[-1] + 1} of {W}", fontsize=9, loc="left")
+    axes[-1].set_xlabel("word (sentence order)")
+    bar = fig.colorbar(image, ax=list(axes), shrink=min(1.0, 2.2 / (0.5 * L + 0.6)) if panels == 1 else 0.6,
+                       aspect=12, ticks=[0, 0.5, 1])
+    bar.ax.set_yticklabels(["0", "0.5", "1"], fontsize=8)
+    bar.set_label(SCALE_LABEL, fontsize=8)
+    handles = []
+    if not all(conv):
+        handles.append(Patch(facecolor="white", edgecolor=hatch, hatch="///", label="not converged (approximate)"))
+    if sat.any():
+        handles.append(Line2D([], [], ls="none", marker="x", color="crimson", mew=2,
+                              label="saturated: fully forgotten"))
+    handles.append(Patch(color="none", label=f"row labels: min–max kept ({unit})"
+                         + (f"; numbers: kept ({unit})" if annotate else "")))
+    wide = fig.get_size_inches()[0] >= 12
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 2, fontsize=8,
+               frameon=False)
+    fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model} · kept information per word"),
+                 fontsize=10)
+    return fig
+
+
+def _bootstrap(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean (seeded resample); NaN below 2 values."""
+    v = values[np.isfinite(values)]
+    if v.size < 2:
+        return math.nan, math.nan
+    means = v[np.random.default_rng(seed).integers(0, v.size, (n, v.size))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _depth(figure: type, ex: LayerExplanation, unit: str = "nats", seed: int = 0, n_resamples: int = 2000) -> Figure:
+    y = ex.mean_word_entropy(unit).numpy()  # (L, B)
+    order = np.argsort(ex.depth, kind="stable")
+    x, y = np.asarray(ex.depth, dtype=float)[order], y[order]
+    conv = ex.converged.numpy()[order]
+    fig = figure(figsize=(8.0, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    for b in range(y.shape[1]):
+        ax.plot(x, y[:, b], color="tab:blue", lw=0.8, alpha=0.45, label="one sentence (each line)" if b == 0 else None)
+    if not conv.all():
+        li, bi = np.nonzero(~conv)
+        ax.scatter(x[li], y[li, bi], s=36, facecolors="none", edgecolors="crimson", lw=1.2, zorder=3,
+                   label="not converged")
+    with warnings.catch_warnings():  # a feature whose every sentence has no words: NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(np.where(np.isfinite(y), y, np.nan), 1)
+    band = np.array([_bootstrap(row, n_resamples, seed) for row in y]).reshape(len(x), 2)
+    if np.isfinite(band).any():
+        ax.fill_between(x, band[:, 0], band[:, 1], color="black", alpha=0.15, lw=0,
+                        label="95 % bootstrap interval of the mean")
+    ax.plot(x, mean, color="black", lw=2.6, marker="o", label=f"mean over {y.shape[1]} sentences")
+    ax.set_xticks(x, [_tex(_short(ex.layers[i], 16)) for i in order], rotation=45 if len(x) > 6 else 0,
+                  ha="right" if len(x) > 6 else "center")
+    ax.set_xlabel("relative depth (layer l of N at l/N; the prediction at 1.25)")
+    ax.set_ylabel(f"mean entropy per word per dimension ({unit}/dim)\nlow = kept")
+    ax.set_title(_tex(f"{ex.model}: how much of a word each feature forgets"), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
