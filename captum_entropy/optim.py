@@ -38,7 +38,8 @@ depend on which other sentences share the batch, so batching never changes an an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import numbers
+from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import torch
@@ -50,6 +51,7 @@ _IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
 STOP_REASONS = ("converged", "max_steps", "linearized")
 SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
+TIE_TOLERANCE = 1e-5  # relative: a distortion this close to τ is at τ; entropies this close are equal
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,20 @@ class OptimSettings:
 
         def positive_int(name: str, low: int = 1) -> None:
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, f"{name} must be an int >= {low}, got {v!r}")
+            default = next(f.default for f in fields(self) if f.name == name)
+            need(_is_int(v) and v >= low, f"{name} must be an int >= {low}, got {v!r} (the default is {default})")
+
+        reals = ("lr", "tol", "max_jump", "curvature_decay") + (() if self.lr_decay_steps is None else ("lr_decay_steps",))
+        for name in reals:
+            v = getattr(self, name)
+            need(_is_real(v), f"{name} must be a number, got {v!r}")
+        for name in ("per_element", "early_stop"):
+            need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
 
         for name in ("max_steps", "check_every", "n_probes"):
             positive_int(name)
-        if self.n_samples is not None:
-            positive_int("n_samples")
+        need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
+             f"n_samples must be an int >= 1 or None (automatic, the default), got {self.n_samples!r}")
         positive_int("exact_jacobian", 0)
         need(
             self.method in ("optimize", "linearized"),
@@ -126,7 +136,12 @@ class OptimSettings:
             + (" (an integration rule of IntegratedGradients; this method has no path)" if self.method in _IG_RULES else ""),
         )
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
-        need(math.isfinite(self.tol) and self.tol >= 0, f"tol must be a number >= 0, got {self.tol!r}")
+        need(
+            math.isfinite(self.tol) and self.tol > 0,
+            f"tol must be a positive number, got {self.tol!r}: it is the threshold of the stationarity test "
+            "(the RMS step in log σ still to take), which tol=0 can never pass; to run all max_steps "
+            "pass early_stop=False",
+        )
         need(self.lr_decay_steps is None or self.lr_decay_steps > 0, f"lr_decay_steps must be > 0 or None, got {self.lr_decay_steps!r}")
         need(self.init in ("linear", "random"), f"init must be 'linear' or 'random', got {self.init!r}")
         need(self.parametrization in ("log", "sigmoid"), f"parametrization must be 'log' or 'sigmoid', got {self.parametrization!r}")
@@ -139,6 +154,20 @@ class OptimSettings:
         )
         need(math.isfinite(self.max_jump) and self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
         need(0 <= self.curvature_decay < 1, f"curvature_decay must be in [0, 1), got {self.curvature_decay!r}")
+
+
+def _is_int(v: object) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def _is_real(v: object) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def _is_bool(v: object) -> bool:
+    return isinstance(v, bool) or type(v).__name__ == "bool_"
 
 
 @dataclass
@@ -424,12 +453,15 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump), rows, eps)
                 _check_finite(d2, rows, step)
                 log_d1, log_d2 = torch.log(d1.clamp_min(tiny)), torch.log(d2.clamp_min(tiny))
-                bracket = (d1 - tau) * (d2 - tau) <= 0
+                # decisions read "at τ" within TIE_TOLERANCE: a draw that lands on τ (the secant often
+                # does) must not be decided by float rounding, which differs with the batch's size
+                near = TIE_TOLERANCE * tau
+                bracket = ((d1 - tau) * (d2 - tau) <= 0) | ((d1 - tau).abs() <= near) | ((d2 - tau).abs() <= near)
                 rise = torch.where((log_d2 - log_d1).abs() > 1e-12, log_d2 - log_d1, torch.ones_like(log_d1))
                 frac = torch.where(bracket, ((torch.log(tau) - log_d1) / rise).clamp(0.0, 1.0), (s1 > 0).to(s1.dtype))
-                eligible = bracket | ((d1 <= tau) & (d2 <= tau))
+                eligible = bracket | ((d1 <= tau + near) & (d2 <= tau + near))
                 candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok, s.max_jump), cap)
-                better = eligible & (_mean(candidate, ok) >= _mean(current, ok))
+                better = eligible & (_mean(candidate, ok) >= _mean(current, ok) - TIE_TOLERANCE)
                 loss = -_mean(torch.where(better[:, None, None], candidate, current), ok)
                 d_new = torch.where(better, budget[rows], d0)
             else:

@@ -621,7 +621,10 @@ def test_internal_batch_size_changes_nothing():
         model, args = case.build()
         for ali in (False, True):
             whole = run_ea(case, model, ali, **args, settings={"internal_batch_size": None})
-            assert torch.equal(run_ea(case, model, ali, **args), whole), (case.name, ali)
+            # equal up to float rounding of the differently batched matmuls (a few ulp; the paths
+            # are the same: optim.TIE_TOLERANCE keeps rounding from flipping a step's acceptance)
+            torch.testing.assert_close(run_ea(case, model, ali, **args), whole, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, case=case, ali=ali: f"{case.name}, {ali}: {m}")
 
 
 @pytest.mark.parametrize("config", list(NOT_PORTED))
