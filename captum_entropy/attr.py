@@ -70,11 +70,17 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         if isinstance(forward_func, nn.DataParallel):
             raise TypeError("nn.DataParallel is not supported: pass model.module (see docs/usage.md for multi-GPU runs)")
         if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+            raise TypeError(
+                f"layer must be an nn.Module, got {type(layer).__name__}: pass the module object where the noise "
+                "goes, e.g. model.bert.embeddings or an nn.Embedding"
+            )
         targets = list(target_layer) if isinstance(target_layer, (list, tuple, nn.ModuleList)) else [target_layer]
         for t in targets:
             if t is not None and not isinstance(t, nn.Module):
-                raise TypeError(f"target_layer must be an nn.Module or a list of them, got {type(t).__name__}")
+                raise TypeError(
+                    f"target_layer must be an nn.Module or a list of them, got {type(t).__name__}: pass the module "
+                    "objects, e.g. model.bert.encoder.layer[2], or None for the model output"
+                )
         if isinstance(target_layer, (list, tuple, nn.ModuleList)) and not targets:
             raise ValueError("target_layer is an empty list")
         PerturbationAttribution.__init__(self, forward_func)
@@ -162,7 +168,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         extra = _format_additional_forward_args(additional_forward_args) or ()
         batch = args[0].shape[0]
         if batch == 0:
-            raise ValueError("inputs are empty: the batch has 0 sentences")
+            raise ValueError("inputs are empty: the batch has 0 sentences; pass at least one")
         run = ModelRunner(self.forward_func, self.layer, attribute_to_layer_input, args, extra, batch, cfg.amp)
         with no_dropout():
             values, clean_features = run.clean(self._targets)
@@ -174,7 +180,8 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             seeds = sentence_seeds(args, mask, cfg.seed)
             results = []
             for idx, module in enumerate(self._targets):
-                problem = Feature.build(module, clean_features[idx], target, cfg, idx, mask, self._root_names())
+                problem = Feature.build(module, clean_features[idx], target, cfg, idx, mask, self._root_names(),
+                                        n_targets=len(self._targets))
                 layer_cfg = cfg.for_feature(problem.per_token, math.prod(problem.shape))
                 fit = self._optimise(run, problem, values3, mask, cap, seeds, layer_cfg)
                 result = EntropyResult(

@@ -17,8 +17,9 @@ import torch
 from captum._utils.common import _select_targets
 from torch import Tensor, nn
 
+from .checks import CleanWatch, explain_failure
 from .errors import NotComparableWarning
-from .hooks import capture, capture_all, first_tensor, replace, stoppable
+from .hooks import capture, capture_all, first_tensor, on_module_start, replace, stoppable
 from .settings import MAX_SIGMA_FACTOR, Settings
 from .stats import OUTPUT, FeatureStats, floor_std
 
@@ -65,24 +66,44 @@ class ModelRunner:
         return torch.autocast(device_type=device.type, dtype=dtype)
 
     def clean(self, targets: list[nn.Module | None]) -> tuple[Tensor, list[Tensor]]:
-        """One forward without noise: the layer's values and every target feature."""
+        """One forward without noise: the layer's values and every target feature.
+
+        A watcher sees every module start: it checks the token ids of every ``nn.Embedding``,
+        counts the calls of ``layer`` and of each target, and ends the forward (when the model
+        output is not needed) at the first module that starts after every target has run and
+        does not contain one, so a target that is called again (a shared module) is caught.
+        An error from inside the model is explained where the cause is recognised (inputs
+        longer than the model accepts, ``amp`` on a half-precision model, ...)."""
         store: dict[Any, Tensor] = {}
         want = {"layer": (self.layer, self.on_input)}
         want.update({i: (m, False) for i, m in enumerate(targets) if m is not None})
         need_output = any(m is None for m in targets)
-        calls = []
-        counter = self.layer.register_forward_pre_hook(lambda *_: calls.append(1))
+        tokens = self.args[0].shape[1] if self.args[0].dim() >= 2 else None
+        watch = CleanWatch(self.layer, targets, want, store, stop=not need_output, tokens=tokens)
         try:
-            with torch.no_grad(), self._autocast(self.args[0].device), capture_all(want, store, stop=not need_output):
+            with torch.no_grad(), self._autocast(self.args[0].device), capture_all(want, store), on_module_start(watch):
                 out = stoppable(lambda: self.forward_func(*self.args, *self.extra))
-        finally:
-            counter.remove()
-        if len(calls) > 1:
+        except Exception as err:
+            if getattr(err, "_captum_entropy", False):
+                raise
+            explained = explain_failure(self, watch, store)
+            if explained is None:
+                raise
+            raise explained from err
+        if watch.layer_calls > 1:
             raise ValueError(
-                f"layer ({type(self.layer).__name__}) is called {len(calls)} times per forward (a shared or tied "
-                "module): the noise would go on every call; pick a module that runs once per forward, or give "
+                f"layer ({type(self.layer).__name__}) is called {watch.layer_calls} times per forward (a shared or "
+                "tied module): the noise would go on every call; pick a module that runs once per forward, or give "
                 "each use its own module"
             )
+        for i, m in enumerate(targets):
+            if m is not None and watch.target_calls.get(id(m), 0) > 1:
+                raise ValueError(
+                    f"target_layer[{i}] ({type(m).__name__}) is called more than once per forward (a shared module, "
+                    "e.g. ALBERT's shared layer or one activation module used twice), so it is not clear which call "
+                    "is the feature; pick a module that runs once per forward (wrap the call you mean in its own "
+                    "nn.Module), or explain the model output (target_layer=None)"
+                )
         if "layer" not in store:
             raise ValueError(
                 "layer was never called by forward_func: pass a module that the model runs "
@@ -93,22 +114,39 @@ class ModelRunner:
             if m is None:
                 continue
             if i not in store:
-                raise ValueError(f"target_layer[{i}] ({type(m).__name__}) was never called by forward_func")
+                raise ValueError(
+                    f"target_layer[{i}] ({type(m).__name__}) was never called by forward_func: pass a module "
+                    "that the model runs (e.g. model.bert.encoder.layer[2]), not a copy (copy.deepcopy, another "
+                    "instance of the model) or an unused module"
+                )
             if order.index(i) < order.index("layer"):
-                raise ValueError(f"target_layer[{i}] ({type(m).__name__}) runs before layer, so it cannot depend on it")
+                raise ValueError(
+                    f"target_layer[{i}] ({type(m).__name__}) runs before layer, so it cannot depend on it: pick a "
+                    "target_layer deeper in the model than layer (or a layer closer to the input)"
+                )
         values = store["layer"].detach()
         self.layer_tail = tuple(values.shape[1:])
         if not values.is_floating_point():
-            raise TypeError(
-                f"the layer's {'input' if self.on_input else 'output'} is {values.dtype}, not floating point: "
-                "noise needs embeddings (e.g. the nn.Embedding's output, not its input ids)"
-            )
+            raise TypeError(self.not_float(values.dtype))
         if values.dim() < 2 or values.shape[0] != self.batch:
             raise ValueError(f"the layer's value has shape {tuple(values.shape)}; expected (batch={self.batch}, tokens, ...)")
         if not torch.isfinite(values).all():
-            raise ValueError("the layer's value contains NaN or inf; check the inputs and the model")
+            bad = (~torch.isfinite(values)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"the layer's {'input' if self.on_input else 'output'} contains NaN or inf for sentence(s) {bad[:10]} "
+                "before any noise is added: check those inputs (NaN/inf in input embeddings?) and the model's "
+                "weights (torch.isfinite(p).all() for p in model.parameters()); a float16 model that overflows "
+                "needs float32"
+            )
         feats = [first_tensor(out).detach() if m is None else store[i].detach() for i, m in enumerate(targets)]
         return values, feats
+
+    def not_float(self, dtype: torch.dtype) -> str:
+        return (
+            f"the layer's {'input' if self.on_input else 'output'} is {dtype}, not floating point: "
+            "noise needs embeddings (e.g. the nn.Embedding's output, not its input ids); if the model takes "
+            "embeddings, pass them as a float tensor (integer and float inputs mixed up?)"
+        )
 
     def ignores(self, mask: Tensor, values: Tensor, targets: list[nn.Module | None], clean: list[Tensor]) -> bool:
         """Does the model ignore the positions where ``mask`` is False? Large noise goes on the layer's
@@ -169,7 +207,7 @@ class Feature:
     per_token: bool  # the feature has a token axis (padding is masked out of it)
 
     @classmethod
-    def build(cls, module, raw, target, cfg, idx, mask, names) -> "Feature":
+    def build(cls, module, raw, target, cfg, idx, mask, names, n_targets: int | None = None) -> "Feature":
         name = OUTPUT if module is None else names.get(id(module), f"target_layer[{idx}]")
         if module is not None and raw.dim() >= 3 and raw.shape[1] == mask.shape[1] and _is_index(target):
             raise ValueError(
@@ -186,7 +224,15 @@ class Feature:
         per_token = feat.dim() >= 3 and feat.shape[1] == mask.shape[1]
         if per_token:  # per-token feature: drop padding
             fmask = fmask * mask.reshape(*mask.shape, *([1] * (feat.dim() - 2))).to(feat.dtype)
-        std = _resolve_std(cfg.feature_std, module, idx, raw, target, names)
+        bad = (~torch.isfinite(feat) & (fmask > 0)).flatten(1).any(1)
+        if bad.any():
+            raise ValueError(
+                f"the feature {name} is NaN or inf for sentence(s) {bad.nonzero().flatten().tolist()[:10]} before any "
+                "noise is added: the model itself produces non-finite values on these inputs; check the inputs and "
+                "the weights (a float16 model that overflows needs float32)"
+            )
+        std = _resolve_std(cfg.feature_std, module, idx, raw, target, names, n_targets)
+        given = std is not None
         if std is None:
             warnings.warn(
                 "feature_std not given: each sentence's feature is divided by its own root mean square "
@@ -203,6 +249,16 @@ class Feature:
         count = fmask.flatten(1).sum(1)
         denom = std * count.sqrt().reshape(-1, *([1] * (feat.dim() - 1)))
         clean = (feat / denom * fmask).flatten(1)
+        limit = torch.finfo(clean.dtype).max ** 0.4  # float32: 2.6e15; squared changes must not overflow
+        if given and not bool(clean.abs().max() <= limit):
+            raise ValueError(
+                f"feature_std is too small for the feature {name}: it goes down to {float(std.min()):.3g} while the "
+                f"feature reaches {float(feat.abs().max()):.3g}, so the normalised feature reaches "
+                f"{float(clean.abs().max()):.3g} and its squared change overflows "
+                f"{str(clean.dtype).removeprefix('torch.')}. "
+                "A dimension that barely varies over data needs a floor: raise the smallest entries (e.g. "
+                "feature_std.clamp_min(1e-3 * feature_std.max())), or fit FeatureStats on more varied sentences"
+            )
         return cls(module, name, target, denom, fmask, clean, tuple(feat.shape[1:]), per_token)
 
     def feature(self, run: ModelRunner, x: Tensor, rows: Tensor) -> Tensor:
@@ -231,26 +287,65 @@ def _select(raw: Tensor, target: Any) -> Tensor:
     try:
         return _select_targets(raw, target)
     except (IndexError, AssertionError, RuntimeError) as err:
-        raise ValueError(f"target {target!r} does not select from a feature of shape {tuple(raw.shape)}: {err}") from None
+        shape = tuple(raw.shape)
+        if len(shape) == 2:
+            valid = f"an int class index in [0, {shape[1]})"
+        else:
+            valid = f"a tuple of {len(shape) - 1} indices into the dimensions {shape[1:]} after the batch"
+        raise ValueError(
+            f"target {_short(target)} does not select from a feature of shape {shape}: {str(err).rstrip('.!')}. "
+            f"Pass {valid}, or one such target per sentence (a list of {shape[0]}, or a ({shape[0]},) tensor "
+            "of ints), or None for the "
+            "whole feature"
+        ) from None
 
 
-def _resolve_std(feature_std, module, idx, raw, target, names) -> Tensor | None:
+def _short(obj: Any) -> str:
+    if isinstance(obj, Tensor):
+        return f"tensor of shape {tuple(obj.shape)} and dtype {str(obj.dtype).removeprefix('torch.')}"
+    text = repr(obj)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _resolve_std(feature_std, module, idx, raw, target, names, n_targets=None) -> Tensor | None:
     std = feature_std
     if isinstance(std, (list, tuple)):
+        if n_targets is not None and len(std) != n_targets:
+            raise ValueError(
+                f"feature_std is a list of {len(std)} but there "
+                f"{'is 1 target layer' if n_targets == 1 else f'are {n_targets} target layers'}: "
+                "a list gives one std per target layer; for per-element stds of one feature pass a tensor "
+                "(torch.tensor([...]))"
+            )
         std = std[idx]
     if isinstance(std, FeatureStats):
         std = std[std.name_of(module, names)]
     elif isinstance(std, Mapping):
         key = module if module in std else (OUTPUT if module is None else names.get(id(module)))
         if key not in std:
-            raise ValueError(f"feature_std has no entry for {OUTPUT if module is None else key!r}")
+            keys = sorted(k if isinstance(k, str) else type(k).__name__ for k in std)
+            raise ValueError(
+                f"feature_std has no entry for {OUTPUT if module is None else key!r} (its keys: {keys}): key it by "
+                f"the target module or its name, {OUTPUT!r} for the model output"
+            )
         std = std[key]
     if std is None:
         return None
     dtype = torch.promote_types(raw.dtype, torch.float32)
-    std = torch.as_tensor(std, device=raw.device).to(dtype)
+    try:
+        std = torch.as_tensor(std, device=raw.device).to(dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"feature_std must be a tensor (or number), a FeatureStats, a dict keyed by target module or name, "
+            f"or a list with one per target layer; got {type(std).__name__}"
+        ) from None
     if not torch.isfinite(std).all() or (std <= 0).any():
-        raise ValueError("feature_std must be finite and positive everywhere (it divides the distortion)")
+        bad = int((~torch.isfinite(std) | (std <= 0)).sum())
+        raise ValueError(
+            f"feature_std must be finite and positive everywhere (it divides the distortion); {bad} of "
+            f"{std.numel()} entries are zero, negative, NaN or inf: pass the std of the feature over data "
+            "(FeatureStats().fit(...) floors tiny entries), or clamp it, e.g. feature_std.clamp_min(1e-6)"
+        )
     try:
         full = std.expand(raw.shape[1:]) if std.dim() <= raw.dim() - 1 else None
     except RuntimeError:
@@ -258,7 +353,9 @@ def _resolve_std(feature_std, module, idx, raw, target, names) -> Tensor | None:
     if full is None:
         raise ValueError(
             f"feature_std of shape {tuple(std.shape)} does not broadcast to the feature's shape "
-            f"{tuple(raw.shape[1:])} (per sentence, before target selection)"
+            f"{tuple(raw.shape[1:])} (per sentence, before target selection): pass one std per element of "
+            f"that shape, or one that broadcasts to it (e.g. ({raw.shape[-1]},) for the last dimension); "
+            "FeatureStats fitted on the same layer has the right shape"
         )
     std = floor_std(std, 1e-3)
     return _as_2d(_select(std.expand(raw.shape), target)).to(dtype)
@@ -285,20 +382,36 @@ def token_mask(
             )
         if mask.shape != (batch, tokens):
             raise ValueError(f"mask has shape {tuple(mask.shape)}; expected (batch, tokens) = {(batch, tokens)}")
+        if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
+            odd = sorted({float(v) for v in mask[(mask != 0) & (mask != 1)].flatten()[:5].tolist()})
+            raise ValueError(
+                f"mask must hold 0/1 (or booleans), but it has values such as {odd}: pass the attention mask "
+                "(1 = real token, 0 = padding), not the token ids or a float weighting"
+            )
         mask, source = mask.bool(), "mask"
     elif cfg.pad_token_id is not None:
-        if args[0].shape[:2] != (batch, tokens):
+        if args[0].shape[:2] != (batch, tokens) or args[0].is_floating_point():
             raise ValueError("pad_token_id needs inputs[0] to be token ids of shape (batch, tokens); pass mask instead")
         mask, source = (args[0] != cfg.pad_token_id).to(values3.device), "pad_token_id"
     else:
         mask, source = torch.ones((batch, tokens), dtype=torch.bool, device=values3.device), "none"
         for where, candidate in _mask_candidates(args, extra, batch, tokens):
-            if verify(candidate.to(values3.device)):
+            empty = (~candidate.any(1)).nonzero().flatten().tolist()
+            probe = candidate.clone()
+            probe[empty] = True  # verify on the other rows; an all-padding row is an error below
+            if probe.all():
+                continue
+            if verify(probe.to(values3.device)):
+                if empty:
+                    raise ValueError(
+                        f"sentence(s) {empty[:10]} are all padding ({where}, the attention mask, is 0 on every "
+                        "position): remove them from the batch"
+                    )
                 mask, source = candidate.to(values3.device), f"detected: {where}"
                 break
     empty = (~mask.any(1)).nonzero().flatten().tolist()
     if empty:
-        raise ValueError(f"sentence(s) {empty} are all padding; remove them from the batch")
+        raise ValueError(f"sentence(s) {empty[:10]} are all padding; remove them from the batch")
     return mask, source
 
 
@@ -321,7 +434,7 @@ def _mask_candidates(args: tuple[Tensor, ...], extra: tuple, batch: int, tokens:
         if not ((m == 0) | (m == 1)).all():
             continue
         m = m.bool()
-        if m.all() or not m.any(1).all():
+        if m.all() or not m.any():
             continue
         right = (m[:, :-1] >= m[:, 1:]).all()  # ones, then padding
         left = (m[:, :-1] <= m[:, 1:]).all()  # padding, then ones
@@ -333,7 +446,13 @@ def _mask_candidates(args: tuple[Tensor, ...], extra: tuple, batch: int, tokens:
 def max_sigma(cfg: Settings, layer: nn.Module, on_input: bool, values3: Tensor, mask: Tensor) -> Tensor:
     batch = values3.shape[0]
     if cfg.max_sigma is not None:
-        cap = torch.as_tensor(cfg.max_sigma, dtype=torch.float32, device=values3.device).expand(batch).clone()
+        try:
+            cap = torch.as_tensor(cfg.max_sigma, dtype=torch.float32, device=values3.device).expand(batch).clone()
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"max_sigma must be a positive number or a ({batch},) tensor (one cap per sentence), got "
+                f"{_short(cfg.max_sigma)}"
+            ) from None
     elif isinstance(layer, nn.Embedding) and not on_input:
         cap = torch.full((batch,), MAX_SIGMA_FACTOR * float(layer.weight.detach().float().std()), device=values3.device)
     else:
@@ -353,7 +472,10 @@ def max_sigma(cfg: Settings, layer: nn.Module, on_input: bool, values3: Tensor, 
                 "cap on σ (10 × the std of the sentence's layer values): pass max_sigma="
             )
     if not (torch.isfinite(cap).all() and (cap > 0).all()):
-        raise ValueError(f"max_sigma must be finite and positive, got {cap.tolist()}")
+        raise ValueError(
+            f"max_sigma must be finite and positive, got {cap.tolist()[:10]}: pass a positive number (the largest "
+            "noise std, in the layer's units), or leave it None for the default cap"
+        )
     return cap
 
 

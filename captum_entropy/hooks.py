@@ -165,4 +165,17 @@ def no_dropout() -> Iterator[None]:
             module.training = True
 
 
-__all__ = ["StopForward", "capture", "capture_all", "first_tensor", "replace", "stoppable", "no_dropout"]
+@contextlib.contextmanager
+def on_module_start(fn: Callable[[nn.Module, tuple], None]) -> Iterator[None]:
+    """Within the block ``fn(module, args)`` runs right before every module's forward (a global
+    forward pre-hook, removed in ``finally``). It may raise, e.g. :class:`StopForward`."""
+    handle = nn.modules.module.register_module_forward_pre_hook(lambda module, args: fn(module, args))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+__all__ = [
+    "StopForward", "capture", "capture_all", "first_tensor", "replace", "stoppable", "no_dropout", "on_module_start",
+]

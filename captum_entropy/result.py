@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._io import load_tensors, save_tensors
+from ._io import bad_file, load_tensors, save_tensors
 from .entropy import entropy_from_sigma, nats_to_bits
 from .optim import STOP_REASONS
 
@@ -142,25 +143,48 @@ class EntropyResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save to one safetensors file with JSON metadata, written atomically."""
-        tensors = {
-            name: getattr(self, name)
-            for name in (
-                "sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma",
-                "stop_reason", "stationarity", "distortion", "linear_sigma", "linear_log_se",
-            )
-        }
+        tensors = {name: getattr(self, name) for name in _TENSORS}
         meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer,
                 "settings": self.settings, "layer_dtype": self.layer_dtype}
         save_tensors(path, tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EntropyResult":
-        """Load what :meth:`save` wrote."""
-        tensors, meta = load_tensors(path)
+        """Load what :meth:`save` wrote (safetensors + JSON: no pickle, nothing executed; the
+        metadata holds no paths, and every field is checked before use)."""
+        what = "an EntropyResult file"
+        tensors, meta = load_tensors(path, what)
+        missing = [n for n in _TENSORS if n not in tensors] + [k for k in ("n_dims", "layer") if k not in meta]
+        if missing:
+            raise bad_file(path, what, f"it lacks {missing} (it has tensors {sorted(tensors)[:8]})")
+        extra = sorted(set(tensors) - set(_TENSORS))
+        if extra:
+            raise bad_file(path, what, f"it has unexpected tensors {extra[:8]}")
+        n_dims, shape, layer = meta["n_dims"], meta.get("layer_shape", []), meta["layer"]
+        settings, dtype = meta.get("settings", {}), meta.get("layer_dtype", "float32")
+        if not (isinstance(n_dims, int) and n_dims >= 1 and isinstance(layer, str) and isinstance(settings, dict)
+                and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise bad_file(path, what, "its metadata (n_dims, layer_shape, layer, settings) has the wrong types")
+        try:
+            _dtype(dtype)
+        except ValueError as err:
+            raise bad_file(path, what, str(err)) from None
+        sigma, mask = tensors["sigma"], tensors["mask"]
+        batch = mask.shape[0] if mask.dim() == 2 else -1
+        if (sigma.dim() != 3 or mask.dim() != 2 or tuple(sigma.shape[:2]) != tuple(mask.shape)
+                or any(t.dim() == 0 or t.shape[0] != batch for t in tensors.values())
+                or (shape and (math.prod(shape) != math.prod(mask.shape) * n_dims or shape[0] != batch))):
+            raise bad_file(path, what, f"its tensors do not fit together (sigma {tuple(sigma.shape)}, mask "
+                                       f"{tuple(mask.shape)}, layer_shape {shape}, n_dims {n_dims})")
         return cls(
-            **tensors, n_dims=int(meta["n_dims"]), layer_shape=tuple(meta.get("layer_shape", ())),
-            layer=meta["layer"], settings=meta.get("settings", {}), layer_dtype=meta.get("layer_dtype", "float32"),
+            **tensors, n_dims=n_dims, layer_shape=tuple(shape), layer=layer, settings=settings, layer_dtype=dtype
         )
+
+
+_TENSORS = (
+    "sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma",
+    "stop_reason", "stationarity", "distortion", "linear_sigma", "linear_log_se",
+)
 
 
 def _dtype(name: str) -> torch.dtype:

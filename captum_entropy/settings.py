@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .optim import SMALL_FEATURE_SAMPLES, OptimSettings
+from .optim import SMALL_FEATURE_SAMPLES, OptimSettings, _is_bool, _is_int, _is_real
 
 DEFAULT_TOLERANCE = 0.05
 MAX_SIGMA_FACTOR = 10.0
@@ -103,8 +103,25 @@ class Settings:
         s = cls(optim=optim, **{**base, **{k: v for k, v in kwargs.items() if k in own_names}})
         for name in ("tolerance", "entropy_weight"):
             v = getattr(s, name)
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
+            if v is not None and not (_is_real(v) and math.isfinite(v) and v > 0):
+                raise ValueError(
+                    f"{name} must be a positive number, got {v!r}"
+                    + (f" (the default is {DEFAULT_TOLERANCE}: the feature's mean squared change, in units of its "
+                       "data std)" if name == "tolerance" else " (the guan2019 preset uses 0.1)")
+                )
+        if not _is_int(s.seed):
+            raise ValueError(
+                f"seed must be an int, got {s.seed!r}: each sentence's noise stream is seeded from it and the "
+                "sentence's content, so there is no unseeded mode; pass seed=0 (the default) or any other int"
+            )
+        for name in ("amp", "show_progress"):
+            if not _is_bool(getattr(s, name)):
+                raise ValueError(f"{name} must be True or False, got {getattr(s, name)!r}")
+        if s.pad_token_id is not None and not _is_int(s.pad_token_id):
+            raise ValueError(
+                f"pad_token_id must be an int (the token id of padding in inputs[0], e.g. tokenizer.pad_token_id), "
+                f"got {s.pad_token_id!r}"
+            )
         if (s.tolerance is None) == (s.entropy_weight is None):
             raise ValueError(
                 "pass tolerance (the default, constrained objective) or entropy_weight (the authors' "
@@ -112,7 +129,7 @@ class Settings:
             )
         if s.entropy_weight is None and s.optim.update == "adam":
             raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight=, or use update='newton'")
-        if s.internal_batch_size is not None and not (isinstance(s.internal_batch_size, int) and s.internal_batch_size >= 1):
+        if s.internal_batch_size is not None and not (_is_int(s.internal_batch_size) and s.internal_batch_size >= 1):
             raise ValueError(f"internal_batch_size must be a positive int or None, got {s.internal_batch_size!r}")
         if s.mask is not None and s.pad_token_id is not None:
             raise ValueError("pass either mask or pad_token_id, not both")

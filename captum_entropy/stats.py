@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._io import load_tensors, save_tensors
+from ._io import bad_file, load_tensors, save_tensors
 from .hooks import capture_all, first_tensor, no_dropout, stoppable
 
 OUTPUT = "output"  # the name under which the model output's statistics are kept
@@ -102,10 +102,16 @@ class FeatureStats:
         m2: dict[str, Tensor] = {}
         for batch in batches:
             args = (batch,) if isinstance(batch, Tensor) else tuple(batch)
-            mask = args[mask_index].bool() if mask_index is not None else None
+            mask = self._mask(args, mask_index) if mask_index is not None else None
             feats = self._features(forward_func, args, named)
             for name, feat in feats.items():
                 x = self._per_sentence(feat, mask).double()
+                if not torch.isfinite(x).all():
+                    raise ValueError(
+                        f"FeatureStats.fit: the feature {name!r} is NaN or inf in a batch: the model produces "
+                        "non-finite values on these inputs; check them and the weights (a float16 model that "
+                        "overflows needs float32)"
+                    )
                 n_b, mu_b = x.shape[0], x.mean(0)
                 m2_b = ((x - mu_b) ** 2).sum(0)
                 if name not in count:
@@ -131,7 +137,12 @@ class FeatureStats:
     def __getitem__(self, name: str) -> Tensor:
         """The floored std for ``name`` (raises ``KeyError`` naming what is there)."""
         if name not in self.std_:
-            raise KeyError(f"no statistics for {name!r}; fitted: {sorted(self.std_)}")
+            if not self.std_:
+                raise KeyError(
+                    f"no statistics for {name!r}: this FeatureStats is empty; call .fit(...) or "
+                    "FeatureStats.load(path) first"
+                )
+            raise KeyError(f"no statistics for {name!r}; fitted: {sorted(self.std_)} (fit it with layers= naming it)")
         return floor_std(self.std_[name], self.rel_floor, what=f"FeatureStats[{name!r}]")
 
     def name_of(self, module: nn.Module | None, names: Mapping[int, str] | None = None) -> str:
@@ -159,12 +170,23 @@ class FeatureStats:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
         """Load what :meth:`save` wrote."""
-        tensors, meta = load_tensors(path)
-        stats = cls(rel_floor=meta.pop("rel_floor", 1e-3))
-        stats.n_ = {k: int(v) for k, v in meta.pop("n", {}).items()}
+        what = "a FeatureStats file"
+        tensors, meta = load_tensors(path, what)
+        rel_floor, n = meta.pop("rel_floor", 1e-3), meta.pop("n", {})
+        if isinstance(rel_floor, bool) or not isinstance(rel_floor, (int, float)) or not rel_floor > 0:
+            raise bad_file(path, what, f"its rel_floor is {rel_floor!r}, not a positive number")
+        if not isinstance(n, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in n.values()):
+            raise bad_file(path, what, f"its sentence counts 'n' are {n!r:.80}, not a dict of ints")
+        wrong = [k for k in tensors if k.split("/", 1)[0] not in ("std", "mean") or "/" not in k]
+        if wrong or not tensors:
+            raise bad_file(path, what, f"its tensors are {sorted(tensors)[:8]}, not 'std/NAME' and 'mean/NAME'")
+        stats = cls(rel_floor=rel_floor)
+        stats.n_ = dict(n)
         stats.meta_ = meta
         for key, val in tensors.items():
             kind, name = key.split("/", 1)
+            if not val.is_floating_point():
+                raise bad_file(path, what, f"{key} is {val.dtype}, not floating point")
             (stats.std_ if kind == "std" else stats.mean_)[name] = val
         return stats
 
@@ -191,10 +213,29 @@ class FeatureStats:
             out = stoppable(lambda: forward_func(*args))
         missing = [n for n in modules if n not in store]
         if missing:
-            raise ValueError(f"layers {missing} were never called by forward_func")
+            raise ValueError(
+                f"layers {missing} were never called by forward_func: pass modules that the model runs "
+                "(not copies, or modules of another instance of the model)"
+            )
         if want_output:
             store[OUTPUT] = first_tensor(out)
         return store
+
+    @staticmethod
+    def _mask(args: tuple, mask_index: int) -> Tensor:
+        if not (-len(args) <= mask_index < len(args)) or not isinstance(args[mask_index], Tensor):
+            raise ValueError(
+                f"mask_index={mask_index} does not point at a tensor in a batch of {len(args)} item(s): it is the "
+                "position of the attention mask in each batch tuple, e.g. 1 for (input_ids, attention_mask)"
+            )
+        m = args[mask_index]
+        if m.is_complex() or not ((m == 0) | (m == 1)).all():
+            raise ValueError(
+                f"batch[{mask_index}] is not a 0/1 attention mask (it has values up to {float(m.abs().max()):g}): "
+                "mask_index must point at the attention mask in each batch tuple, e.g. 1 for "
+                "(input_ids, attention_mask)"
+            )
+        return m.bool()
 
     @staticmethod
     def _per_sentence(feat: Tensor, mask: Tensor | None) -> Tensor:

@@ -14,6 +14,7 @@ Hugging Face ``datasets`` dataset. All loaders return lists of :class:`Example`.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -73,6 +74,29 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "captum_entropy"
 
 
+def cache_write_error(err: OSError, folder: Path) -> OSError:
+    """An ``OSError`` (same errno) saying that the cache folder cannot be written and how to move it."""
+    where = (f"${CACHE_ENV}={os.environ[CACHE_ENV]}" if os.environ.get(CACHE_ENV)
+             else f"the default cache folder; ${CACHE_ENV} moves it")
+    why = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+    return OSError(
+        err.errno,
+        f"cannot write to the cache folder {folder} ({where}): {why}; set ${CACHE_ENV} to a writable folder "
+        "with free space (the corpus needs about 1 MB, each model checkpoint up to 100 MB)",
+    )
+
+
+def _ensure_writable(folder: Path) -> None:
+    """Fail early, before any download, when ``folder`` cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise cache_write_error(err, folder) from err
+
+
 # --------------------------------------------------------------------------- polarity corpus
 
 
@@ -94,13 +118,17 @@ def fetch_polarity(
     target = cache_dir() / POLARITY_FILE
     if not force and _cache_ok(target):
         return target
+    _ensure_writable(target.parent)
     archive = archive if archive is not None else os.environ.get(ARCHIVE_ENV) or None
     if archive is not None:
         raw = _read_member(Path(archive).expanduser(), sha256)
     else:
         with tempfile.TemporaryDirectory(prefix="captum_entropy-") as tmp:
             raw = _read_member(_download_archive(Path(tmp)), sha256)
-    _write_csv_atomic(target, _parse_source(raw))
+    try:
+        _write_csv_atomic(target, _parse_source(raw))
+    except OSError as err:
+        raise cache_write_error(err, target.parent) from err
     return target
 
 

@@ -1,0 +1,766 @@
+"""The bad-input matrix: every case names the problem and the fix, and leaves the model as it was.
+
+Each case is ``make(world) -> call``: ``make`` builds what the case needs on fresh tiny models
+(and may ``world.track`` extra ones), then every model is snapshotted and ``call()`` must raise
+the expected error (or emit the expected warning) with a message matching the regex, which
+names both the problem and the fix. Afterwards, for every case: no forward or forward-pre hook
+is left on any module (nor a global one), the weights, ``.grad``, ``requires_grad`` flags and
+training flags are as they were.
+
+Related cases tested elsewhere (kept there, referenced here; ``test_references_exist`` checks
+that they are still there): see ``REFERENCES``.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import io
+import json
+import os
+import tarfile
+import tempfile
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+from captum_entropy import EntropyAttribution, EntropyResult, FeatureStats, TinyStdWarning
+
+from .tiny_models import LinearMap, bert_logits, padded_batch, tiny_bert
+
+FAST = dict(max_steps=5)
+
+REFERENCES = [
+    "tests/test_errors.py::test_empty_inputs",
+    "tests/test_errors.py::test_row_that_is_all_padding",
+    "tests/test_errors.py::test_layer_not_in_the_model",
+    "tests/test_errors.py::test_bad_feature_std",
+    "tests/test_errors.py::test_nonsense_settings",
+    "tests/test_errors.py::test_unknown_setting_is_a_type_error",
+    "tests/test_errors.py::test_integer_layer_value_is_refused",
+    "tests/test_errors.py::test_near_zero_feature_std_gets_a_floor_and_a_warning_never_nan",
+    "tests/test_errors.py::test_non_finite_loss_raises_instead_of_returning_nan",
+    "tests/test_errors.py::test_data_parallel_is_refused_with_a_pointer",
+    "tests/test_captum_dropin.py::test_a_class_target_with_a_per_token_target_layer_is_an_error_showing_both_readings",
+    "tests/test_captum_dropin.py::test_keywords_of_other_captum_methods_say_what_to_use_instead",
+    "tests/test_captum_dropin.py::test_explicit_mask_under_a_wrapper_says_how_to_pass_it",
+    "tests/test_captum_dropin.py::test_a_layer_called_twice_per_forward_is_an_error",
+    "tests/test_captum_dropin.py::test_a_tied_embedding_is_explained_and_left_as_it_was",
+    "tests/test_captum_contract.py::test_model_untouched_after_an_exception_mid_run",
+]
+
+
+# --------------------------------------------------------------------------- the world of one case
+
+
+class World:
+    """Fresh tiny models for one case; every tracked model is checked after the case."""
+
+    _base = None
+
+    def __init__(self, tmp: Path) -> None:
+        if World._base is None:
+            World._base = tiny_bert()
+        self.bert = copy.deepcopy(World._base)
+        self.bert.bert.pooler.dense.weight.requires_grad_(False)  # a flag that must stay as it is
+        self.f = bert_logits(self.bert)
+        self.ids, self.mask = padded_batch()
+        self.lin = LinearMap(4, 3, 2)
+        self.x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
+        self.tmp = tmp
+        self.models: list[nn.Module] = [self.bert, self.lin]
+
+    def track(self, model: nn.Module) -> nn.Module:
+        self.models.append(model)
+        return model
+
+    def ea(self, target_layer=None) -> EntropyAttribution:
+        return EntropyAttribution(self.f, self.bert.bert.embeddings, target_layer=target_layer)
+
+    def explain(self, **kw):
+        kw = {**FAST, **kw}
+        ids = kw.pop("ids", self.ids)
+        extra = kw.pop("extra", (self.mask,))
+        return self.ea(kw.pop("target_layer", None)).explain(ids, additional_forward_args=extra, **kw)
+
+    def explain_lin(self, **kw):
+        x = kw.pop("x", self.x)
+        return EntropyAttribution(self.lin, self.lin.emb).explain(x, **{**FAST, **kw})
+
+    def result_file(self) -> Path:
+        path = self.tmp / "result.safetensors"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.explain_lin(feature_std=torch.ones(2)).save(path)
+        return path
+
+    def stats_file(self) -> Path:
+        path = self.tmp / "stats.safetensors"
+        FeatureStats().fit(self.f, [(self.ids, self.mask)], layers={"l1": self.bert.bert.encoder.layer[0]},
+                           mask_index=1).save(path)
+        return path
+
+    def checkpoint(self) -> Path:
+        from captum_entropy.zoo import build, save_model
+
+        zm = build("cnn", ["a fine film", "a dull film"], glove=False, config=dict(dim=6, filters=4))
+        self.track(zm.model)
+        return save_model(zm, self.tmp / "cnn.safetensors")
+
+
+def _snapshot(models: list[nn.Module]):
+    state = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
+    grads = [[(p.grad is None, p.requires_grad) for p in m.parameters()] for m in models]
+    modes = [[x.training for x in m.modules()] for m in models]
+    return state, grads, modes
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.is_floating_point():
+        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+    return torch.equal(a, b)
+
+
+def _hooks(models: list[nn.Module]) -> list[str]:
+    left = [f"{type(x).__name__}: {len(x._forward_hooks)} forward, {len(x._forward_pre_hooks)} pre"
+            for m in models for x in m.modules() if x._forward_hooks or x._forward_pre_hooks]
+    return left
+
+
+def _global_hooks() -> tuple[int, int]:
+    return len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks)
+
+
+def _assert_untouched(models, before, global_before) -> None:
+    state, grads, modes = _snapshot(models)
+    for i, (now, then) in enumerate(zip(state, before[0])):
+        assert now.keys() == then.keys(), f"model {i}: state_dict keys changed"
+        changed = [k for k in now if not _same_tensor(now[k], then[k])]
+        assert not changed, f"model {i}: weights changed: {changed[:5]}"
+    assert grads == before[1], ".grad was set or requires_grad changed"
+    assert all(g for m in grads for g, _ in m), ".grad was set"
+    assert modes == before[2], "training flags changed"
+    assert _hooks(models) == [], f"hooks left: {_hooks(models)}"
+    assert _global_hooks() == global_before, "a global module hook was left"
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def _set(tensor: torch.Tensor, index, value) -> torch.Tensor:
+    tensor = tensor.clone()
+    tensor[index] = value
+    return tensor
+
+
+def _all_padding_row(w: World, how: str):
+    ids, mask = w.ids.clone(), w.mask.clone()
+    ids[2], mask[2] = 0, 0
+    if how == "mask":
+        return lambda: w.explain(ids=ids, extra=(mask,), mask=mask)
+    if how == "pad_token_id":
+        return lambda: w.explain(ids=ids, extra=(mask,), pad_token_id=0)
+    return lambda: w.explain(ids=ids, extra=(mask,))
+
+
+def _too_long(w: World):
+    ids = torch.randint(5, 60, (2, 40), generator=torch.Generator().manual_seed(0))
+    return lambda: w.explain(ids=ids, extra=(torch.ones_like(ids),))
+
+
+class OffsetPositions(nn.Module):
+    """Position ids start at 2 (as RoBERTa's do): 8 position rows hold at most 6 tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(20, 4)
+        self.position_embeddings = nn.Embedding(8, 4)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1]) + 2
+        return (self.word_embeddings(ids) + self.position_embeddings(pos)).sum(1)
+
+
+def _offset_positions(w: World):
+    model = w.track(OffsetPositions().eval())
+    ids = torch.randint(0, 20, (2, 7), generator=torch.Generator().manual_seed(0))
+    return lambda: EntropyAttribution(model, model.word_embeddings).explain(ids, **FAST)
+
+
+def _nan_weights(w: World):
+    with torch.no_grad():
+        w.bert.bert.embeddings.word_embeddings.weight[int(w.ids[0, 1])] = float("nan")
+    return lambda: w.explain()
+
+
+def _inf_in_target_layer(w: World):
+    with torch.no_grad():
+        w.bert.bert.encoder.layer[0].output.LayerNorm.bias[3] = float("inf")
+    return lambda: w.explain(target_layer=w.bert.bert.encoder.layer[0], feature_std=torch.ones(16))
+
+
+class NaNHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Identity()
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = self.head(self.emb(x)).sum(1)
+        return y / (y - y)  # 0/0 and x/0: NaN and inf, no noise needed
+
+
+class SharedBlock(nn.Module):
+    """One block applied twice (as ALBERT shares its layer): a target_layer that runs twice per forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.block = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        for _ in range(2):
+            h = torch.tanh(self.block(h))
+        return self.head(h.mean(1))
+
+
+class SharedEmbedding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, a, b):
+        return (self.emb(a) + self.emb(b)).sum(1)
+
+
+def _shared_block(w: World):
+    model = w.track(SharedBlock().eval())
+    ids = torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
+    return lambda: EntropyAttribution(model, model.emb, target_layer=model.block).explain(ids, **FAST)
+
+
+def _shared_embedding(w: World):
+    model = w.track(SharedEmbedding().eval())
+    a, b = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])
+    return lambda: EntropyAttribution(model, model.emb).explain(a, additional_forward_args=(b,), **FAST)
+
+
+def _half_with_amp(w: World):
+    model = w.track(copy.deepcopy(w.bert).half())
+    return lambda: EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
+        w.ids, additional_forward_args=(w.mask,), amp=True, **FAST)
+
+
+def _tiny_std_everywhere(w: World):
+    return lambda: w.explain(feature_std=torch.full((2,), 1e-32))
+
+
+def _tiny_std_one_dim(w: World):
+    std = _set(torch.full((16,), 0.5), 7, 1e-32)  # MiniLM's last layer has one such dimension
+    return lambda: w.explain(target_layer=w.bert.bert.encoder.layer[0], feature_std=std)
+
+
+def _cut(path: Path, keep: float = 0.5) -> Path:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    return path
+
+
+def _random_bytes(w: World) -> Path:
+    path = w.tmp / "random.safetensors"
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+def _safetensors(w: World, tensors: dict, meta) -> Path:
+    path = w.tmp / "crafted.safetensors"
+    save_file(tensors, str(path), metadata=None if meta is None else {"json": meta if isinstance(meta, str) else json.dumps(meta)})
+    return path
+
+
+def _result_missing_keys(w: World):
+    from safetensors.torch import load_file
+
+    src = w.result_file()
+    tensors = load_file(str(src))
+    del tensors["converged"], tensors["losses"]
+    meta = {"n_dims": 3, "layer": "output", "layer_shape": [2, 4, 3]}
+    path = _safetensors(w, tensors, meta)
+    return lambda: EntropyResult.load(path)
+
+
+def _result_meta(w: World, **change):
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(w.result_file()))
+    meta = {"n_dims": 3, "layer": "output", "layer_shape": [2, 4, 3], "layer_dtype": "float32", **change}
+    path = _safetensors(w, tensors, meta)
+    return lambda: EntropyResult.load(path)
+
+
+def _checkpoint_missing_keys(w: World):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from captum_entropy.zoo import load
+
+    src = w.checkpoint()
+    with safe_open(str(src), framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(str(src))
+    state.pop(next(k for k in state if k.startswith("head")))
+    save_file(state, str(src), metadata=meta)
+    return lambda: load("cnn", path=src, train_if_missing=False)
+
+
+def _checkpoint_meta(w: World):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from captum_entropy.zoo import load
+
+    src = w.checkpoint()
+    with safe_open(str(src), framework="pt") as f:
+        meta = json.loads(f.metadata()["json"])
+    del meta["config"]
+    save_file(load_file(str(src)), str(src), metadata={"json": json.dumps(meta)})
+    return lambda: load("cnn", path=src, train_if_missing=False)
+
+
+def _checkpoint_cut(w: World):
+    from captum_entropy.zoo import load
+
+    path = _cut(w.checkpoint())
+    return lambda: load("cnn", path=path, train_if_missing=False)
+
+
+def _polarity_archive(folder: Path) -> tuple[Path, str]:
+    import hashlib
+
+    from captum_entropy.zoo import data as D
+
+    raw = b"\xef\xbb\xbf" + b'"1","a fine film . "\r\n"-1","a dull film . "'
+    path = folder / D.POLARITY_ARCHIVE
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(D.POLARITY_MEMBER)
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    return path, hashlib.sha256(raw).hexdigest()
+
+
+def _cache_unwritable(w: World, monkeypatch, err: OSError):
+    from captum_entropy.zoo import data as D
+
+    cache = w.tmp / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(cache))
+    archive, digest = _polarity_archive(w.tmp)
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kw):  # noqa: A002  what a read-only or full folder does
+        if dir is not None and Path(dir) == cache:
+            raise err
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    return lambda: D.fetch_polarity(archive=archive, sha256=digest)
+
+
+def _cache_is_a_file(w: World, monkeypatch):
+    from captum_entropy.zoo import data as D
+
+    blocker = w.tmp / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(blocker / "cache"))
+    archive, digest = _polarity_archive(w.tmp)
+    return lambda: D.fetch_polarity(archive=archive, sha256=digest)
+
+
+def _save_model_read_only(w: World, monkeypatch):
+    from captum_entropy.zoo import build, save_model
+
+    cache = w.tmp / "ro_cache"
+    (cache / "models").mkdir(parents=True)
+    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(cache))
+    zm = build("cnn", ["a fine film", "a dull film"], glove=False, config=dict(dim=6, filters=4))
+    w.track(zm.model)
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kw):  # noqa: A002
+        if dir is not None and Path(dir).is_relative_to(cache):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    return lambda: save_model(zm)
+
+
+P = pytest.param
+FIX_CHECKPOINT = r"train again \(`captum-entropy train cnn`"
+FIX_FILE = r"write it again with \.save\(\)"
+
+CASES = [
+    # --- batch, padding, length
+    P(lambda w: lambda: w.explain(ids=w.ids[:0], extra=(w.mask[:0],)), ValueError,
+      r"0 sentences; pass at least one", id="empty-batch"),
+    P(lambda w: _all_padding_row(w, "mask"), ValueError,
+      r"sentence\(s\) \[2\] are all padding; remove them from the batch", id="all-padding-row-explicit-mask"),
+    P(lambda w: _all_padding_row(w, "pad_token_id"), ValueError,
+      r"sentence\(s\) \[2\] are all padding; remove them", id="all-padding-row-pad-token-id"),
+    P(lambda w: _all_padding_row(w, "detected"), ValueError,
+      r"sentence\(s\) \[2\] are all padding \(additional_forward_args\[0\], the attention mask.*remove them",
+      id="all-padding-row-attention-mask"),
+    P(_too_long, ValueError,
+      r"40 tokens but the model accepts at most 32 .*max_position_embeddings = 32.*truncate them.*max_length=32",
+      id="longer-than-max-position-embeddings"),
+    P(_offset_positions, ValueError,
+      r"7 tokens but the model accepts at most 6 \(position_embeddings \(Embedding\) has 8 rows\): truncate them",
+      id="longer-than-offset-position-table"),
+    P(lambda w: lambda: w.explain(mask=w.mask[:, :5]), ValueError,
+      r"mask has shape \(4, 5\); expected \(batch, tokens\) = \(4, 9\)", id="mask-wrong-shape"),
+    P(lambda w: lambda: w.explain(mask=w.mask * 2), ValueError,
+      r"mask must hold 0/1.*\[2\.0\]: pass the attention mask \(1 = real token", id="mask-not-zero-one"),
+    P(lambda w: lambda: w.explain(extra=(w.mask[:3],)), ValueError,
+      r"additional_forward_args\[0\] has 3 rows but inputs\[0\] has 4: every tensor .* needs one row per sentence",
+      id="attention-mask-of-another-batch"),
+    # --- integer / float mix-ups, ids
+    P(lambda w: lambda: w.explain(ids=w.ids + 100), ValueError,
+      r"token ids from 100 to \d+ go into bert\.embeddings\.word_embeddings .* 60 rows.*model's own tokenizer",
+      id="token-ids-out-of-vocabulary"),
+    P(lambda w: lambda: w.explain(ids=_set(w.ids, (1, 7), -100)), ValueError,
+      r"token ids from -100 .*padding such as -100 was left in.*pad_token_id", id="token-ids-negative-padding"),
+    P(lambda w: lambda: w.explain(ids=w.ids.float()), TypeError,
+      r"word_embeddings \(Embedding\) is an nn\.Embedding and got a float32 tensor.*pass the ids as a torch\.long",
+      id="float-token-ids"),
+    P(lambda w: lambda: w.explain_lin(x=w.x.long()), TypeError,
+      r"layer's output is torch\.int64, not floating point.*pass them as a float tensor", id="integer-embeddings"),
+    P(lambda w: lambda: w.explain_lin(pad_token_id=0), ValueError,
+      r"pad_token_id needs inputs\[0\] to be token ids.*pass mask instead", id="pad-token-id-with-float-inputs"),
+    # --- NaN / inf
+    P(lambda w: lambda: w.explain_lin(x=_set(w.x, (0, 1, 2), float("nan"))), ValueError,
+      r"NaN or inf for sentence\(s\) \[0\] before any noise.*check those inputs", id="nan-in-input-embeddings"),
+    P(lambda w: lambda: w.explain_lin(x=_set(w.x, (1, 0, 0), float("inf"))), ValueError,
+      r"NaN or inf for sentence\(s\) \[1\] before any noise.*check those inputs", id="inf-in-input-embeddings"),
+    P(_nan_weights, ValueError, r"NaN or inf for sentence\(s\) \[0\] before any noise.*model's weights",
+      id="nan-in-embedding-weights"),
+    P(lambda w: (lambda m: lambda: EntropyAttribution(m, m.emb).explain(w.x, **FAST))(w.track(NaNHead())), ValueError,
+      r"feature output is NaN or inf for sentence\(s\) \[0, 1\] before any noise.*check the inputs and the weights",
+      id="nan-in-model-output"),
+    P(_inf_in_target_layer, ValueError,
+      r"feature target_layer\[0\] is NaN or inf .* before any noise.*check the inputs and the weights",
+      id="inf-in-target-layer-feature"),
+    # --- precision
+    P(_half_with_amp, ValueError, r"amp=True .* already has float16 weights.*leave amp=False", id="amp-on-float16-model"),
+    # --- target
+    P(lambda w: lambda: w.explain(target=5), ValueError,
+      r"target 5 does not select from a feature of shape \(4, 2\).*Pass an int class index in \[0, 2\)",
+      id="target-out-of-range"),
+    P(lambda w: lambda: w.explain(target=torch.tensor([0, 1])), ValueError,
+      r"target tensor of shape \(2,\) .* does not select.*a \(4,\) tensor of ints", id="target-tensor-wrong-length"),
+    P(lambda w: lambda: w.explain(target=[0, 1, 1]), ValueError,
+      r"target \[0, 1, 1\] does not select.*a list of 4", id="target-list-wrong-length"),
+    P(lambda w: lambda: w.explain(target=0.5), ValueError,
+      r"target 0\.5 does not select.*Pass an int class index", id="target-float"),
+    # --- layer / target_layer
+    P(lambda w: lambda: EntropyAttribution(w.f, copy.deepcopy(w.bert.bert.embeddings)).explain(
+        w.ids, additional_forward_args=(w.mask,), **FAST), ValueError,
+      r"layer was never called by forward_func: pass a module that the model runs.*not a copy", id="layer-not-in-model"),
+    P(lambda w: lambda: w.explain(target_layer=copy.deepcopy(w.bert.bert.encoder.layer[0])), ValueError,
+      r"target_layer\[0\] \(BertLayer\) was never called.*not a copy", id="target-layer-not-in-model"),
+    P(lambda w: lambda: EntropyAttribution(w.f, "bert.embeddings"), TypeError,
+      r"layer must be an nn\.Module, got str: pass the module object", id="layer-given-by-name"),
+    P(lambda w: lambda: EntropyAttribution(w.f, w.bert.bert.encoder.layer[1], target_layer=w.bert.bert.encoder.layer[0])
+      .explain(w.ids, additional_forward_args=(w.mask,), **FAST), ValueError,
+      r"runs before layer, so it cannot depend on it: pick a target_layer deeper", id="target-layer-before-layer"),
+    P(_shared_embedding, ValueError, r"called 2 times per forward.*pick a module that runs once",
+      id="layer-called-twice-shared-embedding"),
+    P(_shared_block, ValueError,
+      r"target_layer\[0\] \(Linear\) is called more than once per forward.*wrap the call you mean in its own nn\.Module",
+      id="target-layer-called-twice-shared-block"),
+    # --- feature_std
+    P(lambda w: lambda: w.explain(feature_std=torch.tensor([1.0, 0.0])), ValueError,
+      r"finite and positive.*1 of 2 entries are zero, negative.*FeatureStats|clamp_min", id="feature-std-zero"),
+    P(lambda w: lambda: w.explain(feature_std=torch.tensor([-1.0, 1.0])), ValueError,
+      r"finite and positive.*clamp it", id="feature-std-negative"),
+    P(lambda w: lambda: w.explain(feature_std=torch.ones(3)), ValueError,
+      r"shape \(3,\) does not broadcast to the feature's shape \(2,\).*pass one std per element", id="feature-std-wrong-shape"),
+    P(lambda w: lambda: w.explain(feature_std=[1.0, 100.0]), ValueError,
+      r"feature_std is a list of 2 but there is 1 target layer.*pass a tensor", id="feature-std-list-for-one-layer"),
+    P(lambda w: lambda: w.explain(feature_std="ones"), TypeError,
+      r"feature_std must be a tensor .* or a list with one per target layer; got str", id="feature-std-string"),
+    P(lambda w: lambda: w.explain(feature_std={"layer9": torch.ones(2)}), ValueError,
+      r"no entry for 'output' \(its keys: \['layer9'\]\): key it by the target module or its name",
+      id="feature-std-dict-without-the-feature"),
+    P(lambda w: lambda: w.explain(feature_std=FeatureStats()), KeyError,
+      r"FeatureStats is empty; call \.fit\(\.\.\.\) or FeatureStats\.load", id="feature-std-unfitted-stats"),
+    P(_tiny_std_everywhere, ValueError,
+      r"feature_std is too small .* overflows float32.*clamp_min", id="feature-std-1e-32-everywhere"),
+    P(_tiny_std_one_dim, TinyStdWarning, r"1 of 16 dimensions have std below .* raised to that floor",
+      id="feature-std-one-dim-1e-32-minilm"),
+    # --- nonsense settings
+    P(lambda w: lambda: w.explain(max_steps=-1), ValueError, r"max_steps must be an int >= 1, got -1 \(the default is 100\)",
+      id="max-steps-negative"),
+    P(lambda w: lambda: w.explain(tol=0), ValueError, r"tol must be a positive number, got 0.*early_stop=False",
+      id="tol-zero"),
+    P(lambda w: lambda: w.explain(n_samples=0), ValueError, r"n_samples must be an int >= 1 or None \(automatic, the default\), got 0",
+      id="n-samples-zero"),
+    P(lambda w: lambda: w.explain(tolerance="x"), ValueError,
+      r"tolerance must be a positive number, got 'x' \(the default is 0\.05", id="tolerance-string"),
+    P(lambda w: lambda: w.explain(seed=None), ValueError, r"seed must be an int, got None.*pass seed=0", id="seed-none"),
+    P(lambda w: lambda: w.explain(seed=1.5), ValueError, r"seed must be an int, got 1\.5.*pass seed=0", id="seed-float"),
+    P(lambda w: lambda: w.explain(early_stop="no"), ValueError, r"early_stop must be True or False, got 'no'",
+      id="early-stop-string"),
+    P(lambda w: lambda: w.explain(lr="fast"), ValueError, r"lr must be a number, got 'fast'", id="lr-string"),
+    P(lambda w: lambda: w.explain(max_sigma="big"), ValueError,
+      r"max_sigma must be a positive number or a \(4,\) tensor \(one cap per sentence\)", id="max-sigma-string"),
+    P(lambda w: lambda: w.explain(max_sigma=torch.ones(3)), ValueError,
+      r"max_sigma must be a positive number or a \(4,\) tensor", id="max-sigma-wrong-length"),
+    P(lambda w: lambda: w.explain(max_sigma=0.0), ValueError,
+      r"max_sigma must be finite and positive.*pass a positive number", id="max-sigma-zero"),
+    P(lambda w: lambda: w.explain(pad_token_id=0.5), ValueError, r"pad_token_id must be an int .*tokenizer\.pad_token_id",
+      id="pad-token-id-float"),
+    P(lambda w: lambda: w.explain(internal_batch_size=True), ValueError,
+      r"internal_batch_size must be a positive int or None, got True", id="internal-batch-size-bool"),
+    # --- FeatureStats.fit
+    P(lambda w: lambda: FeatureStats().fit(w.f, [(w.ids, w.mask)], mask_index=0), ValueError,
+      r"batch\[0\] is not a 0/1 attention mask .* mask_index must point at the attention mask", id="stats-mask-index-wrong"),
+    P(lambda w: lambda: FeatureStats().fit(w.f, [(w.ids, w.mask)], layers=[copy.deepcopy(w.bert.bert.encoder.layer[0])],
+                                           mask_index=1), ValueError,
+      r"never called by forward_func: pass modules that the model runs", id="stats-layer-not-in-model"),
+    # --- files: results, statistics, checkpoints
+    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_cut(w.result_file())), ValueError,
+      r"not a complete safetensors file .*cut short.*" + FIX_FILE, id="result-file-cut-in-half"),
+    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_random_bytes(w)), ValueError,
+      r"not a complete safetensors file.*" + FIX_FILE, id="result-file-random-bytes"),
+    P(_result_missing_keys, ValueError, r"is not an EntropyResult file: it lacks \['converged', 'losses'\].*write it again",
+      id="result-file-missing-keys"),
+    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_safetensors(w, {"sigma": torch.ones(1)}, "{not json")), ValueError,
+      r"metadata is not valid JSON.*" + FIX_FILE, id="result-file-bad-json"),
+    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_safetensors(w, {"sigma": torch.ones(1)}, [1, 2])), ValueError,
+      r"JSON metadata is a list, not an object.*" + FIX_FILE, id="result-file-json-not-an-object"),
+    P(lambda w: _result_meta(w, layer_dtype="os.system"), ValueError, r"not a torch dtype: 'os\.system'.*write it again",
+      id="result-file-dtype-not-a-dtype"),
+    P(lambda w: _result_meta(w, n_dims="3"), ValueError, r"metadata .* has the wrong types.*write it again",
+      id="result-file-wrong-metadata-types"),
+    P(lambda w: _result_meta(w, layer_shape=[5, 4, 3]), ValueError, r"tensors do not fit together.*write it again",
+      id="result-file-inconsistent-shapes"),
+    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(w.stats_file()), ValueError,
+      r"not an EntropyResult file: it lacks .*load it with the matching class", id="result-load-of-a-stats-file"),
+    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(_cut(w.stats_file(), 0.3)), ValueError,
+      r"cannot read .* as a FeatureStats file: it is not a complete safetensors file.*" + FIX_FILE,
+      id="stats-file-cut-short"),
+    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(_safetensors(w, {"std/l": torch.ones(3)}, {"rel_floor": "x"})),
+      ValueError, r"not a FeatureStats file: its rel_floor is 'x'.*write it again", id="stats-file-wrong-metadata"),
+    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(w.result_file()), ValueError,
+      r"not a FeatureStats file: its tensors are .* not 'std/NAME'.*matching class", id="stats-load-of-a-result-file"),
+    P(_checkpoint_cut, ValueError, r"as a cnn checkpoint: it is not a complete safetensors file.*" + FIX_CHECKPOINT,
+      id="checkpoint-cut-in-half"),
+    P(lambda w: (lambda p: lambda: __import__("captum_entropy.zoo", fromlist=["load"]).load(
+        "cnn", path=p, train_if_missing=False))(_random_bytes(w)), ValueError,
+      r"not a complete safetensors file.*" + FIX_CHECKPOINT, id="checkpoint-random-bytes"),
+    P(_checkpoint_missing_keys, ValueError, r"does not fit the zoo model 'cnn' \(.*Missing key.*head.*" + FIX_CHECKPOINT,
+      id="checkpoint-missing-keys"),
+    P(_checkpoint_meta, ValueError, r"does not fit the zoo model 'cnn' \(missing metadata 'config'\).*" + FIX_CHECKPOINT,
+      id="checkpoint-wrong-metadata"),
+]
+
+# cases that need pytest's monkeypatch (the cache folder)
+CACHE_CASES = [
+    P(lambda w, mp: _cache_unwritable(w, mp, PermissionError(errno.EACCES, "Permission denied")), PermissionError,
+      r"cannot write to the cache folder .* \(\$CAPTUM_ENTROPY_CACHE=.*\): Permission denied; set \$CAPTUM_ENTROPY_CACHE "
+      r"to a writable folder", id="cache-read-only"),
+    P(lambda w, mp: _cache_unwritable(w, mp, OSError(errno.ENOSPC, "No space left on device")), OSError,
+      r"cannot write to the cache folder .*: the disk is full; set \$CAPTUM_ENTROPY_CACHE to a writable folder with free space",
+      id="cache-full"),
+    P(_cache_is_a_file, OSError, r"cannot write to the cache folder .*CAPTUM_ENTROPY_CACHE=.*set \$CAPTUM_ENTROPY_CACHE",
+      id="cache-path-under-a-file"),
+    P(_save_model_read_only, PermissionError,
+      r"cannot write to the cache folder .*models.*Permission denied; set \$CAPTUM_ENTROPY_CACHE", id="checkpoint-save-read-only-cache"),
+]
+
+
+def _run_case(world: World, call, expected, match) -> None:
+    before, global_before = _snapshot(world.models), _global_hooks()
+    if issubclass(expected, Warning):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", expected)
+            with pytest.warns(expected, match=match):
+                out = call()
+        values = out.sigma[out.mask] if isinstance(out, EntropyResult) else out
+        assert torch.isfinite(values).all()
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotComparableWarning etc. are not the point here
+            with pytest.raises(expected, match=match):
+                call()
+    _assert_untouched(world.models, before, global_before)
+
+
+@pytest.mark.parametrize("make, expected, match", CASES)
+def test_bad_input(make, expected, match, tmp_path):
+    world = World(tmp_path)
+    _run_case(world, make(world), expected, match)
+
+
+@pytest.mark.parametrize("make, expected, match", CACHE_CASES)
+def test_bad_cache(make, expected, match, tmp_path, monkeypatch):
+    world = World(tmp_path)
+    _run_case(world, make(world, monkeypatch), expected, match)
+
+
+# --------------------------------------------------------------------------- inputs that must work
+
+
+def test_length_one_inputs_work(tmp_path):
+    w = World(tmp_path)
+    one = w.track(LinearMap(1, 3, 2))
+    before, global_before = _snapshot(w.models), _global_hooks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        attr = w.ea().attribute(w.ids[:, :1], additional_forward_args=(w.mask[:, :1],), feature_std=torch.ones(2), **FAST)
+        single = EntropyAttribution(one, one.emb).attribute(torch.randn(2, 1, 3), feature_std=torch.ones(2), **FAST)
+    assert attr.shape == (4, 1, 16) and torch.isfinite(attr).all()
+    assert single.shape == (2, 1, 3) and torch.isfinite(single).all()
+    _assert_untouched(w.models, before, global_before)
+
+
+def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp_path):
+    w = World(tmp_path)
+    trained = copy.deepcopy(w.bert)
+    trained.train()
+    trained.bert.encoder.layer[1].eval()  # a mixed state, restored exactly
+    w.track(trained)
+    before, global_before = _snapshot(w.models), _global_hooks()
+    kw = dict(additional_forward_args=(w.mask,), feature_std=torch.ones(2), **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = EntropyAttribution(bert_logits(trained), trained.bert.embeddings).explain(w.ids, **kw)
+        b = EntropyAttribution(w.f, w.bert.bert.embeddings).explain(w.ids, **kw)  # the same weights, eval mode
+    assert torch.equal(a.sigma.nan_to_num(), b.sigma.nan_to_num())  # dropout was off during the call
+    assert trained.training and not trained.bert.encoder.layer[1].training
+    _assert_untouched(w.models, before, global_before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_models_work_on_cpu(dtype, tmp_path):
+    w = World(tmp_path)
+    half = w.track(copy.deepcopy(w.bert).to(dtype))
+    before, global_before = _snapshot(w.models), _global_hooks()
+    layer = lambda m: m.bert.encoder.layer[0]  # noqa: E731
+    kw = dict(additional_forward_args=(w.mask,), feature_std=torch.full((16,), 0.5), max_steps=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        low = EntropyAttribution(bert_logits(half), half.bert.embeddings, target_layer=layer(half))
+        full = EntropyAttribution(w.f, w.bert.bert.embeddings, target_layer=layer(w.bert))
+        attr_low, res_low = low.attribute(w.ids, **kw), low.explain(w.ids, **kw)
+        res_full = full.explain(w.ids, **kw)
+    assert attr_low.dtype == dtype and attr_low.shape == (4, 9, 16) and torch.isfinite(attr_low).all()
+    real = w.mask.bool()
+    ratio = res_low.sigma[real] / res_full.sigma[real]
+    assert (ratio - 1).abs().median() < 0.1, "half precision moved σ by more than 10 %"
+    _assert_untouched(w.models, before, global_before)
+
+
+def test_paths_in_result_files_are_never_opened(tmp_path):
+    # every string a result file carries is data: a "layer" that looks like a path is just a name
+    w = World(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = w.explain_lin(feature_std=torch.ones(2))
+    res.layer, res.settings = str(tmp_path / "missing" / "evil.safetensors"), {"stats": "/etc/shadow"}
+    res.save(tmp_path / "r.safetensors")
+    back = EntropyResult.load(tmp_path / "r.safetensors")
+    assert back.layer == res.layer and back.settings == res.settings
+    assert not (tmp_path / "missing").exists()
+
+
+def test_references_exist():
+    root = Path(__file__).parent
+    for ref in REFERENCES:
+        path, name = ref.split("::")
+        assert f"def {name}(" in (root.parent / path).read_text(), ref
+
+
+def test_the_matrix_has_at_least_30_cases():
+    assert len(CASES) + len(CACHE_CASES) >= 30
+    ids = [p.id for p in CASES + CACHE_CASES]
+    assert len(ids) == len(set(ids))
+
+
+# --------------------------------------------------------------------------- untrusted files, atomic writes
+
+
+def test_no_pickle_anywhere_in_the_package():
+    # results, statistics and checkpoints are safetensors + JSON; torch.load only with weights_only=True
+    import re
+
+    package = Path(__file__).parents[1] / "captum_entropy"
+    offences = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
+            if "weights_only=True" not in m.group(1):
+                offences.append(f"{path.name}: torch.load without weights_only=True")
+        if re.search(r"^\s*(import|from)\s+(pickle|cPickle|dill|joblib|cloudpickle)\b", text, re.M):
+            offences.append(f"{path.name}: imports a pickle library")
+        if re.search(r"allow_pickle\s*=\s*True", text):
+            offences.append(f"{path.name}: numpy allow_pickle=True")
+    assert offences == []
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    from captum_entropy import _io
+
+    w = World(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = w.explain_lin(feature_std=torch.ones(2))
+    path = tmp_path / "out" / "result.safetensors"
+    res.save(path)
+    good = path.read_bytes()
+
+    def crash(tensors, filename, metadata=None):  # half a file, then the process dies
+        Path(filename).write_bytes(good[: len(good) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_io, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        res.save(path)
+    assert path.read_bytes() == good and sorted(p.name for p in path.parent.iterdir()) == ["result.safetensors"]
+    assert torch.equal(EntropyResult.load(path).sigma, res.sigma)
+
+
+def test_valid_files_still_load_exactly(tmp_path):
+    # the checks on loading reject nothing that save() writes
+    from captum_entropy.zoo import load
+
+    w = World(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = w.explain(target_layer=[w.bert.bert.encoder.layer[0]], mask=w.mask)[0]
+    res.save(tmp_path / "r.safetensors")
+    back = EntropyResult.load(tmp_path / "r.safetensors")
+    for name in ("sigma", "mask", "max_sigma", "steps", "losses", "stationarity", "linear_sigma"):
+        assert _same_tensor(getattr(back, name), getattr(res, name)), name
+    assert (back.layer, back.layer_shape, back.n_dims, back.settings) == (res.layer, res.layer_shape, res.n_dims, res.settings)
+    assert torch.equal(back.attribution(), res.attribution())
+
+    stats = FeatureStats().fit(w.f, [(w.ids, w.mask)], layers={"l1": w.bert.bert.encoder.layer[0], "output": None},
+                               mask_index=1, model_name="tiny")
+    stats.save(tmp_path / "s.safetensors")
+    loaded = FeatureStats.load(tmp_path / "s.safetensors")
+    assert loaded.n_ == stats.n_ and loaded.meta_ == stats.meta_ and loaded.rel_floor == stats.rel_floor
+    assert all(torch.equal(loaded.std_[k], stats.std_[k]) and torch.equal(loaded.mean_[k], stats.mean_[k]) for k in stats.std_)
+
+    path = w.checkpoint()
+    zm = load("cnn", path=path, train_if_missing=False)
+    ids, mask = torch.tensor([[2, 3, 0]]), torch.tensor([[1, 1, 0]])
+    assert torch.equal(zm.forward(ids, mask), w.models[-1](ids, mask))
