@@ -17,17 +17,10 @@ def bert_batch():
 
 
 @pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory):
-    """One cache folder (data, checkpoints) shared by the slow zoo tests of a session."""
-    import os
+def zoo_cache():
+    """The zoo's cache (data, checkpoints), shared by the slow zoo tests and the notebooks of a run:
+    a model is trained at most once per machine, then loaded (``$CAPTUM_ENTROPY_CACHE`` or
+    ``~/.cache/captum_entropy``)."""
+    from captum_entropy.zoo import cache_dir
 
-    path = tmp_path_factory.mktemp("zoo_cache")
-    old = os.environ.get("CAPTUM_ENTROPY_CACHE")
-    os.environ["CAPTUM_ENTROPY_CACHE"] = str(path)
-    try:
-        yield path
-    finally:
-        if old is None:
-            os.environ.pop("CAPTUM_ENTROPY_CACHE", None)
-        else:
-            os.environ["CAPTUM_ENTROPY_CACHE"] = old
+    return cache_dir()

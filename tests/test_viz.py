@@ -306,7 +306,7 @@ def test_html_structure_marks_and_values(ex):
     assert f"kept {kept / math.log(2):.1f} bits" in bits
     fragment = viz.explanation_html(ex, full_page=False)
     assert fragment.startswith("<style>") and "<html" not in fragment
-    assert ex._repr_html_() == page
+    assert ex._repr_html_() == fragment
 
 
 def test_long_sentence_html_wraps_into_tables(tmp_path):

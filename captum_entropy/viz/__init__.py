@@ -1,11 +1,13 @@
-"""Tables, figures and an HTML page of a :class:`~captum_entropy.analysis.LayerExplanation`.
+"""Tables, figures and an HTML page of a :class:`~captum_entropy.analysis.LayerExplanation` and of
+a :class:`~captum_entropy.compare.ModelComparison` (several models, aligned by word).
 
 What the pictures show: the *kept information* ``log(σ_max/σ)`` of a word, summed over its
 tokens' dimensions (high = the feature kept the word, 0 = forgotten; "saturated" = every token
 at the σ cap, fully forgotten), and the entropy H(X_word|s) (low = kept). A row can reach
 hundreds of nats, so colours are scaled per feature row and the absolute numbers sit in cell
 labels, row labels and tooltips. Marks: ``~`` not converged (the optimiser's stationarity test
-did not pass), ``×`` saturated. Matplotlib is imported only when a figure is drawn.
+did not pass), ``×`` saturated, ``—`` (grey) a model has no word there (it truncated the
+sentence). Matplotlib is imported only when a figure is drawn.
 
 >>> import os, tempfile
 >>> path = write_text(os.path.join(tempfile.mkdtemp(), "note.txt"), "kept")
@@ -15,10 +17,11 @@ did not pass), ``×`` saturated. Matplotlib is imported only when a figure is dr
 
 from __future__ import annotations
 
-from ._common import NC, SAT, save_figure, write_text
-from .figures import KINDS, plot_explanation
-from .page import explanation_html
-from .text import explanation_table, visualize_text_records
+from ._common import NC, NONE, SAT, save_figure, write_text
+from .figures import COMPARISON_KINDS, KINDS, plot_comparison, plot_explanation
+from .page import comparison_html, explanation_html
+from .text import comparison_table, depth_table, explanation_table, visualize_text_records
 
-__all__ = ["KINDS", "NC", "SAT", "explanation_html", "explanation_table", "plot_explanation", "save_figure",
+__all__ = ["COMPARISON_KINDS", "KINDS", "NC", "NONE", "SAT", "comparison_html", "comparison_table", "depth_table",
+           "explanation_html", "explanation_table", "plot_comparison", "plot_explanation", "save_figure",
            "visualize_text_records", "write_text"]

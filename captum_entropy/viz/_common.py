@@ -8,8 +8,9 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,8 +18,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..analysis import LayerExplanation
+    from ..compare import ModelComparison
 
 NC, SAT = "~", "×"  # marks: not converged, saturated (fully forgotten)
+NONE = "—"  # a unit where a model has no word (it truncated the sentence)
 RGB = ((247, 251, 255), (107, 174, 214), (8, 48, 107))  # light -> dark blue: darker = more kept
 
 
@@ -40,18 +43,60 @@ def _short(s: str, n: int, keep_end: bool = False) -> str:
     return s if len(s) <= n else "…" + s[1 - n:] if keep_end else s[: n - 1] + "…"
 
 
+def _dim(v: float) -> str:
+    """A per-dimension value (a few nats; layers differ in the second decimal): 3 decimals.
+
+    >>> _dim(2.1504), _dim(-0.5), _dim(float("nan"))
+    ('2.150', '-0.500', 'nan')
+    """
+    return f"{v:.3f}" if math.isfinite(v) else "nan"
+
+
 def _text(ex: LayerExplanation, b: int) -> str:
     t = ex.texts[b] if b < len(ex.texts) else ""
     return " ".join(str(t).split()) or " ".join(ex.words(b))
 
 
+def _cmp_text(cmp: ModelComparison, b: int) -> str:
+    t = cmp.texts[b] if b < len(cmp.texts) else ""
+    return " ".join(str(t).split()) or " ".join(cmp.units[b])
+
+
+def _label(names: Sequence[str], c: int) -> str:
+    return str(names[c]) if 0 <= c < len(names) else f"class {c}"
+
+
 def _class_name(ex: LayerExplanation, c: int) -> str:
-    return str(ex.label_names[c]) if 0 <= c < len(ex.label_names) else f"class {c}"
+    return _label(ex.label_names, c)
+
+
+def _predicted(names: Sequence[str], c: int, p: float, prefix: str = "predicted: ") -> str:
+    return f"{prefix}n/a" if c < 0 else f"{prefix}{_label(names, c)} (p = {p:.2f})"
 
 
 def _pred(ex: LayerExplanation, b: int) -> str:
-    c, p = int(ex.prediction[b]), float(ex.probability[b])
-    return "predicted: n/a" if c < 0 else f"predicted: {_class_name(ex, c)} (p = {p:.2f})"
+    return _predicted(ex.label_names, int(ex.prediction[b]), float(ex.probability[b]))
+
+
+def _cmp_pred(cmp: ModelComparison, m: int, b: int, prefix: str = "") -> str:
+    """Model ``m``'s prediction of sentence ``b``: ``"positive (p = 0.93)"``."""
+    names = cmp.label_names[m] if m < len(cmp.label_names) else []
+    return _predicted(names, int(cmp.prediction[m][b]), float(cmp.probability[m][b]), prefix)
+
+
+def _bootstrap(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean (seeded resample); NaN below 2 values."""
+    v = values[np.isfinite(values)]
+    if v.size < 2:
+        return math.nan, math.nan
+    means = v[np.random.default_rng(seed).integers(0, v.size, (n, v.size))].mean(1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _depth_order(depth: Sequence[float]) -> list[int]:
+    """Feature indices shallow -> deep, then the output (stable for equal depths)."""
+    return [int(i) for i in np.argsort(np.asarray(depth, dtype=float), kind="stable")]
 
 
 def _scaled(kept: Tensor) -> Tensor:
@@ -63,9 +108,9 @@ def _scaled(kept: Tensor) -> Tensor:
     return torch.where(span > 0, (kept - lo) / torch.where(span > 0, span, torch.ones_like(span)), 0.0)
 
 
-def _check(ex: LayerExplanation, b: int) -> int:
+def _check(ex: LayerExplanation | ModelComparison, b: int, what: str = "explanation") -> int:
     if not -len(ex) <= b < len(ex):
-        raise IndexError(f"sentence {b} out of range: this explanation has {len(ex)} sentences")
+        raise IndexError(f"sentence {b} out of range: this {what} has {len(ex)} sentences")
     return b % len(ex)
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Sequence
 
-from ._common import NC, RGB, SAT, _check, _colour, _e, _pred, _scaled, _short, _text
+import numpy as np
+
+from ._common import (NC, NONE, RGB, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
+                      _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
+    from ..compare import ModelComparison
 
 
 _CSS = """
@@ -27,6 +32,14 @@ tr.ce-nc td.ce-w,.ce-ncx{border:2px dashed #b03a2e !important}
 .ce-sat{text-decoration:line-through;text-decoration-color:#c0392b;text-decoration-thickness:2px}
 .ce-satm{color:#c0392b;font-weight:700;padding-left:2px}
 td.ce-sp,.ce-sp{background:#e9ebef;color:#7a808c;font-style:italic}td.ce-gap{padding:0 4px}
+.ce-grid thead th{font-weight:500;text-align:center;padding:2px 5px;white-space:nowrap;max-width:none}
+.ce-grid td.ce-v{text-align:center;font-variant-numeric:tabular-nums;min-width:2.6em}
+td.ce-none,.ce-none{background:#c4c4c4;color:#3d434d;text-align:center;font-style:normal}
+.ce-nw{white-space:nowrap}.ce-feat{display:block;font-weight:400;color:#5b6578;font-size:11px}
+.ce-depth td,.ce-depth th{padding:2px 8px}.ce-depth thead th{text-align:right}
+.ce-depth thead th.ce-l{text-align:left}.ce-depth td.ce-v{text-align:right}
+.ce-depth tbody th{vertical-align:middle;max-width:16em}.ce-depth tbody th[scope=rowgroup]{vertical-align:top}
+.ce-depth tr.ce-first>*{border-top:1px solid #c9d0dc}
 """ % tuple(",".join(map(str, c)) for c in RGB)
 
 
@@ -40,6 +53,10 @@ def explanation_html(ex: LayerExplanation, title: str | None = None, unit: str =
     body = [f'<div class="ce-root"><h1>{_e(title)}</h1>', _legend(ex, unit)]
     body += [_section(ex, b, unit) for b in idx]
     body.append("</div>")
+    return _page(title, body, full_page)
+
+
+def _page(title: str, body: list[str], full_page: bool) -> str:
     if not full_page:
         return f"<style>{_CSS}</style>" + "\n".join(body)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -120,3 +137,135 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     return (f'<section class="ce-sentence"><h2>{b + 1}. {_e(_text(ex, b))}</h2>'
             f'<p class="ce-pred">{_e(_pred(ex, b))} · {len(words)} words · model {_e(ex.model)}</p>'
             + "\n".join(tables) + "</section>")
+
+
+# -- ModelComparison ---------------------------------------------------------------------------
+
+def comparison_html(cmp: ModelComparison, title: str | None = None, full_page: bool = True) -> str:
+    """One standalone UTF-8 HTML page of a :class:`~captum_entropy.compare.ModelComparison`
+    (inline CSS, no script, no external resource): a legend, a table of corpus entropy per
+    dimension against relative depth per model, then per sentence a word units × models table
+    coloured by each unit's share of the kept information at the model's output feature, and
+    the models' predictions. ``full_page=False``: a fragment."""
+    title = title if title is not None else f"{' vs '.join(cmp.models)}: what each model keeps of each word"
+    body = [f'<div class="ce-root"><h1>{_e(title)}</h1>', _cmp_legend(cmp), _depth_section(cmp)]
+    body += [_cmp_section(cmp, b) for b in range(len(cmp))]
+    body.append("</div>")
+    return _page(title, body, full_page)
+
+
+def _at(cmp: ModelComparison) -> str:
+    fis = [cmp.feature_index(m) for m in range(len(cmp.models))]
+    return ("output" if all(cmp.layers[m][fi] == "output" for m, fi in enumerate(fis))
+            else "output (its last layer where it has no output)")
+
+
+def _cmp_legend(cmp: ModelComparison) -> str:
+    return (
+        '<div class="ce-legend"><p><span>0 %</span> <span class="ce-bar"></span> '
+        "<span>the sentence's largest share</span></p>"
+        "<p>Per sentence, colour and number = each word unit's <b>share (%) of the kept information</b> "
+        f"log(σ<sub>max</sub>/σ) of the sentence's words, at each model's {_e(_at(cmp))}: "
+        "<b>darker = more kept</b>; one scale for all models of a sentence; a row sums to 100 % over the units "
+        "the model has. Word units: the models' tokenizers differ, so their words are aligned on the coarsest "
+        "segmentation all of them refine; a unit's value is the sum over the model's words in it. Hover a cell "
+        "for the unit's entropy per dimension (nats/dim).</p>"
+        "<p>Depth table: corpus entropy = the mean over a sentence's words (each model's own) of H(X<sub>word</sub>|s) per "
+        "embedding dimension, then over the sentences, in <b>nats/dim</b> (low = kept; darker = lower), with a 95 % "
+        "bootstrap interval over sentences; relative depth = layer l of N at l/N, the prediction at 1.25.</p><ul>"
+        f'<li><span class="ce-ncx">&nbsp;12.3&nbsp;</span> {NC} not converged: dashed border; the optimiser\'s '
+        "stationarity test did not pass, the numbers are approximate</li>"
+        f'<li><span class="ce-none">&nbsp;{NONE}&nbsp;</span> grey: the model has no word in this unit (it truncated '
+        "the sentence); its shares are over the words it has</li></ul></div>"
+    )
+
+
+def _depth_section(cmp: ModelComparison, seed: int = 0, n_resamples: int = 2000) -> str:
+    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.sentence_entropy()
+    values = [float(v) for c in corpus for v in c.tolist() if math.isfinite(v)]
+    lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+    rows = []
+    for m, name in enumerate(cmp.models):
+        order, conv = _depth_order(cmp.depth[m]), cmp.converged[m].sum(1).tolist()
+        for k, fi in enumerate(order):
+            v = float(corpus[m][fi])
+            b_lo, b_hi = _bootstrap(per_sentence[m][fi].numpy(), n_resamples, seed)
+            interval = "n/a" if math.isnan(b_lo) else f"{_dim(b_lo)} – {_dim(b_hi)}"
+            x = (hi - v) / (hi - lo) if hi > lo and math.isfinite(v) else 0.0  # darker = lower entropy
+            style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
+            nc = conv[fi] < n_b
+            model = f'<th scope="rowgroup" rowspan="{len(order)}">{_e(name)}</th>' if k == 0 else ""
+            feat = _e(cmp.layers[m][fi]) + (f'<span class="ce-ncl">{NC} not converged</span>' if nc else "")
+            tip = _e(f"{name} at {cmp.layers[m][fi]}: {v:.4f} nats/dim; converged in {conv[fi]} of {n_b} sentences")
+            classes = " ".join(c for c, on in (("ce-first", k == 0), ("ce-nc", nc)) if on)
+            rows.append((f'<tr class="{classes}">' if classes else "<tr>") + f'{model}<th scope="row">{feat}</th>'
+                        f'<td class="ce-v">{cmp.depth[m][fi]:.2f}</td>'
+                        f'<td class="ce-v ce-w" style="{style}" title="{tip}">{_dim(v)}</td>'
+                        f'<td class="ce-v">{interval}</td><td class="ce-v">{conv[fi]}/{n_b}</td></tr>')
+    head = ('<thead><tr><th class="ce-l">model</th><th class="ce-l">feature</th><th>relative depth</th>'
+            "<th>entropy (nats/dim)</th><th>95 % interval</th><th>converged</th></tr></thead>")
+    return (f'<section class="ce-depth-section"><h2>Corpus entropy against relative depth ({n_b} sentence'
+            f'{"s" if n_b != 1 else ""})</h2><div class="ce-scroll"><table class="ce-grid ce-depth">{head}<tbody>'
+            + "\n".join(rows) + "</tbody></table></div></section>")
+
+
+def _unit_chunks(units: list[str], budget: int = 780) -> list[list[int]]:
+    """Split a sentence's unit columns into tables of at most ``budget`` pixels (≈ a 1000 px
+    window less the model names), as few as fit and of balanced widths (no lone last column)."""
+    cost = [max(7 * min(len(u), 24), 36) + 16 for u in units]  # 12 px header text, a number at least
+
+    def greedy(target: int) -> list[list[int]]:
+        out: list[list[int]] = [[]]
+        used = 0
+        for i, c in enumerate(cost):
+            if out[-1] and used + c > target:
+                out.append([])
+                used = 0
+            out[-1].append(i)
+            used += c
+        return out
+
+    for k in range(max(1, math.ceil(sum(cost) / budget)), len(units) + 1):
+        for target in range(math.ceil(sum(cost) / k), budget + 1, 4):
+            out = greedy(target)
+            if len(out) <= k:
+                return out
+    return greedy(budget)
+
+
+def _cmp_section(cmp: ModelComparison, b: int) -> str:
+    n_m, units = len(cmp.models), list(cmp.units[b])
+    fis = [cmp.feature_index(m) for m in range(n_m)]
+    conv = [bool(cmp.converged[m][fis[m], b]) for m in range(n_m)]
+    share = np.stack([cmp.share[m][fis[m], b, : len(units)].numpy() * 100 for m in range(n_m)]).reshape(n_m, -1)
+    ent = np.stack([cmp.entropy[m][fis[m], b, : len(units)].numpy() for m in range(n_m)]).reshape(n_m, -1)
+    top = float(np.nanmax(share)) if np.isfinite(share).any() else 0.0
+    tables = []
+    for chunk in _unit_chunks(units):
+        head = "".join(f'<th scope="col">{_e(_short(units[u], 24))}</th>' for u in chunk)
+        rows = []
+        for m, name in enumerate(cmp.models):
+            feature = cmp.layers[m][fis[m]]
+            cells = []
+            for u in chunk:
+                v = float(share[m, u])
+                if not math.isfinite(v):
+                    tip = f"{units[u]}: {name} has no word here (it truncated the sentence)"
+                    cells.append(f'<td class="ce-none" title="{_e(tip)}">{NONE}</td>')
+                    continue
+                x = v / top if top > 0 else 0.0
+                tip = (f"{units[u]} · {name} at {feature}: {v:.1f} % of the kept information of the sentence's words"
+                       f"\nentropy per dimension {float(ent[m, u]):.3f} nats/dim"
+                       + ("" if conv[m] else "\nnot converged: approximate"))
+                style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
+                cells.append(f'<td class="ce-w ce-v" style="{style}" title="{_e(tip)}">{v:.1f}</td>')
+            label = (_e(name) + f'<span class="ce-feat">{_e(feature)}</span>'
+                     + ("" if conv[m] else f'<span class="ce-ncl">{NC} not converged</span>'))
+            rows.append(("<tr>" if conv[m] else '<tr class="ce-nc">') + f'<th scope="row">{label}</th>'
+                        + "".join(cells) + "</tr>")
+        tables.append('<div class="ce-scroll"><table class="ce-grid"><thead><tr><th>share (%)</th>'
+                      f"{head}</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table></div>")
+    preds = " · ".join(f'<span class="ce-nw">{_e(name)}: {_e(_cmp_pred(cmp, m, b))}</span>'
+                       for m, name in enumerate(cmp.models))
+    return (f'<section class="ce-sentence"><h2>{b + 1}. {_e(_cmp_text(cmp, b))}</h2>'
+            f'<p class="ce-pred">predicted: {preds} · {len(units)} word units</p>' + "\n".join(tables) + "</section>")

@@ -1,19 +1,23 @@
-"""The plain-text table (``LayerExplanation.show``) and the rows for Captum's ``visualize_text``."""
+"""The plain-text tables (``LayerExplanation.show``, the ``layers`` command's depth table,
+``ModelComparison.show``) and the rows for Captum's ``visualize_text``."""
 
 from __future__ import annotations
 
 import math
 import textwrap
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import NC, SAT, _check, _class_name, _e, _fmt, _pred, _short, _text
+from ._common import (NC, NONE, SAT, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
+                      _fmt, _pred, _short, _text)
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
+    from ..compare import ModelComparison
 
 
 def explanation_table(ex: LayerExplanation, sentences: Sequence[int] | None = None, unit: str = "nats",
@@ -66,6 +70,150 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
     if bool(sat.any()) or bool(sp_sat.any()):
         out.append(f"0{SAT} saturated: fully forgotten (every token of the word at the σ cap)")
     return "\n".join(line.rstrip() for line in out)
+
+
+def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    with warnings.catch_warnings():  # a feature with no finite value: NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.where(np.isfinite(values), values, np.nan), axis)
+
+
+def _interval(row: np.ndarray, n_resamples: int, seed: int) -> str:
+    lo, hi = _bootstrap(row, n_resamples, seed)
+    return "n/a" if math.isnan(lo) else f"[{_dim(lo)}, {_dim(hi)}]"
+
+
+def depth_table(ex: LayerExplanation, unit: str = "nats", *, seed: int = 0, n_resamples: int = 2000,
+                width: int = 100) -> str:
+    """Per feature (rows: shallow -> deep, then the output): relative depth, the corpus mean word
+    entropy per dimension (:meth:`~captum_entropy.analysis.LayerExplanation.mean_word_entropy`,
+    the mean over sentences) with a 95 % bootstrap interval over sentences (seeded), the mean kept
+    information per word, and in how many of the B sentences the feature converged."""
+    entropy = ex.mean_word_entropy(unit).numpy()  # (L, B)
+    kept = np.stack([ex.word_kept(b, unit).mean(-1).numpy() for b in range(len(ex))], 1) if len(ex) else \
+        np.zeros((len(ex.layers), 0))
+    conv = ex.converged.sum(1).tolist()
+    n_b = len(ex)
+    out = textwrap.wrap(f"{ex.model}: entropy against depth over {n_b} sentence{'s' if n_b != 1 else ''} "
+                        "(low entropy = kept)", width)
+    out += textwrap.wrap(f"entropy: mean word entropy H(X_word|s) per dimension ({ex.n_dims} dims), {unit}/dim, "
+                         "mean over the sentences, with a 95 % bootstrap interval over sentences; kept: mean kept "
+                         f"information per word, {unit} (log σ_max/σ summed over the word's tokens' dimensions; "
+                         "high = kept)", width, initial_indent="    ", subsequent_indent="    ")
+    names = [_short(n, 24, True) + ("" if conv[fi] == n_b else NC) for fi, n in enumerate(ex.layers)]
+    lw = max([len(n) for n in names] + [len("feature")])
+    head = (f"{'feature':<{lw}} {'depth':>6}  {f'entropy ({unit}/dim)':>18}  {'95 % interval':>16}  "
+            f"{f'kept/word ({unit})':>16}  {'converged':>9}")
+    out += [head, "-" * len(head)]
+    mean_e, mean_k = _nanmean(entropy), _nanmean(kept)
+    for fi in _depth_order(ex.depth):
+        out.append(f"{names[fi]:<{lw}} {ex.depth[fi]:>6.2f}  {_dim(float(mean_e[fi])):>18}  "
+                   f"{_interval(entropy[fi], n_resamples, seed):>16}  {_fmt(float(mean_k[fi])):>16}  "
+                   f"{f'{conv[fi]}/{n_b}':>9}")
+    if any(c < n_b for c in conv):
+        out += textwrap.wrap(f"{NC} not converged in some sentences (converged < {n_b}): the optimiser's "
+                             "stationarity test did not pass there; numbers approximate", width)
+    if n_b < 2:
+        out.append("n/a: an interval needs at least 2 sentences")
+    return "\n".join(line.rstrip() for line in out)
+
+
+def comparison_table(cmp: ModelComparison, width: int = 100, *, seed: int = 0, n_resamples: int = 2000) -> str:
+    """Several models on the same sentences as text: (1) per model and feature, the corpus entropy
+    per dimension against relative depth (95 % bootstrap interval over sentences); (2) per
+    sentence, the aligned word units × models, each cell the unit's share (%) of the kept
+    information of the sentence's words at the model's output feature (its last layer without
+    one), and each model's prediction. ``~`` = not converged, ``—`` = the model has no word there."""
+    out = _corpus_block(cmp, width, seed, n_resamples)
+    for b in range(len(cmp)):
+        out += [""] + _share_block(cmp, b, width)
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _corpus_block(cmp: ModelComparison, width: int, seed: int, n_resamples: int) -> list[str]:
+    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.sentence_entropy()
+    out = textwrap.wrap(f"{len(cmp.models)} models, {n_b} sentence{'s' if n_b != 1 else ''}: corpus entropy per "
+                        "dimension against relative depth (low entropy = kept)", width)
+    out += textwrap.wrap("entropy: mean over a sentence's words (each model's own) of H(X_word|s) per embedding "
+                         "dimension, then over the sentences, in nats/dim, with a 95 % bootstrap interval over sentences; depth: "
+                         "layer l of N at l/N, the prediction at 1.25", width, initial_indent="    ",
+                         subsequent_indent="    ")
+    models = [_short(m, 20) for m in cmp.models]
+    names = [[_short(n, 22, True) + ("" if int(c.sum()) == n_b else NC)
+              for n, c in zip(cmp.layers[m], cmp.converged[m])] for m in range(len(cmp.models))]
+    mw = max([len(m) for m in models] + [len("model")])
+    fw = max([len(n) for ns in names for n in ns] + [len("feature")])
+    head = (f"{'model':<{mw}} {'feature':<{fw}} {'depth':>6}  {'entropy (nats/dim)':>18}  {'95 % interval':>16}  "
+            f"{'converged':>9}")
+    out += [head, "-" * len(head)]
+    any_nc = False
+    for m in range(len(cmp.models)):
+        conv = cmp.converged[m].sum(1).tolist()
+        any_nc |= any(c < n_b for c in conv)
+        rows = per_sentence[m].numpy()
+        for k, fi in enumerate(_depth_order(cmp.depth[m])):
+            out.append(f"{models[m] if k == 0 else '':<{mw}} {names[m][fi]:<{fw}} {cmp.depth[m][fi]:>6.2f}  "
+                       f"{_dim(float(corpus[m][fi])):>18}  {_interval(rows[fi], n_resamples, seed):>16}  "
+                       f"{f'{conv[fi]}/{n_b}':>9}")
+    if any_nc:
+        out += textwrap.wrap(f"{NC} not converged in some sentences (converged < {n_b}): the optimiser's "
+                             "stationarity test did not pass there; numbers approximate", width)
+    if n_b < 2:
+        out.append("n/a: an interval needs at least 2 sentences")
+    return out
+
+
+def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
+    n_m = len(cmp.models)
+    units = [_short(u, 18) for u in cmp.units[b]]
+    fis = [cmp.feature_index(m) for m in range(n_m)]
+    conv = [bool(cmp.converged[m][fis[m], b]) for m in range(n_m)]
+    share = [(cmp.share[m][fis[m], b, : len(units)] * 100).tolist() for m in range(n_m)]
+    out = textwrap.wrap(f'[{b}] "{_cmp_text(cmp, b)}"', width, subsequent_indent="    ")
+    preds = [f"{cmp.models[m]}: {_cmp_pred(cmp, m, b)}" for m in range(n_m)]
+    one_line = "    predicted: " + " · ".join(preds)
+    out += [one_line] if len(one_line) <= width else [
+        line for p in preds for line in textwrap.wrap(f"predicted by {p}", width, initial_indent="    ",
+                                                      subsequent_indent="        ")]
+    features = [cmp.layers[m][fis[m]] for m in range(n_m)]
+    at = "output" if all(f == "output" for f in features) else "output (or last layer)"
+    out += textwrap.wrap(f"share (%) of the kept information of the sentence's words, at each model's {at} "
+                         "feature; each column sums to 100 over the units it has (high = kept)", width,
+                         initial_indent="    ", subsequent_indent="    ")
+    lw = max([len(u) for u in units] + [len("unit"), len("(feature)")])
+    cw = [max(9, min(20, max(len(m), len(f) if at != "output" else 0) + 3)) for m, f in zip(cmp.models, features)]
+    blocks: list[list[int]] = [[]]  # models side by side while they fit in ``width``
+    for m in range(n_m):
+        if blocks[-1] and lw + 1 + sum(cw[k] for k in blocks[-1]) + cw[m] > width:
+            blocks.append([])
+        blocks[-1].append(m)
+    missing = False
+    for cols in blocks:
+        if len(blocks) > 1:
+            out.append(f"    models {cols[0] + 1}-{cols[-1] + 1} of {n_m}:" if len(cols) > 1
+                       else f"    model {cols[0] + 1} of {n_m}:")
+        header = "".join(f"{_short(cmp.models[m], cw[m] - 3):>{cw[m] - 2}}{'' if conv[m] else NC:<2}" for m in cols)
+        out.append(f"{'unit':<{lw}} {header}")
+        if at != "output":
+            out.append(f"{'(feature)':<{lw}} "
+                       + "".join(f"{_short(features[m], cw[m] - 3, True):>{cw[m] - 2}}  " for m in cols))
+        out.append("-" * (lw + 1 + sum(cw[m] for m in cols)))
+        for u, name in enumerate(units):
+            cells = []
+            for m in cols:
+                v = share[m][u]
+                missing |= not math.isfinite(v)
+                cells.append(f"{NONE:>{cw[m] - 2}}  " if not math.isfinite(v)
+                             else f"{v:>{cw[m] - 2}.1f}{'' if conv[m] else NC:<2}")
+            out.append(f"{name:<{lw}} " + "".join(cells))
+    if not all(conv):
+        bad = ", ".join(f"{cmp.models[m]} at {features[m]}" for m in range(n_m) if not conv[m])
+        out += textwrap.wrap(f"{NC} not converged: {bad} (the optimiser's stationarity test did not pass; "
+                             "numbers approximate)", width)
+    if missing:
+        out += textwrap.wrap(f"{NONE} the model has no word in this unit: it truncated the sentence (shares are over "
+                             "its own words)", width)
+    return out
 
 
 def visualize_text_records(ex: LayerExplanation, b: int, feature: str, others: Mapping[str, Tensor],

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .._io import load_tensors, save_tensors
 from .._names import ZOO_MODELS
-from .data import LABEL_NAMES, cache_dir, load_polarity
+from .data import LABEL_NAMES, cache_dir, cache_write_error, load_polarity
 from .models import WordModelConfig, build_word_model, glove_init
 from .text import WordTokenizer
 from .train import TrainConfig, accuracy, fit
@@ -50,6 +50,9 @@ class ZooModel:
         layers: ordered ``name -> module`` of hidden layers (per-token outputs (B, T, D)).
         label_names: class names, index = label.
         meta: training facts (accuracy on the held-out test split, sizes, seed, ...).
+        tokenizer: the tokenizer behind ``tokenize`` (a Hugging Face tokenizer or a
+            :class:`~captum_entropy.zoo.text.WordTokenizer`).
+        pad_token_id: the id of padding in ``input_ids``.
     """
 
     name: str
@@ -60,6 +63,32 @@ class ZooModel:
     layers: dict[str, nn.Module]
     label_names: tuple[str, ...] = LABEL_NAMES
     meta: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = None
+    pad_token_id: int = 0
+
+    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, list]:
+        """``(input_ids, attention_mask, groupings)``: the batch and, per sentence, how its tokens
+        form words (:class:`~captum_entropy.words.WordGrouping`; a fast tokenizer's ``word_ids``
+        where there is one, else the sub-word markers)."""
+        from ..words import group_tokens
+
+        texts = list(texts)
+        if isinstance(self.tokenizer, WordTokenizer) or self.tokenizer is None:
+            ids, mask = self.tokenize(texts)
+            vocab = getattr(self.tokenizer, "vocab", None)
+            rows = [[vocab[i] if vocab else str(i) for i in r] for r in ids.tolist()]
+            return ids, mask, [group_tokens(r, mask=m, scheme="word") for r, m in zip(rows, mask.tolist())]
+        tok = self.tokenizer
+        enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.meta.get("max_length"))
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        specials = set(tok.all_special_tokens) - {tok.unk_token}
+        groups = []
+        for b in range(ids.shape[0]):
+            tokens = tok.convert_ids_to_tokens(ids[b].tolist())
+            word_ids = enc.word_ids(b) if getattr(enc, "is_fast", False) else None
+            groups.append(group_tokens(tokens, word_ids=word_ids, mask=mask[b].tolist(), special_tokens=specials,
+                                       decode=tok.convert_tokens_to_string))
+        return ids, mask, groups
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Logits (B, classes)."""
@@ -85,28 +114,48 @@ def _minilm_path() -> str:
     return get_model_path()
 
 
+def _hf_layers(base: nn.Module) -> list[nn.Module] | None:
+    """The ordered transformer blocks of a Hugging Face encoder (BERT/RoBERTa/ELECTRA, DistilBERT)."""
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers"):
+        obj: Any = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, (nn.ModuleList, list)) and len(obj):
+            return list(obj)
+    return None
+
+
 def from_hf_classifier(model: nn.Module, tokenizer: Any, name: str = "hf", label_names: Sequence[str] | None = None,
                        max_length: int = 128, meta: dict | None = None) -> ZooModel:
-    """Wrap a Hugging Face BERT-like ``*ForSequenceClassification`` and its tokenizer.
+    """Wrap a Hugging Face ``*ForSequenceClassification`` and its tokenizer.
 
-    The embedding module (``base_model.embeddings``) gets the noise; the layers are
-    ``base_model.encoder.layer``. Other architectures: build a :class:`ZooModel` by hand.
+    The embedding module (``base_model.embeddings``: word + position (+ segment) after
+    LayerNorm) gets the noise; the layers are the encoder blocks (``encoder.layer`` for
+    BERT/RoBERTa/ELECTRA-like models, ``transformer.layer`` for DistilBERT). Other
+    architectures: build a :class:`ZooModel` by hand.
     """
     base = getattr(model, "base_model", model)
-    if not (hasattr(base, "embeddings") and hasattr(base, "encoder") and hasattr(base.encoder, "layer")):
-        raise ValueError("expected a BERT-like model with base_model.embeddings and base_model.encoder.layer")
+    blocks = _hf_layers(base)
+    if not hasattr(base, "embeddings") or blocks is None:
+        raise ValueError(
+            f"{type(model).__name__}: expected an encoder with base_model.embeddings and its blocks in "
+            "encoder.layer (BERT, RoBERTa, ELECTRA) or transformer.layer (DistilBERT); for other architectures "
+            "build a ZooModel(name, model, tokenize, tokens, embedding, layers) by hand"
+        )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def tokenize(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         return enc["input_ids"], enc["attention_mask"]
 
     def tokens(ids: Tensor) -> list[str]:
-        keep = [i for i in ids.tolist() if i != tokenizer.pad_token_id]
+        keep = [i for i in ids.tolist() if i != pad]
         return tokenizer.convert_ids_to_tokens(keep)
 
     labels = tuple(label_names or [model.config.id2label[i] for i in range(model.config.num_labels)])
-    layers = {f"layer{i + 1}": m for i, m in enumerate(base.encoder.layer)}
-    return ZooModel(name, model.eval(), tokenize, tokens, base.embeddings, layers, labels, dict(meta or {}))
+    layers = {f"layer{i + 1}": m for i, m in enumerate(blocks)}
+    return ZooModel(name, model.eval(), tokenize, tokens, base.embeddings, layers, labels,
+                    {**(meta or {}), "max_length": max_length}, tokenizer=tokenizer, pad_token_id=pad)
 
 
 def build(name: str, train_texts: Sequence[str] | None = None, seed: int = 0, glove: bool = True,
@@ -133,7 +182,8 @@ def build(name: str, train_texts: Sequence[str] | None = None, seed: int = 0, gl
     model = build_word_model(cfg)
     found = glove_init(model.embedding, tok.vocab) if glove else 0
     meta = {"config": cfg.to_dict(), "vocab": tok.vocab, "glove_words": found}
-    return ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES, meta)
+    return ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES, meta,
+                    tokenizer=tok)
 
 
 def train(name: str, train_examples=None, test_examples=None, seed: int = 0, epochs: int | None = None,
@@ -157,13 +207,19 @@ def train(name: str, train_examples=None, test_examples=None, seed: int = 0, epo
 
 def save_model(zm: ZooModel, path: str | os.PathLike | None = None) -> Path:
     """Save weights and metadata (accuracy, vocabulary, config) to one safetensors file."""
+    in_cache = path is None
     path = Path(path) if path is not None else checkpoint_path(zm.name)
     # clones: safetensors refuses tensors that share storage (tied weights)
     state = {k: v.detach().clone() for k, v in zm.model.state_dict().items()}
     meta = {"name": zm.name, **zm.meta}
     if zm.name == "minilm":
         meta["hf_config"] = zm.model.config.to_dict()
-    return save_tensors(path, state, meta)
+    try:
+        return save_tensors(path, state, meta)
+    except OSError as err:
+        if not in_cache:
+            raise
+        raise cache_write_error(err, path.parent) from err
 
 
 def load(name: str, train_if_missing: bool = True, progress: bool = True, path: str | os.PathLike | None = None) -> ZooModel:
@@ -175,19 +231,38 @@ def load(name: str, train_if_missing: bool = True, progress: bool = True, path: 
         if not train_if_missing:
             raise FileNotFoundError(f"no checkpoint at {path}; run `captum-entropy train {name}` first")
         return train(name, progress=progress)
-    state, meta = load_tensors(path)
-    if name == "minilm":
-        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    # safetensors + JSON only (no pickle); nothing in the metadata names a file to read
+    fix = f"delete it and train again (`captum-entropy train {name}`, or zoo.train({name!r}))"
+    try:
+        state, meta = load_tensors(path, f"a {name} checkpoint")
+    except ValueError as err:
+        raise ValueError(f"{err}; for a zoo checkpoint: {fix}") from None
+    try:
+        if meta.get("name", name) != name:
+            raise ValueError(f"it holds the model {meta.get('name')!r}")
+        if name == "minilm":
+            from transformers import BertConfig, BertForSequenceClassification
 
-        model = BertForSequenceClassification(BertConfig.from_dict(meta.pop("hf_config")))
-        model.load_state_dict(state)
+            model = BertForSequenceClassification(BertConfig.from_dict(dict(meta.pop("hf_config"))))
+            model.load_state_dict(state)
+        else:
+            cfg = WordModelConfig(**{**meta["config"], "kernels": tuple(meta["config"]["kernels"])})
+            model = build_word_model(cfg)
+            model.load_state_dict(state)
+            vocab = meta["vocab"]
+            if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab)):
+                raise ValueError("its vocabulary is not a list of strings")
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        what = f"missing metadata {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:300]
+        raise ValueError(f"the checkpoint {path} does not fit the zoo model {name!r} ({what}): {fix}") from None
+    if name == "minilm":
+        from transformers import AutoTokenizer
+
         zm = from_hf_classifier(model, AutoTokenizer.from_pretrained(_minilm_path()), name="minilm", max_length=64)
     else:
-        cfg = WordModelConfig(**{**meta["config"], "kernels": tuple(meta["config"]["kernels"])})
-        model = build_word_model(cfg)
-        model.load_state_dict(state)
         tok = WordTokenizer(meta["vocab"])
-        zm = ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES)
+        zm = ZooModel(name, model.eval(), tok, tok.tokens, model.embedding, model.hidden_layers(), LABEL_NAMES,
+                      tokenizer=tok)
     meta.pop("name", None)
     zm.meta.update(meta)
     return zm

@@ -1,0 +1,181 @@
+"""One line for the common case: ``explain(model, tokenizer, "text")``.
+
+For a zoo model (by name) or any Hugging Face sequence classifier: fits (or loads from the
+cache) the feature statistics σ_S of every layer and of the output, explains the sentences at
+every layer and at the predicted class, groups sub-word tokens into words and returns a
+:class:`~captum_entropy.analysis.LayerExplanation` that can ``show()``, ``plot()``,
+``save_html()`` and ``save()``.
+
+    >>> from captum_entropy import explain                       # doctest: +SKIP
+    >>> explain("minilm", texts="a dull, dull movie .").show()   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .analysis import LayerExplanation, explain_layers
+from .stats import FeatureStats
+
+STATS_SENTENCES = 256  # training sentences of the polarity corpus behind the default σ_S
+
+
+class Explainer:
+    """A model made ready for :meth:`__call__`: its wrapper, layers and feature statistics.
+
+    Args:
+        model: a zoo name (``"minilm"``, ``"cnn"``, ...), a :class:`~captum_entropy.zoo.ZooModel`,
+            or a Hugging Face ``*ForSequenceClassification`` (then pass ``tokenizer``).
+        tokenizer: the Hugging Face tokenizer of ``model``.
+        layers: ``"all"`` (every hidden layer), a list of layer names, or ``()`` for none.
+        output: also explain the predicted class's logit.
+        stats: a :class:`FeatureStats` with every layer and ``"output"``, a path to a saved
+            one, or ``None``: fitted on ``stats_texts`` (default: the first 256 training
+            sentences of the embedded polarity corpus) and cached per model.
+        stats_texts: sentences to fit the statistics on.
+        **settings: defaults for every call (``max_steps``, ``tolerance``, ``show_progress``, ...).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, layers: str | Sequence[str] = "all", output: bool = True,
+                 stats: FeatureStats | str | Path | None = None, stats_texts: Sequence[str] | None = None,
+                 **settings: Any) -> None:
+        self.zoo_model = as_zoo_model(model, tokenizer)
+        known = list(self.zoo_model.layers)
+        if isinstance(layers, str):
+            if layers != "all":
+                raise ValueError(f"layers must be 'all', a list of names from {known}, or (); got {layers!r}")
+            names = known
+        else:
+            names = list(layers)
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(f"unknown layer(s) {unknown}; {self.zoo_model.name} has {known}")
+        self.layers = {n: self.zoo_model.layers[n] for n in known if n in names}
+        self.output = output
+        self.settings = settings
+        if isinstance(stats, (str, Path)):
+            stats = FeatureStats.load(stats)
+        self.stats = stats if stats is not None else feature_stats(self.zoo_model, stats_texts)
+        needed = list(self.layers) + (["output"] if output else [])
+        missing = [n for n in needed if n not in self.stats.std_]
+        if missing:
+            raise ValueError(f"the feature statistics lack {missing} (they have {sorted(self.stats.std_)}); "
+                             "fit them on every layer and 'output', or pass stats=None to fit them here")
+
+    def __call__(self, texts: str | Sequence[str], **settings: Any) -> LayerExplanation:
+        """Explain ``texts`` (one sentence or a list) at every chosen layer and the prediction."""
+        texts = check_texts(texts)
+        zm = self.zoo_model
+        ids, mask, groups = zm.encode(texts)
+        device = _device(zm.model)
+        ids, mask = ids.to(device), mask.to(device)
+        return explain_layers(
+            zm.forward, zm.embedding, ids, layers=self.layers, output=self.output, additional_forward_args=(mask,),
+            feature_std=self.stats, groupings=groups, texts=texts, model_name=zm.name,
+            label_names=list(zm.label_names), **{"mask": mask, **self.settings, **settings},
+        )
+
+
+def explain(model: Any, tokenizer: Any = None, texts: str | Sequence[str] | None = None, **kwargs: Any) -> LayerExplanation:
+    """``Explainer(model, tokenizer, **kwargs)(texts)``: every layer and the prediction, by word.
+
+    ``tokenizer`` may be left out for a zoo model (``explain("cnn", texts=[...])``); a string in
+    its place is taken as the texts."""
+    if texts is None and isinstance(tokenizer, (str, list, tuple)):
+        tokenizer, texts = None, tokenizer
+    if texts is None:
+        raise TypeError("explain() needs texts: explain(model, tokenizer, 'a sentence') or texts=[...]")
+    run_keys = {"max_steps", "n_samples", "tolerance", "seed", "show_progress", "internal_batch_size"}
+    init = {k: v for k, v in kwargs.items() if k not in run_keys}
+    return Explainer(model, tokenizer, **init)(texts, **{k: v for k, v in kwargs.items() if k in run_keys})
+
+
+def as_zoo_model(model: Any, tokenizer: Any = None):
+    """A :class:`~captum_entropy.zoo.ZooModel` for a zoo name, a ZooModel, or a HF classifier."""
+    from .zoo import ZooModel, from_hf_classifier, load
+    from .zoo.registry import MODEL_NAMES
+
+    if isinstance(model, ZooModel):
+        return model
+    if isinstance(model, str):
+        if model not in MODEL_NAMES:
+            raise ValueError(f"unknown zoo model {model!r}; choose one of {MODEL_NAMES}, or pass a Hugging Face "
+                             "classifier and its tokenizer")
+        return load(model)
+    if isinstance(model, nn.Module):
+        if tokenizer is None:
+            raise ValueError(f"{type(model).__name__} needs its tokenizer: explain(model, tokenizer, texts)")
+        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        return from_hf_classifier(model, tokenizer, name=str(name))
+    raise TypeError(f"model must be a zoo name, a ZooModel or a Hugging Face classifier, got {type(model).__name__}")
+
+
+def check_texts(texts: str | Sequence[str]) -> list[str]:
+    """A non-empty list of non-blank sentences (a clear error otherwise)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no sentences to explain: the list is empty")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"sentence {i} is a {type(t).__name__}, not a str")
+        if not t.strip():
+            raise ValueError(f"sentence {i} is empty or only whitespace; remove it")
+    return texts
+
+
+def feature_stats(zm: Any, texts: Sequence[str] | None = None, batch_size: int = 64) -> FeatureStats:
+    """σ_S of every layer of ``zm`` and of its output, fitted on ``texts`` (default: the first
+    :data:`STATS_SENTENCES` polarity training sentences) and cached per model and data."""
+    from .zoo import cache_dir, load_polarity
+
+    if texts is None:
+        texts = [e.text for e in load_polarity("train")[:STATS_SENTENCES]]
+    texts = check_texts(texts)
+    if len(texts) < 2:
+        raise ValueError("feature statistics need at least 2 sentences")
+    key = hashlib.sha256((fingerprint(zm.model) + "\n".join(texts)).encode()).hexdigest()[:16]
+    path = cache_dir() / "stats" / f"{zm.name.replace('/', '_')}-{key}.safetensors"
+    if path.is_file():
+        try:
+            return FeatureStats.load(path)
+        except Exception as err:  # a damaged cache entry is refitted, never trusted
+            warnings.warn(f"cached feature statistics {path} are unreadable ({type(err).__name__}); refitting",
+                          stacklevel=2)
+            path.unlink(missing_ok=True)
+    device = _device(zm.model)
+    batches = []
+    for i in range(0, len(texts), batch_size):
+        ids, mask = zm.tokenize(texts[i:i + batch_size])
+        batches.append((ids.to(device), mask.to(device)))
+    stats = FeatureStats().fit(zm.forward, batches, layers={**zm.layers, "output": None}, mask_index=1,
+                               model_name=zm.name)
+    try:
+        stats.save(path)
+    except OSError as err:  # a read-only or full cache costs a refit next time, nothing else
+        warnings.warn(f"could not cache the feature statistics in {path.parent} ({err}); they will be refitted "
+                      "next time (set CAPTUM_ENTROPY_CACHE to a writable folder)", stacklevel=2)
+    return stats
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A cheap identity of a model's weights (names, shapes and two sums per tensor)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            t = t.detach()
+            sums = (float(t.double().sum()), float(t.double().abs().sum())) if t.numel() else (0.0, 0.0)
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}{sums[0]:.10e}{sums[1]:.10e}".encode())
+    return h.hexdigest()
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
