@@ -5,7 +5,7 @@ Transformer that reverse random sequences, measures with Jacobians and token swa
 output step reads, explains every step's emitted-token logit with EntropyAttribution (two
 optimiser settings), Saliency, InputXGradient and LayerIntegratedGradients, and scores them
 (captum_entropy.reverse). Prints the tables, writes one heatmap per method and, for the full
-run, the tables and this command into docs/findings.md (between markers; text outside them
+run, the tables and this command into docs/reversal.md (between markers; text outside them
 is kept).
 
     python benchmarks/reverse_task.py                 # full run (~12-14 min on a 2-core CPU)
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these tiny models)")
     parser.add_argument("--retrain", action="store_true", help="train even when a matching checkpoint exists")
     parser.add_argument("--findings", default=None,
-                        help="markdown file to update (full: docs/findings.md; quick: CACHE/quick/findings.md)")
+                        help="markdown file to update (full: docs/reversal.md; quick: CACHE/quick/findings.md)")
     args = parser.parse_args()
     cfg = dict(QUICK if args.quick else FULL)
     for name, value in (("sequences", args.sequences), ("max_steps", args.max_steps)):
@@ -198,7 +198,7 @@ def main() -> None:
         parser.error("--threads must be >= 1")
     torch.set_num_threads(args.threads)
     cache = Path(args.cache) / ("quick" if args.quick else "")
-    findings = Path(args.findings) if args.findings else (cache / "findings.md" if args.quick else Path("docs/findings.md"))
+    findings = Path(args.findings) if args.findings else (cache / "findings.md" if args.quick else Path("docs/reversal.md"))
     start = time.perf_counter()
 
     metas, results = {}, {}
