@@ -95,6 +95,11 @@ class LayerExplanation:
     def __len__(self) -> int:
         return len(self.groupings)
 
+    def __repr__(self) -> str:
+        conv = int(self.converged.sum())
+        return (f"LayerExplanation(model={self.model!r}, sentences={len(self)}, features={self.layers}, "
+                f"converged={conv}/{self.converged.numel()}; .show(), .plot(), .to_html(), .save())")
+
     def words(self, b: int) -> list[str]:
         """The words of sentence ``b``."""
         return list(self.groupings[b].words)

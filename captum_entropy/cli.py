@@ -101,7 +101,10 @@ def _lines(name: str) -> list[str]:
 def _read_sentences(args: argparse.Namespace, default_count: int | None = None) -> list[str]:
     sentences = list(getattr(args, "sentences", None) or []) if default_count is None else []
     if args.file:
-        sentences += _lines(args.file)
+        lines = _lines(args.file)
+        if not lines:
+            raise BadInput(f"--file {args.file} holds no sentences (every line is empty)")
+        sentences += lines
     if not sentences and default_count is not None:
         from .zoo import load_polarity
 

@@ -75,6 +75,10 @@ class ModelComparison:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __repr__(self) -> str:
+        return (f"ModelComparison(models={self.models}, sentences={len(self)}; .show(), .plot('depth'|'words'), "
+                ".to_html(), .save())")
+
     def corpus_entropy(self) -> list[Tensor]:
         """Per model, (L_m,): the mean over sentences of :attr:`mean_entropy` (nats per dimension)."""
         return [e.mean(-1) for e in self.mean_entropy]
@@ -145,10 +149,10 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
     if len(explanations) < 1:
         raise ValueError("compare_models needs at least one explanation")
     texts = explanations[0].texts
-    for ex in explanations[1:]:
+    for i, ex in enumerate(explanations[1:], 1):
         if len(ex) != len(texts) or (any(texts) and ex.texts != texts):
-            raise ValueError(f"{ex.model} explains other sentences than {explanations[0].model}: "
-                             "compare explanations of the same texts, in the same order")
+            raise ValueError(f"explanation {i} ({ex.model}) explains other sentences than explanation 0 "
+                             f"({explanations[0].model}): compare explanations of the same texts, in the same order")
     n_b = len(texts) or len(explanations[0])
     units, maps = [], []
     for b in range(n_b):

@@ -54,6 +54,8 @@ def floor_std(std: Tensor, rel_floor: float, what: str = "feature_std") -> Tenso
 def module_names(root: Any) -> dict[int, str]:
     """``id(module) -> qualified name`` for a module (or the module behind a bound method)."""
     module = root if isinstance(root, nn.Module) else getattr(root, "__self__", None)
+    if not isinstance(module, nn.Module):  # a method of a wrapper that holds the model (ZooModel.forward)
+        module = getattr(module, "model", None)
     if not isinstance(module, nn.Module):
         return {}
     return {id(m): name for name, m in module.named_modules()}

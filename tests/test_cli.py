@@ -70,3 +70,10 @@ def test_explain_a_local_hugging_face_folder_end_to_end(tmp_path, capsys, monkey
     assert ex.layers == ["layer1", "layer2", "output"] and ex.words(0)[1] == "unbelievably"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<b>bold</b>" not in page and "&lt;b&gt;" in page
+
+
+def test_an_empty_sentence_file_is_bad_input(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert main(["explain", "--file", str(empty)]) == BAD_INPUT
+    assert "holds no sentences" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def _cmp_depth(figure: type, cmp: ModelComparison, seed: int = 0, n_resamples: i
                 ax.fill_between(x, band[:, 0], band[:, 1], color=c, alpha=0.15, lw=0)
             else:
                 ax.errorbar(x, y, yerr=np.abs(band.T - y), color=c, capsize=4, lw=1, ls="none")
-        ax.plot(x, y, color=c, lw=2.2, marker=marker, ms=7, label=_tex(_short(f"{name} ({len(x)} features)", 40)))
+        ax.plot(x, y, color=c, lw=2.2, marker=marker, ms=7, label=_tex(_short(f"{name} ({len(x)} feature{'s' if len(x) != 1 else ''})", 40)))
         nc = ~cmp.converged[m].numpy()[order].all(1)
         if nc.any():
             any_nc = True
