@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,27 +97,64 @@ def fmt(c, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def share_on(ex: LayerExplanation, f: int, words: set[str]) -> list[tuple[float, float]]:
-    """Per sentence with at least one such word: (share of kept information on them, their fraction of words)."""
-    rows = []
+def share_on(ex: LayerExplanation, f: int, words: set[str], offset: int = 0) -> dict[int, tuple[float, float]]:
+    """Per sentence (by its index in the run) with at least one such word and one other: (share of
+    the kept information on them, their fraction of the sentence's words)."""
+    rows = {}
     for b in range(len(ex)):
         ws = ex.words(b)
         hit = [i for i, w in enumerate(ws) if w.lower() in words]
         if hit and len(hit) < len(ws):
-            share = ex.word_share(b)[f]
-            rows.append((float(share[hit].sum()), len(hit) / len(ws)))
+            rows[offset + b] = (float(ex.word_share(b)[f][hit].sum()), len(hit) / len(ws))
     return rows
 
 
-def spread(ex: LayerExplanation, f: int, mass: float = 0.8) -> list[float]:
+def per_sentence(exs: list[LayerExplanation], fn) -> dict[int, Any]:
+    """``fn(ex, offset)`` over the chunks of a run, merged (keys: sentence index in the run)."""
+    out, offset = {}, 0
+    for ex in exs:
+        out.update(fn(ex, offset))
+        offset += len(ex)
+    return out
+
+
+def spread(ex: LayerExplanation, f: int, offset: int = 0, mass: float = 0.8) -> dict[int, float]:
     """Per sentence: the smallest fraction of its words that holds ``mass`` of the kept information."""
-    out = []
+    out = {}
     for b in range(len(ex)):
         s = torch.sort(ex.word_share(b)[f], descending=True).values
         if len(s) >= 2 and float(s.sum()) > 0:
-            k = int((torch.cumsum(s, 0) < mass - 1e-9).sum()) + 1
-            out.append(k / len(s))
+            out[offset + b] = (int((torch.cumsum(s, 0) < mass - 1e-9).sum()) + 1) / len(s)
     return out
+
+
+def log_sigma_spread(ex: LayerExplanation, f: int, offset: int = 0) -> dict[int, float]:
+    """Per sentence: the std over its word tokens (specials left out) of log σ (nats per dimension),
+    a scale-free contrast: 0 = every word tolerates the same noise."""
+    out = {}
+    for b in range(len(ex)):
+        g = ex.groupings[b]
+        pos = [p for p, w in enumerate(g.word_of) if w >= 0]
+        if len(pos) >= 2:
+            out[offset + b] = float(ex.log_sigma[f, b, pos].std())
+    return out
+
+
+def paired(a: dict[int, float], b: dict[int, float]):
+    """Mean difference a − b over the sentences both have, with its interval."""
+    keys = sorted(set(a) & set(b))
+    return ci([a[k] - b[k] for k in keys])
+
+
+def verdict(c, what_up: str, what_down: str) -> str:
+    mean, lo, hi, n = c
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"too few sentences to tell (n = {n})"
+    if lo > 0:
+        return what_up
+    if hi < 0:
+        return what_down
+    return "no clear difference (the interval contains 0)"
 
 
 def depth_rows(exs: list[LayerExplanation]) -> list[list[float]]:
@@ -172,14 +210,16 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
         ax.errorbar(depth, [c[0] for c in cis], yerr=[[c[0] - c[1] for c in cis], [c[2] - c[0] for c in cis]],
                     marker="o", capsize=3, label=name)
         first, last = rows[0], rows[len(layers[0].layers) - 1]
+        pairs = [(names[len(layers[0].layers) - 1] + f" → output (first {len(rows[-1])})", last, rows[-1])]
         if len(layers[0].layers) > 1:
-            rises.append(f"| {name} | {names[0]} → {names[len(layers[0].layers) - 1]} | "
-                         f"{fmt(ci([b - a for a, b in zip(first, last)]))} | "
-                         f"{np.mean([b > a for a, b in zip(first, last)]):.0%} |")
-        n_out = len(rows[-1])
-        rises.append(f"| {name} | {names[len(layers[0].layers) - 1]} → output (first {n_out}) | "
-                     f"{fmt(ci([b - a for a, b in zip(last[:n_out], rows[-1])]))} | "
-                     f"{np.mean([b > a for a, b in zip(last[:n_out], rows[-1])]):.0%} |")
+            pairs.insert(0, (f"{names[0]} → {names[len(layers[0].layers) - 1]}", first, last))
+        for what, lo_rows, hi_rows in pairs:
+            d = ci([b - a for a, b in zip(lo_rows, hi_rows)])
+            rises.append(f"| {name} | {what} | {fmt(d)} | {np.mean([b > a for a, b in zip(lo_rows, hi_rows)]):.0%} "
+                         f"| {verdict(d, 'rose (information lost)', 'fell')} |")
+    ax.set_xlim(0, 1.32)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0, 1.25], ["0", "0.25", "0.5", "0.75", "1\n(last layer)", "prediction"])
+    ax.grid(alpha=0.3)
     ax.set_xlabel("relative depth (layer / number of layers; the prediction at 1.25)")
     ax.set_ylabel("mean word entropy per dimension (nats)")
     ax.set_title("Corpus-level entropy against depth (higher = more forgotten)")
@@ -190,18 +230,31 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     # claim 2: sentiment words vs function words, at the output and at the last hidden layer
     table2 = ["| model | feature | n | share on sentiment words | their share of words | enrichment (share / fraction) "
               "| share on function words | their share of words | enrichment |", "|---|---|---|---|---|---|---|---|---|"]
-    enrich = {}
+    enrich: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for name in models:
         for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
             f = len(exs[0].layers) - 1
-            s_rows = [r for ex in exs for r in share_on(ex, f, sentiment)]
-            f_rows = [r for ex in exs for r in share_on(ex, f, function)]
-            se = ci([a / b for a, b in s_rows])
-            fe = ci([a / b for a, b in f_rows])
-            enrich[(name, label)] = (se, fe)
-            table2.append(f"| {name} | {label} | {se[3]} | {fmt(ci([a for a, _ in s_rows]))} | "
-                          f"{np.mean([b for _, b in s_rows]):.3f} | {fmt(se, 2)} | {fmt(ci([a for a, _ in f_rows]))} | "
-                          f"{np.mean([b for _, b in f_rows]):.3f} | {fmt(fe, 2)} |")
+            s_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, sentiment, o))
+            f_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, function, o))
+            enrich[(name, label)] = {"sentiment": {k: a / b for k, (a, b) in s_rows.items()},
+                                     "function": {k: a / b for k, (a, b) in f_rows.items()}}
+            se, fe = ci(enrich[(name, label)]["sentiment"].values()), ci(enrich[(name, label)]["function"].values())
+            table2.append(f"| {name} | {label} | {se[3]} | {fmt(ci([a for a, _ in s_rows.values()]))} | "
+                          f"{np.mean([b for _, b in s_rows.values()]):.3f} | {fmt(se, 2)} | "
+                          f"{fmt(ci([a for a, _ in f_rows.values()]))} | {np.mean([b for _, b in f_rows.values()]):.3f} "
+                          f"| {fmt(fe, 2)} |")
+    table2b = ["| feature | minilm − other: sentiment-word enrichment [95 % CI] | function-word enrichment | n (paired) |",
+               "|---|---|---|---|"]
+    verdicts2 = []
+    if "minilm" in models:
+        for label in ("output", "last layer"):
+            for other in (m for m in models if m != "minilm"):
+                ds = paired(enrich[("minilm", label)]["sentiment"], enrich[(other, label)]["sentiment"])
+                df = paired(enrich[("minilm", label)]["function"], enrich[(other, label)]["function"])
+                table2b.append(f"| {label}: minilm − {other} | {fmt(ds, 2)} | {fmt(df, 2)} | {ds[3]} |")
+                verdicts2.append(f"- {label}, minilm against {other}: sentiment words "
+                                 f"{verdict(ds, 'more concentrated in minilm', f'more concentrated in {other}')}; "
+                                 f"function words {verdict(df, 'more in minilm', f'more in {other}')}.")
 
     # claim 3: [CLS] and [SEP] in the BERT model
     table3 = []
@@ -219,6 +272,13 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
             sp[tok + "_ci"] = cis
         for f, n_ in enumerate(names):
             table3.append(f"| {n_} | {fmt(sp['[CLS]_ci'][f])} | {fmt(sp['[SEP]_ci'][f])} |")
+        table3.append("")
+        for tok in ("[CLS]", "[SEP]"):
+            below = [n_ for n_, c in zip(names, sp[tok + "_ci"]) if c[2] < 1]
+            half = [n_ for n_, c in zip(names, sp[tok + "_ci"]) if c[2] < 0.5]
+            table3.append(f"- {tok}: kept less than the mean word (interval below 1) first at "
+                          f"{below[0] if below else 'no layer'}; below half the mean word first at "
+                          f"{half[0] if half else 'no layer'}.")
         ax3.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax3.set_xlabel("minilm layer")
         ax3.set_ylabel("kept information relative to the mean word")
@@ -228,49 +288,63 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
         save_figure(fig3, fig_dir / "findings_specials.png")
 
     # claim 4: how spread the kept information is
-    table4 = ["| model | feature | n | smallest fraction of words holding 80 % of the kept information [95 % CI] |",
-              "|---|---|---|---|"]
+    table4 = ["| model | feature | n | smallest fraction of words holding 80 % of the kept information [95 % CI] "
+              "| std of log σ over the words, nats/dim [95 % CI] |", "|---|---|---|---|---|"]
+    spreads, contrast = {}, {}
     for name in models:
         for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
             f = len(exs[0].layers) - 1
-            c = ci([v for ex in exs for v in spread(ex, f)])
-            table4.append(f"| {name} | {label} | {c[3]} | {fmt(c)} |")
+            spreads[(name, label)] = per_sentence(exs, lambda ex, o: spread(ex, f, o))
+            contrast[(name, label)] = per_sentence(exs, lambda ex, o: log_sigma_spread(ex, f, o))
+            c = ci(spreads[(name, label)].values())
+            table4.append(f"| {name} | {label} | {c[3]} | {fmt(c)} | {fmt(ci(contrast[(name, label)].values()))} |")
+    verdicts4 = []
+    if "minilm" in models:
+        for label in ("output", "last layer"):
+            for other in (m for m in models if m != "minilm"):
+                d = paired(spreads[("minilm", label)], spreads[(other, label)])
+                dc = paired(contrast[("minilm", label)], contrast[(other, label)])
+                verdicts4.append(f"- {label}, minilm − {other}: 80 % fraction {fmt(d)}: "
+                                 f"{verdict(d, f'minilm spreads wider than {other}', f'minilm more concentrated than {other}')}"
+                                 f"; std of log σ {fmt(dc)}: "
+                                 f"{verdict(dc, 'minilm contrasts its words more', f'{other} contrasts its words more')} "
+                                 f"(n = {d[3]}).")
 
     lines += ["# The paper's findings, measured", "",
               "Guan et al. (2019) report that corpus-level information is lost with depth, that BERT singles out "
               "task words where LSTM and CNN spread over neighbourhoods and function words, and that BERT forgets "
               "[SEP] early. This page measures each claim on this repository's four zoo models (sentiment "
-              f"polarity, README), on the first {n_texts} held-out test sentences, with default settings "
+              "polarity, README), on the first held-out test sentences (n, per model and feature, in every "
+              "table: the predictions and minilm's deeper layers are the expensive part on a CPU), with default settings "
               "(tolerance 0.05, σ_S fitted per model and layer on 256 training sentences). Intervals are 95 % "
               "bootstrap intervals over sentences (2000 resamples, percentile).", "",
-              f"Produced by `{command}` ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} on a "
+              f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} on a "
               "2-core CPU). Entropies are per dimension so models of different widths share a scale; the "
               "kept information of a word is log(σ cap / σ) summed over its dimensions (0 = forgotten).", "",
               "## 1. Corpus-level entropy against depth", "", *table1, "",
               "Change from the first to the last hidden layer, and from the last layer to the prediction (paired "
               "over sentences; the share of sentences where entropy rose):", "",
-              "| model | from → to | change, nats/dim [95 % CI] | sentences where it rose |", "|---|---|---|---|",
+              "| model | from → to | change, nats/dim [95 % CI] | sentences where it rose | verdict |",
+              "|---|---|---|---|---|",
               *rises, "", "![depth](figures/findings_depth.png)", "",
               "## 2. Sentiment words against function words", "",
               f"Sentiment words: VADER's lexicon (`vaderSentiment` 3.3.2), |valence| ≥ {SENTIMENT_MIN}; function "
               "words: the `stop-words` package's English list minus any word VADER scores. Per sentence with at least "
               "one such word: the share of the words' kept information on them, and that share over their "
               "fraction of the sentence's words (enrichment: 1 = no preference).", "", *table2, "",
+              "Paired over the same sentences (the paper: BERT relies on meaningful words, LSTM and CNN more on "
+              "function words):", "", *table2b, "", *verdicts2, "",
               "## 3. [CLS] and [SEP] in the BERT model (minilm)", "", *table3, "",
               "![specials](figures/findings_specials.png)", "",
-              "## 4. How spread the kept information is", "", *table4, ""]
-    lines += verdicts(models, enrich, data)
+              "## 4. How spread the kept information is", "", *table4, "",
+              "Paired differences (the paper: BERT and the Transformer single out task words, LSTM and CNN spread "
+              "over neighbourhoods):", "", *verdicts4, ""]
     write_text(doc, "\n".join(lines) + "\n")
     print(f"wrote {doc}")
 
 
 def seconds(timing: dict, model: str) -> float:
     return sum(v for k, v in timing.items() if k.startswith(model + "-"))
-
-
-def verdicts(models, enrich, data) -> list[str]:
-    """Placeholder for the prose; filled in by hand from the tables above (kept out of the numbers)."""
-    return []
 
 
 def main() -> None:
@@ -285,6 +359,8 @@ def main() -> None:
     p.add_argument("--work", default="out/findings")
     p.add_argument("--doc", default="docs/findings.md")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--runs", help="the commands that produced the files in --work, as stated in the page "
+                   "(default: this command)")
     args = p.parse_args()
     models = [m.strip() for m in args.models.split(",")]
     texts = [e.text for e in load_polarity("test")[: args.sentences]]
@@ -298,7 +374,8 @@ def main() -> None:
     command = "python benchmarks/paper_findings.py" + "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("sentences", "output_sentences", "minilm_output_sentences")
         if getattr(args, k) != p.get_default(k))
-    summarise(models, work, timing, len(texts), Path(args.doc).parent / "figures", Path(args.doc), command)
+    summarise(models, work, timing, len(texts), Path(args.doc).parent / "figures", Path(args.doc),
+              args.runs or f"`{command}`")
 
 
 if __name__ == "__main__":
