@@ -51,11 +51,12 @@ def lexicons() -> tuple[set[str], set[str]]:
 
 # -- stage 1 -------------------------------------------------------------------------------------
 
-def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_steps: int, timing: dict) -> None:
+def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_steps: int, timing: dict,
+        parts: tuple[str, ...] = ("layers", "output")) -> None:
     """Explain and save every chunk not yet on disk (every model's layers first, then the
     predictions, the slow part); ``timing`` gets each chunk's seconds."""
     explainers = {}
-    for part in ("layers", "output"):
+    for part in parts:
         for name in models:
             if name not in explainers:
                 zm = load(name)
@@ -376,6 +377,7 @@ def main() -> None:
     p.add_argument("--work", default="out/findings")
     p.add_argument("--doc", default="docs/findings.md")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--parts", default="layers,output", help="what to compute first (e.g. output,layers)")
     p.add_argument("--runs", help="the commands that produced the files in --work, as stated in the page "
                    "(default: this command)")
     args = p.parse_args()
@@ -387,7 +389,7 @@ def main() -> None:
     timing_path = work / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     if not args.summary_only:
-        run(models, texts, n_out, work, args.chunk, args.max_steps, timing)
+        run(models, texts, n_out, work, args.chunk, args.max_steps, timing, tuple(args.parts.split(",")))
     command = "python benchmarks/paper_findings.py" + "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("sentences", "output_sentences", "minilm_output_sentences")
         if getattr(args, k) != p.get_default(k))
