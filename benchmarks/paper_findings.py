@@ -65,18 +65,30 @@ def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_ste
                                     "output": Explainer(zm, layers=(), max_steps=max_steps, stats=hidden.stats)}
             count = len(texts) if part == "layers" else n_output[name]
             for i in range(0, count, chunk):
-                path = work / f"{name}-{part}-{i:04d}.safetensors"
+                # the name holds both ends: a rerun with other counts never takes a shorter chunk for a full one
+                path = work / f"{name}-{part}-{i:04d}-{min(i + chunk, count):04d}.safetensors"
                 if path.is_file():
                     continue
                 t = time.perf_counter()
-                explainers[name][part](texts[i:min(i + chunk, count)]).save(path)
+                explainers[name][part](texts[i:min(i + chunk, count)]).save(path)  # atomic (safetensors + rename)
                 timing[path.name] = round(time.perf_counter() - t, 1)
                 write_text(work / "timing.json", json.dumps(timing, indent=1))
                 print(f"{name} {part} {i}..{min(i + chunk, count)}: {timing[path.name]:.0f} s", flush=True)
 
 
 def gather(work: Path, name: str, part: str) -> list[LayerExplanation]:
-    return [LayerExplanation.load(p) for p in sorted(work.glob(f"{name}-{part}-*.safetensors"))]
+    """The chunks that cover sentences 0, 1, … without gap or overlap (the longest at each start)."""
+    chunks = {}
+    for p in work.glob(f"{name}-{part}-*-*.safetensors"):
+        start, end = (int(x) for x in p.stem.split("-")[-2:])
+        if end > chunks.get(start, (0, None))[0]:
+            chunks[start] = (end, p)
+    out, covered = [], 0
+    while covered in chunks:
+        end, p = chunks[covered]
+        out.append(LayerExplanation.load(p))
+        covered = end
+    return out
 
 
 # -- stage 2 -------------------------------------------------------------------------------------
@@ -327,8 +339,8 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
               "table: the predictions and minilm's deeper layers are the expensive part on a CPU), with default settings "
               "(tolerance 0.05, σ_S fitted per model and layer on 256 training sentences). Intervals are 95 % "
               "bootstrap intervals over sentences (2000 resamples, percentile).", "",
-              f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} on a "
-              "2-core CPU). Entropies are per dimension so models of different widths share a scale; the "
+              f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} of chunk "
+              "time on a 2-core CPU, partly while other jobs ran: upper bounds). Entropies are per dimension so models of different widths share a scale; the "
               "kept information of a word is log(σ cap / σ) summed over its dimensions (0 = forgotten).", "",
               "**Read with care.** (1) n is small where the feature is expensive (minilm's prediction: 4 sentences, "
               "so its intervals are rough and paired comparisons at the output rest on 3–4 sentences); the same "
