@@ -244,30 +244,27 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     table2 = ["| model | feature | n | share on sentiment words | their share of words | enrichment (share / fraction) "
               "| share on function words | their share of words | enrichment |", "|---|---|---|---|---|---|---|---|---|"]
     enrich: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
-    for name in models:
-        for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
-            f = len(exs[0].layers) - 1
-            s_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, sentiment, o))
-            f_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, function, o))
-            enrich[(name, label)] = {"sentiment": {k: a / b for k, (a, b) in s_rows.items()},
-                                     "function": {k: a / b for k, (a, b) in f_rows.items()}}
-            se, fe = ci(enrich[(name, label)]["sentiment"].values()), ci(enrich[(name, label)]["function"].values())
-            table2.append(f"| {name} | {label} | {se[3]} | {fmt(ci([a for a, _ in s_rows.values()]))} | "
-                          f"{np.mean([b for _, b in s_rows.values()]):.3f} | {fmt(se, 2)} | "
-                          f"{fmt(ci([a for a, _ in f_rows.values()]))} | {np.mean([b for _, b in f_rows.values()]):.3f} "
-                          f"| {fmt(fe, 2)} |")
+    for name, label, exs, f in task_features(models, data):
+        s_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, sentiment, o))
+        f_rows = per_sentence(exs, lambda ex, o: share_on(ex, f, function, o))
+        enrich[(name, label)] = {"sentiment": {k: a / b for k, (a, b) in s_rows.items()},
+                                 "function": {k: a / b for k, (a, b) in f_rows.items()}}
+        se, fe = ci(enrich[(name, label)]["sentiment"].values()), ci(enrich[(name, label)]["function"].values())
+        table2.append(f"| {name} | {label} | {se[3]} | {fmt(ci([a for a, _ in s_rows.values()]))} | "
+                      f"{np.mean([b for _, b in s_rows.values()]):.3f} | {fmt(se, 2)} | "
+                      f"{fmt(ci([a for a, _ in f_rows.values()]))} | {np.mean([b for _, b in f_rows.values()]):.3f} "
+                      f"| {fmt(fe, 2)} |")
     table2b = ["| feature | minilm − other: sentiment-word enrichment [95 % CI] | function-word enrichment | n (paired) |",
                "|---|---|---|---|"]
     verdicts2 = []
     if "minilm" in models:
-        for label in ("output", "last layer"):
-            for other in (m for m in models if m != "minilm"):
-                ds = paired(enrich[("minilm", label)]["sentiment"], enrich[(other, label)]["sentiment"])
-                df = paired(enrich[("minilm", label)]["function"], enrich[(other, label)]["function"])
-                table2b.append(f"| {label}: minilm − {other} | {fmt(ds, 2)} | {fmt(df, 2)} | {ds[3]} |")
-                verdicts2.append(f"- {label}, minilm against {other}: sentiment words "
-                                 f"{verdict(ds, 'more concentrated in minilm', f'more concentrated in {other}')}; "
-                                 f"function words {verdict(df, 'more in minilm', f'more in {other}')}.")
+        for label, other in ((lb, m) for lb in ("output", "last layer") for m in models if m != "minilm"):
+            ds = paired(enrich[("minilm", label)]["sentiment"], enrich[(other, label)]["sentiment"])
+            df = paired(enrich[("minilm", label)]["function"], enrich[(other, label)]["function"])
+            table2b.append(f"| {label}: minilm − {other} | {fmt(ds, 2)} | {fmt(df, 2)} | {ds[3]} |")
+            verdicts2.append(f"- {label}, minilm against {other}: sentiment words "
+                             f"{verdict(ds, 'more concentrated in minilm', f'more concentrated in {other}')}; "
+                             f"function words {verdict(df, 'more in minilm', f'more in {other}')}.")
 
     # claim 3: [CLS] and [SEP] in the BERT model
     table3 = []
@@ -312,24 +309,21 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     table4 = ["| model | feature | n | smallest fraction of words holding 80 % of the kept information [95 % CI] "
               "| std of log σ over the words, nats/dim [95 % CI] |", "|---|---|---|---|---|"]
     spreads, contrast = {}, {}
-    for name in models:
-        for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
-            f = len(exs[0].layers) - 1
-            spreads[(name, label)] = per_sentence(exs, lambda ex, o: spread(ex, f, o))
-            contrast[(name, label)] = per_sentence(exs, lambda ex, o: log_sigma_spread(ex, f, o))
-            c = ci(spreads[(name, label)].values())
-            table4.append(f"| {name} | {label} | {c[3]} | {fmt(c)} | {fmt(ci(contrast[(name, label)].values()))} |")
+    for name, label, exs, f in task_features(models, data):
+        spreads[(name, label)] = per_sentence(exs, lambda ex, o: spread(ex, f, o))
+        contrast[(name, label)] = per_sentence(exs, lambda ex, o: log_sigma_spread(ex, f, o))
+        c = ci(spreads[(name, label)].values())
+        table4.append(f"| {name} | {label} | {c[3]} | {fmt(c)} | {fmt(ci(contrast[(name, label)].values()))} |")
     verdicts4 = []
     if "minilm" in models:
-        for label in ("output", "last layer"):
-            for other in (m for m in models if m != "minilm"):
-                d = paired(spreads[("minilm", label)], spreads[(other, label)])
-                dc = paired(contrast[("minilm", label)], contrast[(other, label)])
-                verdicts4.append(f"- {label}, minilm − {other}: 80 % fraction {fmt(d)}: "
-                                 f"{verdict(d, f'minilm spreads wider than {other}', f'minilm more concentrated than {other}')}"
-                                 f"; std of log σ {fmt(dc)}: "
-                                 f"{verdict(dc, 'minilm contrasts its words more', f'{other} contrasts its words more')} "
-                                 f"(n = {d[3]}).")
+        for label, other in ((lb, m) for lb in ("output", "last layer") for m in models if m != "minilm"):
+            d = paired(spreads[("minilm", label)], spreads[(other, label)])
+            dc = paired(contrast[("minilm", label)], contrast[(other, label)])
+            verdicts4.append(f"- {label}, minilm − {other}: 80 % fraction {fmt(d)}: "
+                             f"{verdict(d, f'minilm spreads wider than {other}', f'minilm more concentrated than {other}')}"
+                             f"; std of log σ {fmt(dc)}: "
+                             f"{verdict(dc, 'minilm contrasts its words more', f'{other} contrasts its words more')} "
+                             f"(n = {d[3]}).")
 
     lines += ["# The paper's findings, measured", "",
               "Guan et al. (2019) report that corpus-level information is lost with depth, that BERT singles out "
@@ -371,6 +365,13 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
               "over neighbourhoods):", "", *verdicts4, ""]
     write_text(doc, "\n".join(lines) + "\n")
     print(f"wrote {doc}")
+
+
+def task_features(models, data):
+    """``(model, "output" | "last layer", its explanations, the feature's index)`` for every model."""
+    for name in models:
+        for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
+            yield name, label, exs, len(exs[0].layers) - 1
 
 
 def seconds(timing: dict, model: str) -> float:

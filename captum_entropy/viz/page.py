@@ -82,19 +82,24 @@ def _legend(ex: LayerExplanation, unit: str) -> str:
     )
 
 
-def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
-    """Split cells into lines of at most ``budget`` characters (≈ 800 px at 14 px), so that a
-    1000 px window needs no horizontal scrolling."""
+def _pack(cost: list[int], budget: int) -> list[list[int]]:
+    """Consecutive indices into lines whose costs add up to at most ``budget`` (greedy; a
+    single item over the budget gets a line of its own)."""
     out: list[list[int]] = [[]]
     used = 0
-    for i, s in enumerate(items):
-        cost = min(len(s), 24) + 2
-        if out[-1] and used + cost > budget:
+    for i, c in enumerate(cost):
+        if out[-1] and used + c > budget:
             out.append([])
             used = 0
         out[-1].append(i)
-        used += cost
+        used += c
     return out
+
+
+def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
+    """Split cells into lines of at most ``budget`` characters (≈ 800 px at 14 px), so that a
+    1000 px window needs no horizontal scrolling."""
+    return _pack([min(len(s), 24) + 2 for s in items], budget)
 
 
 def _section(ex: LayerExplanation, b: int, unit: str) -> str:
@@ -214,23 +219,12 @@ def _unit_chunks(units: list[str], budget: int = 780) -> list[list[int]]:
     window less the model names), as few as fit and of balanced widths (no lone last column)."""
     cost = [max(7 * min(len(u), 24), 36) + 16 for u in units]  # 12 px header text, a number at least
 
-    def greedy(target: int) -> list[list[int]]:
-        out: list[list[int]] = [[]]
-        used = 0
-        for i, c in enumerate(cost):
-            if out[-1] and used + c > target:
-                out.append([])
-                used = 0
-            out[-1].append(i)
-            used += c
-        return out
-
     for k in range(max(1, math.ceil(sum(cost) / budget)), len(units) + 1):
         for target in range(math.ceil(sum(cost) / k), budget + 1, 4):
-            out = greedy(target)
+            out = _pack(cost, target)
             if len(out) <= k:
                 return out
-    return greedy(budget)
+    return _pack(cost, budget)
 
 
 def _cmp_section(cmp: ModelComparison, b: int) -> str:
