@@ -26,6 +26,8 @@ _EXPORTS = {
     "explain_layers": "analysis",
     "FeatureStats": "stats",
     "TinyStdWarning": "stats",
+    "RunResults": "runs",
+    "run_dataset": "runs",
 }
 
 
@@ -53,6 +55,7 @@ __all__ = [
     "ModelComparison",
     "NotComparableWarning",
     "OptimSettings",
+    "RunResults",
     "Settings",
     "TinyStdWarning",
     "bits_to_nats",
@@ -64,5 +67,6 @@ __all__ = [
     "explain_layers",
     "linear_optimal_sigma",
     "nats_to_bits",
+    "run_dataset",
     "sigma_from_entropy",
 ]

@@ -229,6 +229,40 @@ class LayerExplanation:
         return LayerExplanation(layers=[self.layers[i] for i in idx], depth=[self.depth[i] for i in idx],
                                 **per_layer, **rest)
 
+    @classmethod
+    def concat(cls, parts: Sequence["LayerExplanation"]) -> "LayerExplanation":
+        """The sentences of ``parts`` (same model and features) in one result, padded to the longest."""
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.model, p.layers, p.n_dims) != (first.model, first.layers, first.n_dims):
+                raise ValueError(f"cannot concatenate {p!r} with {first!r}: another model or other features")
+        width = max(p.mask.shape[1] for p in parts)
+        pad = {"token_entropy": math.nan, "token_kept": 0.0, "log_sigma": math.nan, "saturated": False, "mask": False}
+
+        def cat(key: str) -> Tensor:
+            dim = 0 if key in ("mask", "max_sigma", "prediction", "probability", "target") else 1
+            ts = [getattr(p, key) for p in parts]
+            if key in pad:
+                ts = [torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=pad[key]) for t in ts]
+            return torch.cat(ts, dim)
+
+        return cls(model=first.model, layers=list(first.layers), depth=list(first.depth),
+                   texts=[t for p in parts for t in p.texts],
+                   groupings=[g.padded(width) for p in parts for g in p.groupings],
+                   n_dims=first.n_dims, label_names=list(first.label_names), settings=dict(first.settings),
+                   **{k: cat(k) for k in _TENSORS})
+
+    def take(self, sentences: Sequence[int]) -> "LayerExplanation":
+        """The sentences at ``sentences`` (indices, in that order)."""
+        idx = torch.as_tensor(list(sentences), dtype=torch.long)
+        per_sentence = {k: getattr(self, k)[idx] for k in ("mask", "max_sigma", "prediction", "probability", "target")}
+        per_layer = {k: getattr(self, k)[:, idx] for k in _TENSORS if k not in per_sentence}
+        return LayerExplanation(model=self.model, layers=list(self.layers), depth=list(self.depth),
+                                texts=[self.texts[i] for i in idx.tolist()],
+                                groupings=[self.groupings[i] for i in idx.tolist()], n_dims=self.n_dims,
+                                label_names=list(self.label_names), settings=dict(self.settings),
+                                **per_sentence, **per_layer)
+
     def _layer_index(self, name: str) -> int:
         if name not in self.layers:
             raise KeyError(f"no feature {name!r}; this explanation has {self.layers}")

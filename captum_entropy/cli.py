@@ -4,6 +4,9 @@
     captum-entropy explain --file sentences.txt                                   # one sentence per line
     captum-entropy layers [--model minilm] [--sentences 16]                       # entropy against depth
     captum-entropy compare minilm transformer lstm cnn [--sentences 8]            # the same sentences, four models
+    captum-entropy run --data polarity:test [--model minilm] [--out out/run]      # a whole dataset, in shards
+    torchrun --nproc_per_node 2 -m captum_entropy.cli run --data FILE.csv ...     # the same, 2 processes
+    captum-entropy merge out/run [--to all.safetensors] [--csv words.csv]         # a run as one result / table
     captum-entropy train MODEL [--seed 0] [--epochs N]                            # train a zoo model
     captum-entropy demo                                                           # the `make demo` job
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 BAD_INPUT = 2
 
@@ -67,6 +71,36 @@ def _parser() -> argparse.ArgumentParser:
     cm.add_argument("--sentences", type=int, default=8, help="held-out test sentences to use (default 8)")
     cm.add_argument("--file", help="your sentences instead, one per line")
     run_options(cm, "out/compare")
+
+    rn = sub.add_parser("run", help="a whole dataset, in shards that survive a kill (resume by running again)",
+                        description="Explain every sentence of a dataset at every layer and the prediction, in "
+                        "shards written atomically to --out. Killed at any moment, the same command resumes from "
+                        "the last whole shard. Under torchrun each process takes its share of the shards; the "
+                        "output is the same as one process's. Then `captum-entropy merge OUT`.")
+    rn.add_argument("--data", required=True, metavar="SOURCE",
+                    help="polarity:train|dev|test (the embedded corpus), a .csv / .jsonl / .txt file "
+                    "(.txt: one sentence a line), or hf:NAME[:SPLIT] (a Hugging Face dataset; needs `datasets`)")
+    rn.add_argument("--text-column", default="text", help="the column holding the sentences (default text)")
+    rn.add_argument("--label-column", default="label", help="the column holding class indices, or 'none'")
+    rn.add_argument("--data-files", help="hf:csv / hf:json only: the local files to load")
+    rn.add_argument("--limit", type=int, help="only the first N sentences")
+    rn.add_argument("--model", default="minilm", metavar="MODEL",
+                    help=f"a zoo model ({', '.join(ZOO_MODELS)}) or a local Hugging Face classifier folder")
+    rn.add_argument("--shard-size", type=int, default=16, help="sentences per shard and batch (default 16)")
+    rn.add_argument("--no-sort", action="store_true", help="keep dataset order in shards (default: sorted by "
+                    "length, so a batch pads little)")
+    rn.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: this process's GPU (cuda:LOCAL_RANK) if there is one, else the CPU")
+    run_options(rn, "out/run")
+
+    mg = sub.add_parser("merge", help="a run folder as one result file and / or a CSV table of words",
+                        description="Check every shard of a run against its index and write them as one "
+                        "LayerExplanation (dataset order) and / or a CSV with one line per sentence, feature "
+                        "and word.")
+    mg.add_argument("run", help="the run folder (--out of `captum-entropy run`)")
+    mg.add_argument("--to", help="the merged result (.safetensors; default RUN/merged.safetensors)")
+    mg.add_argument("--csv", help="also write the words table as CSV here")
+    mg.add_argument("--partial", action="store_true", help="merge what is done although the run is not complete")
 
     tr = sub.add_parser("train", help="train a zoo model on the polarity train split and cache it")
     tr.add_argument("model", choices=ZOO_MODELS)
@@ -137,7 +171,8 @@ def _model(name: str):
         raise BadInput(f"cannot load a sequence classifier and tokenizer from {path}: {err}") from None
 
 
-def _explainer(args: argparse.Namespace, model: str):
+def _explainer(args: argparse.Namespace, model: Any, tokenizer: Any = None):
+    """An Explainer for ``model`` (a zoo name or folder, loaded here; or a loaded model + tokenizer)."""
     from .explainer import Explainer
 
     if args.max_steps < 1:
@@ -147,7 +182,9 @@ def _explainer(args: argparse.Namespace, model: str):
     if stats_texts is not None and len(stats_texts) < 2:
         raise BadInput(f"--stats-file {args.stats_file} needs at least 2 sentences")
     try:
-        return Explainer(*_model(model), layers=layers, output=not args.no_output, max_steps=args.max_steps,
+        if isinstance(model, str) and tokenizer is None:
+            model, tokenizer = _model(model)
+        return Explainer(model, tokenizer, layers=layers, output=not args.no_output, max_steps=args.max_steps,
                          show_progress=not args.quiet, stats_texts=stats_texts)
     except ValueError as err:
         raise BadInput(str(err)) from None
@@ -214,6 +251,80 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    from .zoo import load_examples, load_hf_split, load_polarity
+
+    spec, label = args.data, None if args.label_column.lower() == "none" else args.label_column
+    try:
+        if spec.startswith("polarity:"):
+            examples = load_polarity(spec.split(":", 1)[1])
+        elif spec.startswith("hf:"):
+            name, _, split = spec[3:].partition(":")
+            extra = {"data_files": args.data_files} if args.data_files else {}
+            examples = load_hf_split(name, split or "train", text_column=args.text_column, label_column=label, **extra)
+        else:
+            path = Path(spec)
+            if not path.is_file():
+                raise BadInput(f"--data {spec}: no such file (or use polarity:SPLIT or hf:NAME[:SPLIT])")
+            if path.suffix.lower() == ".txt":
+                return _lines(spec)[: args.limit], []
+            examples = load_examples(path, text_column=args.text_column, label_column=label)
+    except (ValueError, ImportError) as err:
+        raise BadInput(f"--data {spec}: {err}") from None
+    if args.limit is not None:
+        if args.limit < 1:
+            raise BadInput(f"--limit must be at least 1, got {args.limit}")
+        examples = examples[: args.limit]
+    if not examples:
+        raise BadInput(f"--data {spec} holds no sentences")
+    return [e.text for e in examples], [e.label for e in examples]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runs import distributed, run_dataset
+
+    texts, labels = _dataset(args)
+    if args.shard_size < 1:
+        raise BadInput(f"--shard-size must be at least 1, got {args.shard_size}")
+    with distributed(args.device) as rank:
+        from .explainer import as_zoo_model
+
+        zm = as_zoo_model(*_model(args.model))
+        zm.model.to(rank.device)
+        explainer = _explainer(args, zm)
+        try:
+            results = run_dataset(explainer, texts, args.out, labels=labels or None, shard_size=args.shard_size,
+                                  sort_by_length=not args.no_sort, progress=not args.quiet, rank=rank)
+        except ValueError as err:
+            raise BadInput(str(err)) from None
+    if rank.rank == 0:
+        state = "complete" if results.complete else f"{len(results.missing_rows)} rows still to do"
+        print(f"{len(results)}/{len(texts)} sentences in {len(results.done)} shards ({state})")
+        _report([str(Path(args.out))])
+        print(f"next: captum-entropy merge {args.out}")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .runs import RunResults
+
+    try:
+        results = RunResults(args.run)
+        merged = results.merge(allow_partial=args.partial)
+    except (ValueError, FileNotFoundError) as err:
+        raise BadInput(str(err)) from None
+    to = Path(args.to or Path(args.run) / "merged.safetensors")
+    merged.save(to)
+    paths = [str(to)]
+    if args.csv:
+        from .viz import write_text
+
+        paths.append(write_text(args.csv, results.table().to_csv(index=False)))
+    print(repr(results))
+    _report(paths)
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .zoo import checkpoint_path, train
 
@@ -233,8 +344,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"explain": _cmd_explain, "layers": _cmd_layers, "compare": _cmd_compare, "train": _cmd_train,
-             "demo": _cmd_demo}
+_COMMANDS = {"explain": _cmd_explain, "layers": _cmd_layers, "compare": _cmd_compare, "run": _cmd_run,
+             "merge": _cmd_merge, "train": _cmd_train, "demo": _cmd_demo}
 
 
 if __name__ == "__main__":

@@ -99,6 +99,14 @@ class WordGrouping:
         """The token strings at :attr:`specials`."""
         return [self.tokens[p] for p in self.specials]
 
+    def padded(self, width: int) -> "WordGrouping":
+        """The same grouping over ``width`` positions (the extra ones padding, in no word)."""
+        extra = width - len(self.tokens)
+        if extra < 0:
+            raise ValueError(f"cannot pad {len(self.tokens)} positions to {width}")
+        return WordGrouping(self.tokens + ("",) * extra, self.words, self.word_of + (-1,) * extra, self.specials,
+                            self.scheme)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (for result files)."""
         return {"tokens": list(self.tokens), "words": list(self.words), "word_of": list(self.word_of),

@@ -251,10 +251,13 @@ def _write_csv_atomic(path: Path, examples: Iterable[Example]) -> None:
 # --------------------------------------------------------------------------- your own data
 
 
-def load_examples(path: str | os.PathLike, text_column: str = "text", label_column: str = "label") -> list[Example]:
+def load_examples(
+    path: str | os.PathLike, text_column: str = "text", label_column: str | None = "label"
+) -> list[Example]:
     """Labelled sentences from a ``.csv`` (with a header row) or ``.jsonl`` (one object a line) file.
 
-    Labels must be class indices: ints, or strings of ints such as ``"1"``.
+    Labels must be class indices: ints, or strings of ints such as ``"1"``; ``label_column=None``
+    reads unlabelled sentences (label ``-1``).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -275,7 +278,8 @@ def load_examples(path: str | os.PathLike, text_column: str = "text", label_colu
 
 
 def load_hf_split(
-    path_or_name: str, split: str = "train", text_column: str = "text", label_column: str = "label", **load_kwargs: Any,
+    path_or_name: str, split: str = "train", text_column: str = "text", label_column: str | None = "label",
+    **load_kwargs: Any,
 ) -> list[Example]:
     """One split of a Hugging Face dataset: ``datasets.load_dataset(path_or_name, split=split, **load_kwargs)``.
 
@@ -294,14 +298,15 @@ def load_hf_split(
     columns = getattr(ds, "column_names", None)
     if columns is not None:
         _check_columns(columns, (text_column, label_column), where)
-        rows: Iterable[tuple[Any, Any]] = zip(ds[text_column], ds[label_column])
+        labels = ds[label_column] if label_column is not None else [None] * len(ds)
+        rows: Iterable[tuple[Any, Any]] = zip(ds[text_column], labels)
     else:  # e.g. a streamed IterableDataset: columns are known only row by row
         rows = ((_get(row, text_column, f"{where} row {i}"), _get(row, label_column, f"{where} row {i}"))
                 for i, row in enumerate(ds))
     return [_example(text, label, f"{where} row {i}") for i, (text, label) in enumerate(rows)]
 
 
-def _read_csv_file(path: Path, text_column: str = "text", label_column: str = "label") -> list[Example]:
+def _read_csv_file(path: Path, text_column: str = "text", label_column: str | None = "label") -> list[Example]:
     with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
@@ -309,11 +314,12 @@ def _read_csv_file(path: Path, text_column: str = "text", label_column: str = "l
         _check_columns(reader.fieldnames, (text_column, label_column), str(path))
         # row 1 is the header (rows, not lines: a quoted text may span lines)
         return [
-            _example(row[text_column], row[label_column], f"{path} row {i}") for i, row in enumerate(reader, start=2)
+            _example(row[text_column], row[label_column] if label_column is not None else None, f"{path} row {i}")
+            for i, row in enumerate(reader, start=2)
         ]
 
 
-def _read_jsonl_file(path: Path, text_column: str, label_column: str) -> list[Example]:
+def _read_jsonl_file(path: Path, text_column: str, label_column: str | None) -> list[Example]:
     examples = []
     with open(path, encoding="utf-8-sig") as f:
         for i, line in enumerate(f, start=1):
@@ -332,9 +338,9 @@ def _read_jsonl_file(path: Path, text_column: str, label_column: str) -> list[Ex
     return examples
 
 
-def _check_columns(existing: Iterable[str], wanted: Iterable[str], where: str) -> None:
+def _check_columns(existing: Iterable[str], wanted: Iterable[str | None], where: str) -> None:
     existing = list(existing)
-    missing = [c for c in wanted if c not in existing]
+    missing = [c for c in wanted if c is not None and c not in existing]
     if missing:
         raise ValueError(
             f"{where} has no column {', '.join(map(repr, missing))}; its columns are {existing}. "
@@ -342,7 +348,9 @@ def _check_columns(existing: Iterable[str], wanted: Iterable[str], where: str) -
         )
 
 
-def _get(row: dict, column: str, at: str) -> Any:
+def _get(row: dict, column: str | None, at: str) -> Any:
+    if column is None:
+        return None
     if column not in row:
         raise ValueError(
             f"{at} has no column {column!r}; its columns are {list(row)}. "
@@ -354,7 +362,7 @@ def _get(row: dict, column: str, at: str) -> Any:
 def _example(text: Any, label: Any, at: str) -> Example:
     if not isinstance(text, str):
         raise ValueError(f"{at}: the text must be a string, got {text!r:.80}")
-    return Example(text, _to_label(label, at))
+    return Example(text, -1 if label is None else _to_label(label, at))
 
 
 def _to_label(value: Any, at: str) -> int:
