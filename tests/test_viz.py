@@ -26,6 +26,7 @@ from captum_entropy.words import group_tokens
 from .browser import render
 
 K = 384
+LIBRARY_MIN_BOOTSTRAP = viz._common.MIN_BOOTSTRAP  # before the fixture below lowers it
 LOG_CAP = math.log(2.0)
 SENTENCES = [
     ("[CLS] the un ##believ ##able film is great [SEP]", "the unbelievable film is great"),
@@ -85,6 +86,13 @@ def word_kept_expected(ex: LayerExplanation, b: int, fi: int, word: str) -> floa
     g = ex.groupings[b]
     return sum(float(ex.token_kept[fi, b, p]) for p in g.spans()[g.words.index(word)])
 
+
+
+@pytest.fixture(autouse=True)
+def intervals_from_two_sentences(monkeypatch):
+    """The hand-built explanations hold 2 sentences; the library draws an interval from 5 on
+    (test_a_nearly_uniform_row_stays_pale_and_small_samples_get_no_interval checks that)."""
+    monkeypatch.setattr("captum_entropy.viz._common.MIN_BOOTSTRAP", 2)
 
 # -- the text table ----------------------------------------------------------------------------
 
@@ -155,7 +163,7 @@ def test_heatmap_labels_markers_and_png(ex, tmp_path):
     fig = viz.plot_explanation(ex, "heatmap", 0)
     ax, bar = fig.axes[0], fig.axes[-1]
     assert ax.get_xlabel() == "word (sentence order)" and ax.get_ylabel() == "feature (shallow → deep)"
-    assert bar.get_ylabel() == "kept information, scaled per row\n(0 = row min, 1 = row max)"
+    assert bar.get_ylabel() == "kept information, scaled per row\n(0 = row min, 1 = row max;\nspread < 10 %: pale)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ex.words(0)
     rows = [t.get_text() for t in ax.get_yticklabels()]
     assert rows[1].startswith("layer2 (not converged)\n") and rows[0] == "layer1\n27.0–123 nats"
@@ -365,3 +373,19 @@ def test_visualize_text_records_escape_for_captum():
     (ours,) = viz.visualize_text_records(ex, 0, "output", {}, None)
     assert ours.raw_input_ids[0] == "&lt;script&gt;alert(1)&lt;/script&gt;" and ours.true_class == "n/a"
     assert ours.pred_class == "pos&quot;itive"
+
+
+def test_a_nearly_uniform_row_stays_pale_and_small_samples_get_no_interval(monkeypatch):
+    from captum_entropy.viz._common import _bootstrap, _narrow, _scaled
+
+    monkeypatch.setattr("captum_entropy.viz._common.MIN_BOOTSTRAP", LIBRARY_MIN_BOOTSTRAP)
+    assert LIBRARY_MIN_BOOTSTRAP == 5
+
+    rows = torch.tensor([[100.0, 101.0, 100.5], [0.0, 50.0, 100.0]])
+    scaled = _scaled(rows)
+    torch.testing.assert_close(scaled[0], torch.tensor([0.0, 1.0, 0.5]) / 10.1)  # a 1 % spread: pale
+    torch.testing.assert_close(scaled[1], torch.tensor([0.0, 0.5, 1.0]))         # a real spread: full scale
+    assert _narrow(rows[0]) and not _narrow(rows[1])
+    assert all(map(math.isnan, _bootstrap(np.array([1.0, 2.0, 3.0, 4.0]), 100, 0)))
+    lo, hi = _bootstrap(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2000, 0)
+    assert 1.0 < lo < 3.0 < hi < 5.0

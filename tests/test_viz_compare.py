@@ -56,6 +56,13 @@ def test_the_fixture_aligns_three_tokenizations(cmp):
     assert torch.isnan(cmp.share[2][1, 0, 2:5]).all() and torch.isnan(cmp.share[2][1, 1, 2])
 
 
+
+@pytest.fixture(autouse=True)
+def intervals_from_two_sentences(monkeypatch):
+    """The hand-built explanations hold 2 sentences; the library draws an interval from 5 on
+    (test_a_nearly_uniform_row_stays_pale_and_small_samples_get_no_interval checks that)."""
+    monkeypatch.setattr("captum_entropy.viz._common.MIN_BOOTSTRAP", 2)
+
 # -- tables --------------------------------------------------------------------------------------
 
 def test_comparison_table_corpus_block(cmp):

@@ -84,10 +84,15 @@ def _cmp_pred(cmp: ModelComparison, m: int, b: int, prefix: str = "") -> str:
     return _predicted(names, int(cmp.prediction[m][b]), float(cmp.probability[m][b]), prefix)
 
 
+MIN_BOOTSTRAP = 5  # fewer sentences than this: no interval (a bootstrap of 2 or 3 values says nothing)
+MIN_SPREAD = 0.1  # a row's colours span at least this fraction of its largest value
+
+
 def _bootstrap(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean (seeded resample); NaN below 2 values."""
+    """95 % percentile bootstrap interval of the mean (seeded resample); NaN below
+    :data:`MIN_BOOTSTRAP` finite values."""
     v = values[np.isfinite(values)]
-    if v.size < 2:
+    if v.size < MIN_BOOTSTRAP:
         return math.nan, math.nan
     means = v[np.random.default_rng(seed).integers(0, v.size, (n, v.size))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
@@ -100,12 +105,19 @@ def _depth_order(depth: Sequence[float]) -> list[int]:
 
 
 def _scaled(kept: Tensor) -> Tensor:
-    """Each row to 0..1 = its min..max (a constant row: 0)."""
+    """Each row to 0..1 from its min over a span of at least :data:`MIN_SPREAD` × its max, so a
+    nearly uniform row stays pale instead of stretching a 1 % difference over the whole scale
+    (a constant row: 0)."""
     if kept.shape[-1] == 0:
         return kept.clone()
     lo, hi = kept.min(-1, keepdim=True).values, kept.max(-1, keepdim=True).values
-    span = hi - lo
+    span = torch.maximum(hi - lo, MIN_SPREAD * hi.abs())
     return torch.where(span > 0, (kept - lo) / torch.where(span > 0, span, torch.ones_like(span)), 0.0)
+
+
+def _narrow(row: Tensor) -> bool:
+    """The row's values lie within :data:`MIN_SPREAD` of its max (drawn pale by :func:`_scaled`)."""
+    return row.numel() > 0 and float(row.max() - row.min()) < MIN_SPREAD * float(row.abs().max())
 
 
 def _check(ex: LayerExplanation | ModelComparison, b: int, what: str = "explanation") -> int:

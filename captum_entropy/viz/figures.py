@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _fmt, _pred, _scaled,
+from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _fmt, _narrow, _pred, _scaled,
                       _short, _text)
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ COMPARISON_KINDS = ("depth", "words")
 SHARE_LABEL = "share of the sentence's kept information (%)"
 MISSING_LABEL = "no word of this model here (it truncated the sentence)"
 GREY = "#c4c4c4"
-SCALE_LABEL = "kept information, scaled per row\n(0 = row min, 1 = row max)"
+SCALE_LABEL = "kept information, scaled per row\n(0 = row min, 1 = row max;\nspread < 10 %: pale)"
 
 
 def _figure_class() -> type:
@@ -74,7 +74,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     panels = max(1, math.ceil(W / max(1, max_words)))
     per = max(1, math.ceil(W / panels))
     rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
-            + f"\n{_fmt(float(r.min()))}–{_fmt(float(r.max()))} {unit}"
+            + f"\n{_fmt(float(r.min()))}–{_fmt(float(r.max()))} {unit}" + (" (spread < 10 %)" if _narrow(r) else "")
             for n, c, r in zip(ex.layers, conv, kept)]
     fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]

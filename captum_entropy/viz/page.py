@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ._common import (NC, NONE, RGB, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
-                      _pred, _scaled, _short, _text)
+                      _narrow, _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
@@ -28,6 +28,7 @@ _CSS = """
 .ce-grid th{text-align:left;font-weight:600;font-size:12px;padding:2px 8px 2px 0;max-width:11em;white-space:normal}
 .ce-grid td{padding:2px 5px;border:2px solid transparent;border-radius:3px;white-space:nowrap}
 .ce-ncl{display:block;color:#b03a2e;font-weight:400}
+.ce-narrow{display:block;color:#5a6270;font-weight:400}
 tr.ce-nc td.ce-w,.ce-ncx{border:2px dashed #b03a2e !important}
 .ce-sat{text-decoration:line-through;text-decoration-color:#c0392b;text-decoration-thickness:2px}
 .ce-satm{color:#c0392b;font-weight:700;padding-left:2px}
@@ -72,7 +73,8 @@ def _legend(ex: LayerExplanation, unit: str) -> str:
         "<span>1 = row max</span></p>"
         f"<p>Colour = kept information log(σ<sub>max</sub>/σ) of the word, summed over its tokens' "
         f"{ex.n_dims} dimensions, <b>scaled per row</b> (each feature: lightest = its least kept word, "
-        "darkest = its most kept word): <b>darker = more kept</b>. Hover a word for the absolute kept "
+        "darkest = its most kept word; a row whose words differ by less than 10 % of its largest value "
+        "stays pale): <b>darker = more kept</b>. Hover a word for the absolute kept "
         f"information and the entropy H(X|s) in {_e(unit)} (low entropy = kept).</p><ul>"
         f'<li><span class="ce-ncx">&nbsp;word&nbsp;</span> {NC} not converged: dashed border; the optimiser\'s '
         "stationarity test did not pass, the numbers are approximate</li>"
@@ -106,6 +108,7 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     g, conv = ex.groupings[b], ex.converged[:, b].tolist()
     kept, ent, sat = ex.word_kept(b, unit), ex.word_entropy(b, unit).tolist(), ex.word_saturated(b).tolist()
     scaled, ranges = _scaled(kept).tolist(), [(min(r), max(r)) if r else (0.0, 0.0) for r in kept.tolist()]
+    narrow = [_narrow(r) for r in kept]
     sp = [ex.special_kept(b, unit).tolist(), ex.special_entropy(b, unit).tolist(),
           ex.saturated[:, b, list(g.specials)].tolist()]
     words, specials, kept = list(g.words), g.special_names(), kept.tolist()
@@ -134,7 +137,8 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
                     tip = (f"special token {specials[s]} at {name}: kept {sp[0][fi][s]:.1f} {unit}, entropy "
                            f"H(X|s) = {sp[1][fi][s]:.1f} {unit}" + ("; saturated" if sp[2][fi][s] else ""))
                     cells.append(f'<td class="ce-sp" title="{_e(tip)}">{_e(_short(specials[s], 24))}</td>')
-            label = _e(name) + ("" if conv[fi] else f'<span class="ce-ncl">{NC} not converged</span>')
+            label = _e(name) + ("" if conv[fi] else f'<span class="ce-ncl">{NC} not converged</span>') + (
+                '<span class="ce-narrow">spread &lt; 10 %: pale</span>' if narrow[fi] else "")
             tr = "<tr>" if conv[fi] else '<tr class="ce-nc">'
             rows.append(f'{tr}<th scope="row">{label}</th>{"".join(cells)}</tr>')
         tables.append('<div class="ce-scroll"><table class="ce-grid"><tbody>' + "\n".join(rows)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _common
 from ._common import (NC, NONE, SAT, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
                       _fmt, _pred, _short, _text)
 
@@ -113,8 +114,8 @@ def depth_table(ex: LayerExplanation, unit: str = "nats", *, seed: int = 0, n_re
     if any(c < n_b for c in conv):
         out += textwrap.wrap(f"{NC} not converged in some sentences (converged < {n_b}): the optimiser's "
                              "stationarity test did not pass there; numbers approximate", width)
-    if n_b < 2:
-        out.append("n/a: an interval needs at least 2 sentences")
+    if n_b < _common.MIN_BOOTSTRAP:
+        out.append(f"n/a: an interval needs at least {_common.MIN_BOOTSTRAP} sentences")
     return "\n".join(line.rstrip() for line in out)
 
 
@@ -158,8 +159,8 @@ def _corpus_block(cmp: ModelComparison, width: int, seed: int, n_resamples: int)
     if any_nc:
         out += textwrap.wrap(f"{NC} not converged in some sentences (converged < {n_b}): the optimiser's "
                              "stationarity test did not pass there; numbers approximate", width)
-    if n_b < 2:
-        out.append("n/a: an interval needs at least 2 sentences")
+    if n_b < _common.MIN_BOOTSTRAP:
+        out.append(f"n/a: an interval needs at least {_common.MIN_BOOTSTRAP} sentences")
     return out
 
 
