@@ -1,9 +1,11 @@
 """Checks of the clean forward pass: clear errors for inputs the model cannot take.
 
-:class:`CleanWatch` runs before every module of the one clean forward (token ids in range and
-integer, a target layer called once, where to stop); :func:`explain_failure` turns a forward
-that failed inside the model into an error that names the cause and the fix (too many tokens,
-autocast on a half-precision model, integer embeddings, a tensor with another batch size).
+:class:`IdsWatch` runs before every module of a forward (token ids in range and integer; also in
+:meth:`FeatureStats.fit`); :class:`CleanWatch`, for the one clean forward, also counts the calls of
+the layer and of every target, and says where to stop;
+:func:`explain_failure` turns a forward that failed inside the model into an error that names the
+cause and the fix (too many tokens, autocast on a half-precision model, integer embeddings, a
+tensor with another batch size).
 """
 
 from __future__ import annotations
@@ -39,18 +41,14 @@ def too_long(tokens: int, limit: int, what: str) -> str:
     )
 
 
-class CleanWatch:
-    """Runs before every module of the clean forward pass (see :meth:`ModelRunner.clean`)."""
+class IdsWatch:
+    """Runs before every module of a forward: the token ids of every ``nn.Embedding`` are integer and
+    in range (checked before the lookup, so a GPU never hits a device-side assert). Used by the clean
+    pass (:class:`CleanWatch`) and by :meth:`FeatureStats.fit`."""
 
-    def __init__(
-        self, layer: nn.Module, targets: list, want: dict, store: dict, stop: bool, tokens: int | None
-    ) -> None:
-        self.layer, self.want, self.store, self.stop, self.tokens = layer, want, store, stop, tokens
-        self.targets = [m for m in targets if m is not None]
-        self.target_calls: dict[int, int] = {}
-        self.layer_calls = 0
+    def __init__(self, tokens: int | None) -> None:
+        self.tokens = tokens
         self.started: dict[int, nn.Module] = {}
-        self._contains: dict[int, bool] = {}
         self._names: dict[int, str] | None = None
 
     def name(self, module: nn.Module) -> str:
@@ -61,24 +59,9 @@ class CleanWatch:
         return f"{name} ({type(module).__name__})" if name else type(module).__name__
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        key = id(module)
-        self.started.setdefault(key, module)
+        self.started.setdefault(id(module), module)
         if isinstance(module, nn.Embedding):
             self._check_ids(module, args)
-        if module is self.layer:
-            self.layer_calls += 1
-        if any(module is t for t in self.targets):
-            self.target_calls[key] = self.target_calls.get(key, 0) + 1
-            if self.target_calls[key] > 1:
-                raise StopForward
-        if self.stop and all(k in self.store for k in self.want) and not self._holds_target(module):
-            raise StopForward  # every target has run and the forward has moved on
-
-    def _holds_target(self, module: nn.Module) -> bool:
-        key = id(module)
-        if key not in self._contains:
-            self._contains[key] = any(m is t for m in module.modules() for t in self.targets)
-        return self._contains[key]
 
     def _check_ids(self, module: nn.Embedding, args: tuple) -> None:
         if not args or not isinstance(args[0], Tensor):
@@ -117,15 +100,61 @@ class CleanWatch:
                 found.append((f"{self.name(pos)} has {pos.num_embeddings} rows", pos.num_embeddings))
         return sorted(found, key=lambda x: x[1])
 
+    def length_error(self, ids: Any) -> ValueError | None:
+        """For a forward that failed: the error if ``ids`` has more tokens than a module that ran accepts."""
+        if not isinstance(ids, Tensor) or ids.dim() < 2:
+            return None
+        for what, limit in self.length_limits():
+            if ids.shape[1] > limit:
+                return ValueError(too_long(ids.shape[1], limit, what))
+        return None
+
+
+class CleanWatch(IdsWatch):
+    """Runs before every module of the clean forward pass (see :meth:`ModelRunner.clean`).
+
+    Besides the token ids it counts the calls of ``layer`` and of every target. With ``stop`` (the
+    model output is not needed) it ends the forward at the first module that starts after every
+    target has run and holds none, before that module runs (as the noisy passes end there too, a
+    call of ``layer`` there is harmless and not counted). A target called again up to there is
+    caught; a later call is not seen (docs/reliability.md, "Known limits").
+    """
+
+    def __init__(
+        self, layer: nn.Module, targets: list, want: dict, store: dict, stop: bool, tokens: int | None
+    ) -> None:
+        super().__init__(tokens)
+        self.layer, self.want, self.store, self.stop = layer, want, store, stop
+        self.targets = [m for m in targets if m is not None]
+        self.target_calls: dict[int, int] = {}
+        self.layer_calls = 0
+        self._contains: dict[int, bool] = {}
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        key = id(module)
+        if self.stop and all(k in self.store for k in self.want) and not self._holds_target(module):
+            raise StopForward  # every target has run and the forward has moved on
+        super().__call__(module, args)
+        if module is self.layer:
+            self.layer_calls += 1
+        if any(module is t for t in self.targets):
+            self.target_calls[key] = self.target_calls.get(key, 0) + 1
+            if self.target_calls[key] > 1:
+                raise StopForward  # ModelRunner.clean raises the error
+
+    def _holds_target(self, module: nn.Module) -> bool:
+        key = id(module)
+        if key not in self._contains:
+            self._contains[key] = any(m is t for m in module.modules() for t in self.targets)
+        return self._contains[key]
+
 
 def explain_failure(run: Any, watch: CleanWatch, store: dict) -> Exception | None:
     """A clear error for a forward that failed inside the model, where the cause is recognised."""
     ids = run.args[0]
-    tokens = ids.shape[1] if ids.dim() >= 2 else None
-    if tokens is not None:
-        for what, limit in watch.length_limits():
-            if tokens > limit:
-                return ValueError(too_long(tokens, limit, what))
+    long = watch.length_error(ids)
+    if long is not None:
+        return long
     if run.amp:
         half = sorted({str(p.dtype).removeprefix("torch.") for m in watch.started.values()
                        for p in m.parameters(recurse=False) if p.dtype in (torch.float16, torch.bfloat16)})

@@ -60,6 +60,14 @@ class Settings:
         seed: base seed; each sentence's noise stream is seeded from it and its content.
         amp: run the forward passes under ``torch.autocast`` (CUDA: bfloat16).
         show_progress: a tqdm progress bar.
+
+    ``check_every`` and ``max_steps``: the stationarity test (and the iterate averaging) works on
+    windows of ``check_every`` steps, so a ``check_every`` *you pass* larger than ``max_steps`` is a
+    ``ValueError`` (a test that could never run). A ``check_every`` you leave to the default (5) or
+    to the preset (guan2019: 100) is never an error and never changed: a shorter run
+    (``max_steps=1`` for a quick look) keeps its last iterate, ``stationarity`` is NaN,
+    ``converged`` is False and (with ``early_stop``, the default) a :class:`ConvergenceWarning` names
+    the sentences. ``method="linearized"`` takes no steps, so there the two are not compared.
     """
 
     optim: OptimSettings = OptimSettings()
@@ -100,6 +108,13 @@ class Settings:
         if "tolerance" in kwargs and kwargs["tolerance"] is not None and "entropy_weight" not in kwargs:
             base["entropy_weight"] = None
         optim = OptimSettings(**{**base_optim, **{k: v for k, v in kwargs.items() if k in optim_names}})
+        if "check_every" in kwargs and optim.method == "optimize" and optim.check_every > optim.max_steps:
+            raise ValueError(
+                f"check_every={optim.check_every} is larger than max_steps={optim.max_steps}: the stationarity test "
+                "(and the iterate averaging) works on windows of check_every steps, so it could never run and no "
+                f"sentence could converge; pass check_every <= max_steps (e.g. check_every={max(1, optim.max_steps // 4)}), "
+                f"raise max_steps to at least {optim.check_every}, or leave check_every unset"
+            )
         s = cls(optim=optim, **{**base, **{k: v for k, v in kwargs.items() if k in own_names}})
         for name in ("tolerance", "entropy_weight"):
             v = getattr(s, name)

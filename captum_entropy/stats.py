@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ._io import bad_file, load_tensors, save_tensors
-from .hooks import capture_all, first_tensor, no_dropout, stoppable
+from .checks import IdsWatch
+from .hooks import capture_all, first_tensor, no_dropout, on_module_start, stoppable
 
 OUTPUT = "output"  # the name under which the model output's statistics are kept
 
@@ -35,11 +36,21 @@ def floor_std(std: Tensor, rel_floor: float, what: str = "feature_std") -> Tenso
     """Raise entries below ``rel_floor × median(std)`` to that floor, with a warning.
 
     Real models have dimensions that never vary (MiniLM's last layer has one with std ≈ 1e-32);
-    dividing by them would blow the loss up (the reference code returns NaN there).
+    dividing by them would blow the loss up (the reference code returns NaN there). The median is
+    the middle value (the mean of the two middle ones for an even count) of the positive entries
+    that are not numerically zero next to the largest (at least its ``finfo(dtype).eps`` share),
+    so any number of such dimensions is floored as long as one is not: ``[1, 1e-32]`` and
+    ``[1, 1e-32, 1e-32]`` get the floor ``rel_floor``. If every entry is tiny (``1e-32`` everywhere)
+    nothing is floored: there is no scale to floor against, and the caller's overflow check
+    (:meth:`Feature.build`) says so. All zeros: the floor is ``rel_floor``.
     """
     positive = std[std > 0]
-    floor = (positive.median() if positive.numel() else std.new_tensor(1.0)) * rel_floor
-    floor = torch.clamp(floor, min=torch.finfo(std.dtype).tiny)
+    if positive.numel():
+        scale = positive[positive >= positive.max() * torch.finfo(std.dtype).eps].sort().values
+        median = scale[(len(scale) - 1) // 2] / 2 + scale[len(scale) // 2] / 2  # halves first: no overflow
+    else:
+        median = std.new_tensor(1.0)
+    floor = torch.clamp(median * rel_floor, min=torch.finfo(std.dtype).tiny)
     tiny = std < floor
     if tiny.any():
         warnings.warn(
@@ -65,7 +76,8 @@ class FeatureStats:
     """Streaming per-element mean/std of features, scikit-learn style (``fit`` returns self).
 
     Args:
-        rel_floor: stds below ``rel_floor × median`` are raised to that floor (with a warning).
+        rel_floor: stds below ``rel_floor × median`` are raised to that floor (with a warning;
+            the median leaves out dimensions that are numerically zero, see :func:`floor_std`).
 
     Attributes (after ``fit``): ``std_``, ``mean_`` (dicts name -> tensor), ``n_`` (sentences
     seen per name), ``meta_`` (free-form metadata, e.g. the model's name).
@@ -102,10 +114,10 @@ class FeatureStats:
         count: dict[str, int] = {}
         mean: dict[str, Tensor] = {}
         m2: dict[str, Tensor] = {}
-        for batch in batches:
+        for i, batch in enumerate(batches):
             args = (batch,) if isinstance(batch, Tensor) else tuple(batch)
             mask = self._mask(args, mask_index) if mask_index is not None else None
-            feats = self._features(forward_func, args, named)
+            feats = self._features(forward_func, args, named, f"FeatureStats.fit, batch {i}")
             for name, feat in feats.items():
                 x = self._per_sentence(feat, mask).double()
                 if not torch.isfinite(x).all():
@@ -207,12 +219,22 @@ class FeatureStats:
         return named
 
     @staticmethod
-    def _features(forward_func: Any, args: tuple, named: dict[str, nn.Module | None]) -> dict[str, Tensor]:
+    def _features(forward_func: Any, args: tuple, named: dict[str, nn.Module | None], where: str) -> dict[str, Tensor]:
+        """The batch's features; token ids are checked before every ``nn.Embedding`` lookup and a
+        forward that fails on too many tokens is explained, as in the attribution's clean pass."""
         store: dict[str, Tensor] = {}
         modules = {n: (m, False) for n, m in named.items() if m is not None}
         want_output = len(modules) < len(named)
-        with torch.no_grad(), no_dropout(), capture_all(modules, store, stop=not want_output):
-            out = stoppable(lambda: forward_func(*args))
+        ids = args[0] if args else None
+        watch = IdsWatch(ids.shape[1] if isinstance(ids, Tensor) and ids.dim() >= 2 else None)
+        try:
+            with torch.no_grad(), no_dropout(), capture_all(modules, store, stop=not want_output), on_module_start(watch):
+                out = stoppable(lambda: forward_func(*args))
+        except Exception as err:
+            explained = err if getattr(err, "_captum_entropy", False) else watch.length_error(ids)
+            if explained is None:
+                raise
+            raise type(explained)(f"{where}: {explained}") from (None if explained is err else err)
         missing = [n for n in modules if n not in store]
         if missing:
             raise ValueError(
