@@ -1,12 +1,12 @@
 """The reversal benchmark: which input does each method credit for each output token?
 
 Trains (or loads from the cache) an LSTM encoder–decoder and a 2-layer encoder-only
-Transformer that reverse random sequences, measures with Jacobians and token swaps what each
-output step reads, explains every step's emitted-token logit with EntropyAttribution (two
-optimiser settings), Saliency, InputXGradient and LayerIntegratedGradients, and scores them
-(captum_entropy.reverse). Prints the tables, writes one heatmap per method and, for the full
-run, the tables and this command into docs/reversal.md (between markers; text outside them
-is kept).
+Transformer that reverse random sequences (captum_entropy.zoo.reversal), measures with
+Jacobians and token swaps what each output step reads, explains every step's emitted-token
+logit with EntropyAttribution (two optimiser settings), Saliency, InputXGradient and
+LayerIntegratedGradients, and scores them (benchmarks/reversal_experiment.py). Prints the
+tables, writes one heatmap per method and, for the full run, the tables and this command into
+docs/reversal.md (between markers; text outside them is kept).
 
     python benchmarks/reverse_task.py                 # full run (~12-14 min on a 2-core CPU)
     python benchmarks/reverse_task.py --quick         # small run (seconds), findings in the cache dir
@@ -26,21 +26,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from captum_entropy import reverse as rv
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import reversal_experiment as rx  # noqa: E402
+from captum_entropy.zoo import reversal as rv  # noqa: E402
 
 BEGIN, END = "<!-- reverse-task:begin -->", "<!-- reverse-task:end -->"
 
 FULL = dict(
     task=rv.TaskConfig(n_symbols=20, min_len=5, max_len=10),
-    lstm=(rv.ModelConfig("lstm", dim=32, hidden=128), rv.TrainConfig(steps=3000)),
-    transformer=(rv.ModelConfig("transformer", dim=64, hidden=128, layers=2, heads=4), rv.TrainConfig(steps=1000)),
+    lstm=(rv.ModelConfig("lstm", dim=32, hidden=128), rv.ReversalTrainConfig(steps=3000)),
+    transformer=(rv.ModelConfig("transformer", dim=64, hidden=128, layers=2, heads=4),
+                 rv.ReversalTrainConfig(steps=1000)),
     sequences=200, max_steps=100,
 )
 QUICK = dict(
     task=rv.TaskConfig(n_symbols=8, min_len=3, max_len=6),
-    lstm=(rv.ModelConfig("lstm", dim=16, hidden=64), rv.TrainConfig(steps=600, eval_size=500)),
+    lstm=(rv.ModelConfig("lstm", dim=16, hidden=64), rv.ReversalTrainConfig(steps=600, eval_size=500)),
     transformer=(rv.ModelConfig("transformer", dim=32, hidden=64, layers=2, heads=2),
-                 rv.TrainConfig(steps=400, eval_size=500)),
+                 rv.ReversalTrainConfig(steps=400, eval_size=500)),
     sequences=24, max_steps=30,
 )
 LABELS = {
@@ -56,16 +62,16 @@ def get_model(kind: str, cfg: dict, cache: Path, retrain: bool) -> tuple[rv.Reve
     path = cache / f"{kind}.safetensors"
     want = {"task": asdict(cfg["task"]), "model": asdict(model_cfg), "train": asdict(train_cfg)}
     if path.is_file() and not retrain:
-        model, meta = rv.load_checkpoint(path)
+        model, meta = rv.load_reversal(path)
         if all(meta.get(k) == v for k, v in want.items()):
             print(f"{kind}: loaded {path} (held-out exact match {meta['accuracy']:.4f})")
             return model, meta
         print(f"{kind}: {path} was trained with other settings; retraining")
     model = rv.build_model(cfg["task"], model_cfg, seed=train_cfg.seed)
-    report = rv.train_model(model, train_cfg)
-    rv.save_checkpoint(path, model, train_cfg, report)
+    report = rv.train_reversal(model, train_cfg)
+    rv.save_reversal(path, model, train_cfg, report)
     print(f"{kind}: trained in {report.seconds:.0f} s, held-out exact match {report.accuracy:.4f} -> {path}")
-    return rv.load_checkpoint(path)
+    return rv.load_reversal(path)
 
 
 def ci(v: tuple[float, float, float], fmt: str = "{:.2f}") -> str:
@@ -77,10 +83,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def truth_table(results: dict[str, rv.Experiment], metas: dict[str, dict]) -> str:
+def truth_table(results: dict[str, rx.Experiment], metas: dict[str, dict]) -> str:
     rows = []
     for kind, exp in results.items():
-        s = rv.truth_summary(exp)
+        s = rx.truth_summary(exp)
         rows.append([
             kind, f"{metas[kind]['accuracy']:.4f}", ci(s["source_top"]), ci(s["source_share"]), ci(s["self_share"]),
             ci(s["set_size"]), ci(s["set_is_source_and_self"]), ci(s["swap_source"]), ci(s["swap_self"]),
@@ -92,10 +98,10 @@ def truth_table(results: dict[str, rv.Experiment], metas: dict[str, dict]) -> st
          "swap an emitted source flips", "swap a pending source flips"], rows)
 
 
-def method_table(results: dict[str, rv.Experiment]) -> str:
+def method_table(results: dict[str, rx.Experiment]) -> str:
     rows = []
     for kind, exp in results.items():
-        for r in rv.summarize(exp):
+        for r in rx.summarize(exp):
             key = r["method"] if r["feature"] == "logit" else f"{r['method']}@layer{r['feature'].split()[-1]}"
             conv = "" if r["converged"] is None else f"{r['converged']:.2f}"
             rows.append([
@@ -107,7 +113,7 @@ def method_table(results: dict[str, rv.Experiment]) -> str:
          "mass on the set", "log-spread of source across t", "source scored 0", "converged", "time (s)"], rows)
 
 
-def correct_line(results: dict[str, rv.Experiment]) -> str:
+def correct_line(results: dict[str, rx.Experiment]) -> str:
     parts = [f"{k} {np.nanmean(e.correct):.4f}" for k, e in results.items()]
     return "Share of the explained steps whose emitted token is the right one: " + ", ".join(parts)
 
@@ -120,7 +126,7 @@ def describe(meta: dict) -> str:
             f"{meta['train_seconds']:.0f} s; exact match {meta['accuracy']:.4f} on {t['eval_size']} held-out sequences")
 
 
-def heatmaps(results: dict[str, rv.Experiment], out: Path, length: int) -> list[Path]:
+def heatmaps(results: dict[str, rx.Experiment], out: Path, length: int) -> list[Path]:
     """One figure per method: mean share of each input position (columns) in each step's
     scores (rows), over the sequences of length ``length``; dots mark the source n−1−t."""
     import matplotlib
@@ -207,7 +213,7 @@ def main() -> None:
         model, metas[kind] = get_model(kind, cfg, cache, args.retrain)
         layers = tuple(range(1, len(model.layers) + 1)) if kind == "transformer" else ()
         t0 = time.perf_counter()
-        results[kind] = rv.run_experiment(model, batch, layers=layers, layer_methods=tuple(rv.ENTROPY_VARIANTS),
+        results[kind] = rx.run_experiment(model, batch, layers=layers, layer_methods=tuple(rx.ENTROPY_VARIANTS),
                                           max_steps=cfg["max_steps"])
         print(f"{kind}: explained {cfg['sequences']} sequences in {time.perf_counter() - t0:.0f} s")
 
@@ -222,8 +228,8 @@ def main() -> None:
     summary = {
         "command": command, "seconds": total,
         "config": {"task": asdict(cfg["task"]), "sequences": cfg["sequences"], "max_steps": cfg["max_steps"]},
-        "models": metas, "rows": {k: rv.summarize(e) for k, e in results.items()},
-        "truth": {k: rv.truth_summary(e) for k, e in results.items()}, "settings": results["lstm"].settings,
+        "models": metas, "rows": {k: rx.summarize(e) for k, e in results.items()},
+        "truth": {k: rx.truth_summary(e) for k, e in results.items()}, "settings": results["lstm"].settings,
     }
     (cache / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 

@@ -1,4 +1,5 @@
-"""The reversal benchmark (captum_entropy.reverse): data, metrics, ground truth, a tiny model."""
+"""The reversal benchmark: task and models (captum_entropy.zoo.reversal), ground truth and metrics
+(captum_entropy.evaluate.ground_truth), the experiment (benchmarks/reversal_experiment.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from captum_entropy import reverse as rv
+from captum_entropy.evaluate import ground_truth as gt
+from captum_entropy.evaluate.statistics import bootstrap_ci
+from captum_entropy.zoo import reversal as rv
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import reversal_experiment as rx  # noqa: E402
+
 SMALL = rv.TaskConfig(n_symbols=6, min_len=3, max_len=5)
 
 
@@ -30,7 +38,7 @@ def one_thread():
 def trained_transformer():
     """A Transformer trained for a few seconds on short sequences."""
     model = rv.build_model(SMALL, rv.ModelConfig("transformer", dim=32, hidden=64, heads=2))
-    report = rv.train_model(model, rv.TrainConfig(steps=300, eval_size=300), progress=False)
+    report = rv.train_reversal(model, rv.ReversalTrainConfig(steps=300, eval_size=300), progress=False)
     return model, report
 
 
@@ -71,7 +79,7 @@ def test_generator_gives_a_stream_of_fresh_batches():
         (lambda: rv.make_batch(2, SMALL, seed=0, generator=torch.Generator()), "exactly one"),
         (lambda: rv.ModelConfig("gru"), "kind"),
         (lambda: rv.ModelConfig("transformer", dim=30, heads=4), "divisible"),
-        (lambda: rv.TrainConfig(steps=0), "steps"),
+        (lambda: rv.ReversalTrainConfig(steps=0), "steps"),
         (lambda: rv.ReverseLSTM(SMALL, rv.ModelConfig("transformer")), "kind 'lstm'"),
     ],
 )
@@ -100,18 +108,32 @@ def test_padding_never_changes_real_outputs(kind):
 def test_checkpoint_round_trip_is_safetensors(tmp_path):
     model = rv.build_model(SMALL, rv.ModelConfig("lstm", dim=8, hidden=16))
     report = rv.TrainReport(accuracy=0.5, losses=[1.0, 0.5], seconds=1.0)
-    path = rv.save_checkpoint(tmp_path / "m.safetensors", model, rv.TrainConfig(steps=7), report)
+    path = rv.save_reversal(tmp_path / "m.safetensors", model, rv.ReversalTrainConfig(steps=7), report)
     with safe_open(str(path), framework="pt") as f:  # a safetensors file, not a pickle
         assert "embedding.weight" in f.keys()
-    loaded, meta = rv.load_checkpoint(path)
+    loaded, meta = rv.load_reversal(path)
     assert meta["accuracy"] == 0.5 and meta["train"]["steps"] == 7 and meta["task"]["max_len"] == 5
+    assert meta["name"] == "reversal"  # the zoo's checkpoint format: a named safetensors file
     b = rv.make_batch(4, SMALL, seed=1)
     assert torch.equal(model.predict(b.src, b.lengths), loaded.predict(b.src, b.lengths))
     from captum_entropy._io import save_tensors
 
     save_tensors(tmp_path / "other.safetensors", {"w": torch.ones(2)}, {"kind": "something else"})
     with pytest.raises(ValueError, match="not a reverse-task checkpoint"):
-        rv.load_checkpoint(tmp_path / "other.safetensors")
+        rv.load_reversal(tmp_path / "other.safetensors")
+
+
+def test_training_is_seeded_and_leaves_the_model_in_eval_mode():
+    """The zoo's loop (zoo.train.optimize): same seed, same weights; eval mode, no gradients kept."""
+    cfg = rv.ReversalTrainConfig(steps=20, batch_size=16, eval_size=20)
+    models = [rv.build_model(SMALL, rv.ModelConfig("lstm", dim=8, hidden=16)) for _ in range(2)]
+    reports = [rv.train_reversal(m, cfg, progress=False) for m in models]
+    assert reports[0].losses == reports[1].losses and len(reports[0].losses) == 20
+    for (k, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not models[0].training and all(p.grad is None for p in models[0].parameters())
+    with pytest.raises(TypeError, match="ReverseLSTM or ReverseTransformer"):
+        rv.train_reversal(torch.nn.Linear(2, 2), cfg)
 
 
 # -- metrics on hand-made score matrices -----------------------------------------------------
@@ -130,24 +152,24 @@ def anti_diagonal(lengths: np.ndarray, size: int) -> np.ndarray:
 def test_source_rank_and_set_hit_on_known_answers():
     lengths = np.array([4, 2, 3])
     perfect = anti_diagonal(lengths, 4)
-    rank = rv.source_rank(perfect, lengths)
+    rank = gt.source_rank(perfect, lengths)
     assert np.array_equal(np.isnan(rank), np.arange(4)[None, :] >= lengths[:, None])
     assert np.nanmax(rank) == 0
     # the main diagonal instead: the source ranks last unless it is on both diagonals
     diag = np.where(np.isnan(perfect), np.nan, 0.1)
     for b, n in enumerate(lengths):
         diag[b, np.arange(n), np.arange(n)] = 1.0
-    r = rv.source_rank(diag, lengths)
+    r = gt.source_rank(diag, lengths)
     assert r[0].tolist() == [3, 3, 3, 3] and r[2].tolist()[:3] == [2, 0, 2]
     # constant scores get no credit: every other position ties with the source
     flat = np.where(np.isnan(perfect), np.nan, 1.0)
-    assert np.array_equal(rv.source_rank(flat, lengths)[:, 0], lengths - 1)
+    assert np.array_equal(gt.source_rank(flat, lengths)[:, 0], lengths - 1)
     truth = ~np.isnan(perfect) & (perfect == 1.0)
-    assert np.nansum(rv.set_hit(perfect, truth, lengths)) == lengths.sum()
-    assert np.nansum(rv.set_hit(flat, truth, lengths)) == 0
+    assert np.nansum(gt.set_hit(perfect, truth, lengths)) == lengths.sum()
+    assert np.nansum(gt.set_hit(flat, truth, lengths)) == 0
     two = truth.copy()
     two[0, 0, 1] = True  # step 0 of sequence 0 reads {3, 1}: the perfect scores miss position 1
-    hit = rv.set_hit(perfect, two, lengths)
+    hit = gt.set_hit(perfect, two, lengths)
     assert hit[0, 0] == 0 and hit[0, 1] == 1
 
 
@@ -155,14 +177,14 @@ def test_mass_share_and_log_spread():
     lengths = np.array([3])
     s = anti_diagonal(lengths, 3)
     truth = s == 1.0
-    assert np.allclose(rv.mass_share(s, truth, lengths)[0], 1.0 / 1.2)
+    assert np.allclose(gt.mass_share(s, truth, lengths)[0], 1.0 / 1.2)
     with pytest.raises(ValueError, match="non-negative"):
-        rv.mass_share(-s, truth, lengths)
-    assert np.allclose(rv.log_spread(np.log(s), lengths), 0.0)  # the source scores 1 at every step
+        gt.mass_share(-s, truth, lengths)
+    assert np.allclose(gt.log_spread(np.log(s), lengths), 0.0)  # the source scores 1 at every step
     drift = s.copy()
     drift[0, np.arange(3), 2 - np.arange(3)] = [1.0, np.e, np.e**2]
-    assert np.allclose(rv.log_spread(np.log(drift), lengths), np.std([0.0, 1.0, 2.0]))
-    assert np.isnan(rv.log_spread(np.log(anti_diagonal(np.array([1]), 3)), np.array([1])))[0]
+    assert np.allclose(gt.log_spread(np.log(drift), lengths), np.std([0.0, 1.0, 2.0]))
+    assert np.isnan(gt.log_spread(np.log(anti_diagonal(np.array([1]), 3)), np.array([1])))[0]
 
 
 def test_metrics_reject_malformed_scores():
@@ -171,28 +193,28 @@ def test_metrics_reject_malformed_scores():
     bad = s.copy()
     bad[0, 1, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        rv.source_rank(bad, lengths)
+        gt.source_rank(bad, lengths)
     with pytest.raises(ValueError, match="lengths"):
-        rv.source_rank(s, np.array([4]))
+        gt.source_rank(s, np.array([4]))
     with pytest.raises(ValueError, match="as many steps as positions"):
-        rv.source_rank(s[:, :2], lengths)
+        gt.source_rank(s[:, :2], lengths)
     with pytest.raises(ValueError, match="truth has shape"):
-        rv.set_hit(s, np.ones((1, 2, 2), bool), lengths)
+        gt.set_hit(s, np.ones((1, 2, 2), bool), lengths)
     with pytest.raises(ValueError, match="rel"):
-        rv.truth_sets(s, lengths, rel=0.0)
+        gt.truth_sets(s, lengths, rel=0.0)
 
 
 def test_bootstrap_interval():
     rng = np.random.default_rng(0)
     small, large = rng.normal(1.0, 1.0, 50), rng.normal(1.0, 1.0, 2000)
-    m, lo, hi = rv.bootstrap_ci(small)
+    m, lo, hi = bootstrap_ci(small)
     assert m == pytest.approx(small.mean()) and lo < m < hi
-    _, lo2, hi2 = rv.bootstrap_ci(large)
+    _, lo2, hi2 = bootstrap_ci(large)
     assert hi2 - lo2 < (hi - lo) / 3  # ~ 1/sqrt(n): 40x the data, ~6x narrower
     assert lo2 < 1.0 < hi2
-    assert rv.bootstrap_ci(np.array([np.nan, 2.0, 2.0])) == (2.0, 2.0, 2.0)
+    assert bootstrap_ci(np.array([np.nan, 2.0, 2.0])) == (2.0, 2.0, 2.0)
     with pytest.raises(ValueError, match="no finite values"):
-        rv.bootstrap_ci(np.array([np.nan]))
+        bootstrap_ci(np.array([np.nan]))
 
 
 # -- ground truth by Jacobians ----------------------------------------------------------------
@@ -205,9 +227,9 @@ def test_jacobian_norms_of_a_hand_built_reader():
         return torch.stack([x[:, 0] @ w[0], 2 * x[:, 1] @ w[1] + x[:, 2] @ w[1]], dim=1)
 
     x = torch.randn(2, 3, 3)
-    assert torch.allclose(rv.jacobian_norms(f, x, target=torch.tensor([0, 1])),
+    assert torch.allclose(gt.jacobian_norms(f, x, target=torch.tensor([0, 1])),
                           torch.tensor([[3.0, 0.0, 0.0], [0.0, 10.0, 5.0]]))
-    full = rv.jacobian_norms(f, x, scale=torch.tensor([3.0, 5.0]))  # Frobenius over both classes
+    full = gt.jacobian_norms(f, x, scale=torch.tensor([3.0, 5.0]))  # Frobenius over both classes
     assert torch.allclose(full, torch.tensor([[1.0, 2.0, 1.0]]).expand(2, 3))
 
 
@@ -232,14 +254,14 @@ def test_truth_of_an_exact_reversal_oracle_is_the_anti_diagonal():
         ok = b.lengths > t
         x = emb(b.src).detach()
         target = torch.randint(0, SMALL.vocab_size, (n,))
-        j = rv.jacobian_norms(step_fn(t), x, target=target)
+        j = gt.jacobian_norms(step_fn(t), x, target=target)
         norms[ok.numpy(), t] = j[ok].masked_fill(~b.mask[ok], np.nan).numpy()
     lengths = b.lengths.numpy()
-    truth = rv.truth_sets(norms, lengths, rel=0.5)
+    truth = gt.truth_sets(norms, lengths, rel=0.5)
     expected = ~np.isnan(anti_diagonal(lengths, length)) & (anti_diagonal(lengths, length) == 1.0)
     assert np.array_equal(truth, expected)
-    assert np.nanmax(rv.source_rank(np.nan_to_num(norms), lengths)) == 0
-    loose = rv.truth_sets(norms, lengths, rel=0.05)  # now token t's leak (0.1) counts too
+    assert np.nanmax(gt.source_rank(np.nan_to_num(norms), lengths)) == 0
+    loose = gt.truth_sets(norms, lengths, rel=0.05)  # now token t's leak (0.1) counts too
     for i, n in enumerate(lengths):
         for t in range(n):
             assert set(np.flatnonzero(loose[i, t])) == {n - 1 - t, t}
@@ -252,17 +274,17 @@ def test_tiny_transformer_learns_and_entropy_finds_the_source(trained_transforme
     model, report = trained_transformer
     assert report.accuracy >= 0.9
     b = rv.make_batch(16, SMALL, seed=11)
-    exp = rv.run_experiment(model, b, methods=("entropy", "saliency"), max_steps=30, n_swaps=2, progress=False)
+    exp = rx.run_experiment(model, b, methods=("entropy", "saliency"), max_steps=30, n_swaps=2, progress=False)
     lengths = exp.lengths
     chance = np.mean(1.0 / lengths)  # a random ranking puts the source first 1/n of the time
-    rows = {r["method"]: r for r in rv.summarize(exp)}
+    rows = {r["method"]: r for r in rx.summarize(exp)}
     diag = rows["entropy"]["diag"]
     assert diag[1] > chance + 0.2, (diag, chance)  # the interval's low end, well above chance
     # Saliency's L2 norm is the Jacobian norm itself: it matches the truth by construction
     ok = ~np.isnan(exp.jacobian)
     assert np.allclose(exp.scores["saliency"][ok], exp.jacobian[ok], rtol=1e-4, atol=1e-6)
     assert rows["saliency"]["set_hit"][0] == 1.0
-    truth = rv.truth_summary(exp)
+    truth = rx.truth_summary(exp)
     assert truth["swap_source"][0] > 0.9  # the emitted token is the source: swapping it flips it
     assert np.nanmean(exp.correct) > 0.9
 
@@ -271,14 +293,14 @@ def test_run_experiment_rejects_bad_arguments(trained_transformer):
     model, _ = trained_transformer
     b = rv.make_batch(2, SMALL, seed=0)
     with pytest.raises(ValueError, match="unknown method"):
-        rv.run_experiment(model, b, methods=("shap",), progress=False)
+        rx.run_experiment(model, b, methods=("shap",), progress=False)
     with pytest.raises(ValueError, match="layers must be ints"):
-        rv.run_experiment(model, b, layers=(3,), progress=False)
+        rx.run_experiment(model, b, layers=(3,), progress=False)
     with pytest.raises(ValueError, match="layer_methods"):
-        rv.run_experiment(model, b, layers=(1,), layer_methods=("saliency",), progress=False)
+        rx.run_experiment(model, b, layers=(1,), layer_methods=("saliency",), progress=False)
     lstm = rv.build_model(SMALL, rv.ModelConfig("lstm", dim=8, hidden=16))
     with pytest.raises(ValueError, match="ReverseTransformer"):
-        rv.run_experiment(lstm, b, layers=(1,), progress=False)
+        rx.run_experiment(lstm, b, layers=(1,), progress=False)
 
 
 @pytest.mark.slow

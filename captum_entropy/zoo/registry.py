@@ -209,17 +209,34 @@ def save_model(zm: ZooModel, path: str | os.PathLike | None = None) -> Path:
     """Save weights and metadata (accuracy, vocabulary, config) to one safetensors file."""
     in_cache = path is None
     path = Path(path) if path is not None else checkpoint_path(zm.name)
-    # clones: safetensors refuses tensors that share storage (tied weights)
-    state = {k: v.detach().clone() for k, v in zm.model.state_dict().items()}
-    meta = {"name": zm.name, **zm.meta}
+    meta = dict(zm.meta)
     if zm.name == "minilm":
         meta["hf_config"] = zm.model.config.to_dict()
+    return write_checkpoint(path, zm.name, zm.model, meta, in_cache=in_cache)
+
+
+def write_checkpoint(path: str | os.PathLike, name: str, module: nn.Module, meta: dict[str, Any],
+                     in_cache: bool = False) -> Path:
+    """The zoo's checkpoint format: ``module``'s weights as safetensors, ``{"name": name, **meta}``
+    as JSON metadata, written atomically. ``in_cache``: a failed write names the cache to fix."""
+    path = Path(path)
+    # clones: safetensors refuses tensors that share storage (tied weights)
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     try:
-        return save_tensors(path, state, meta)
+        return save_tensors(path, state, {"name": name, **meta})
     except OSError as err:
         if not in_cache:
             raise
         raise cache_write_error(err, path.parent) from err
+
+
+def read_checkpoint(path: str | os.PathLike, name: str, fix: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Inverse of :func:`write_checkpoint`: ``(state dict, metadata)``, safetensors + JSON only (no
+    pickle); an unreadable file is a ``ValueError`` that ends with ``fix``."""
+    try:
+        return load_tensors(path, f"a {name} checkpoint")
+    except ValueError as err:
+        raise ValueError(f"{err}; for a zoo checkpoint: {fix}") from None
 
 
 def load(name: str, train_if_missing: bool = True, progress: bool = True, path: str | os.PathLike | None = None) -> ZooModel:
@@ -233,10 +250,7 @@ def load(name: str, train_if_missing: bool = True, progress: bool = True, path: 
         return train(name, progress=progress)
     # safetensors + JSON only (no pickle); nothing in the metadata names a file to read
     fix = f"delete it and train again (`captum-entropy train {name}`, or zoo.train({name!r}))"
-    try:
-        state, meta = load_tensors(path, f"a {name} checkpoint")
-    except ValueError as err:
-        raise ValueError(f"{err}; for a zoo checkpoint: {fix}") from None
+    state, meta = read_checkpoint(path, name, fix)
     try:
         if meta.get("name", name) != name:
             raise ValueError(f"it holds the model {meta.get('name')!r}")

@@ -1,0 +1,174 @@
+"""Faithfulness at word level: take words away in the order a method ranks them, watch the prediction.
+
+For one sentence with word scores ``s`` (higher = more important) and the predicted class's
+probability ``p0``:
+
+* **deletion** curve: the probability with the top 10 %, 20 %, …, 100 % of words removed;
+  ``deletion_aopc`` = mean of ``p0 − p`` over those steps (higher = more faithful).
+* **insertion** curve: the probability with only the top 0 %, 10 %, …, 100 % kept;
+  ``insertion_aopc`` = mean of ``p − p(nothing kept)`` over 10 %…100 % (higher = better).
+* ERASER **comprehensiveness** (``p0 − p`` without the top 1/5/10/20/50 %, averaged; higher =
+  better) and **sufficiency** (``p0 − p`` with only those kept; lower = better).
+* ``loo_tau``: Kendall's τ between ``s`` and leave-one-out (``p0 − p`` without each word).
+
+"Removed" is done three ways (:data:`REMOVALS`), so out-of-distribution effects can be told
+apart from attribution quality: ``delete`` (the word's tokens cut out, the rest moves up; a text with nothing left is one
+padding token),
+``mask`` (its ids replaced by the tokenizer's [MASK], else padding, the mask unchanged),
+``noise`` (its embeddings replaced by Gaussian draws with the embedding table's per-dimension
+mean and std over the batch's tokens, one draw per token shared by every copy). Special tokens are never removed. Every perturbed copy of every sentence goes
+through the model in batches (:class:`Perturber`); copies that coincide are run once.
+
+>>> n_top(0.1, 7), n_top(0.5, 7), n_top(0.0, 7), n_top(1.0, 7)
+(1, 4, 0, 7)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..words import WordGrouping
+
+REMOVALS = ("delete", "mask", "noise")
+FRACTIONS = tuple(i / 10 for i in range(11))
+ERASER_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
+METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau")
+HIGHER_IS_BETTER = {"deletion_aopc": True, "insertion_aopc": True, "comprehensiveness": True, "sufficiency": False,
+                    "loo_tau": True}
+
+
+def n_top(fraction: float, n_words: int) -> int:
+    """How many words "the top ``fraction``" is: at least one for any fraction > 0."""
+    return 0 if fraction <= 0 else min(n_words, max(1, math.ceil(fraction * n_words - 1e-9)))
+
+
+def ranking(scores: Tensor) -> list[int]:
+    """Word indices from most to least important (ties: sentence order)."""
+    s = scores.tolist()
+    return sorted(range(len(s)), key=lambda w: (-s[w] if math.isfinite(s[w]) else math.inf, w))
+
+
+class Perturber:
+    """The predicted class's probability for sentences with sets of words removed, batched.
+
+    Args:
+        zoo_model: a :class:`~captum_entropy.zoo.ZooModel` (``forward(ids, mask)``, ``embedding``).
+        ids, mask: the clean batch (B, T); groupings: its words; target: the class per sentence.
+        removal: one of :data:`REMOVALS`. batch_size: perturbed copies per forward.
+    """
+
+    def __init__(self, zoo_model: Any, ids: Tensor, mask: Tensor, groupings: Sequence[WordGrouping], target: Tensor,
+                 removal: str = "delete", batch_size: int = 128, seed: int = 0) -> None:
+        if removal not in REMOVALS:
+            raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
+        self.zm, self.ids, self.mask, self.groupings = zoo_model, ids, mask, list(groupings)
+        self.target, self.removal, self.batch_size, self.seed = target, removal, batch_size, seed
+        tok = getattr(zoo_model, "tokenizer", None)
+        mask_id = getattr(tok, "mask_token_id", None)
+        self.mask_id = int(mask_id) if isinstance(mask_id, int) else int(zoo_model.pad_token_id)
+        if removal == "noise":  # one draw per token, shared by every copy (common random numbers)
+            with torch.no_grad():
+                emb = zoo_model.embedding(ids).float()
+            real = emb[mask.bool()]
+            g = torch.Generator(device="cpu").manual_seed(seed)
+            draws = torch.randn(emb.shape, generator=g).to(emb.device)
+            self.noise = real.mean(0) + real.std(0) * draws
+        self._cache: dict[tuple[int, frozenset], float] = {}
+
+    def probabilities(self, requests: Iterable[tuple[int, frozenset]]) -> list[float]:
+        """``p(target | sentence b without the words in the set)`` for each ``(b, words)``."""
+        requests = list(requests)
+        todo = list(dict.fromkeys(r for r in requests if r not in self._cache))
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i:i + self.batch_size]
+            for r, p in zip(chunk, self._run(chunk)):
+                self._cache[r] = p
+        return [self._cache[r] for r in requests]
+
+    def _positions(self, b: int, words: frozenset) -> list[int]:
+        word_of = self.groupings[b].word_of
+        return [t for t, w in enumerate(word_of) if w in words]
+
+    @torch.no_grad()
+    def _run(self, chunk: list[tuple[int, frozenset]]) -> list[float]:
+        rows = torch.tensor([b for b, _ in chunk], device=self.ids.device)
+        ids, mask = self.ids[rows].clone(), self.mask[rows].clone()
+        gone = torch.zeros_like(mask, dtype=torch.bool)
+        for i, (b, words) in enumerate(chunk):
+            gone[i, self._positions(b, words)] = True
+        if self.removal == "delete":
+            ids, mask = _cut(ids, mask, gone, int(self.zm.pad_token_id))
+            logits = self.zm.forward(ids, mask)
+        elif self.removal == "mask":
+            logits = self.zm.forward(torch.where(gone, torch.full_like(ids, self.mask_id), ids), mask)
+        else:
+            noise = self.noise[rows]
+
+            def swap(emb: Tensor) -> Tensor:
+                return torch.where(gone[..., None], noise.to(emb.dtype), emb)
+
+            from ..hooks import replace
+
+            with replace(self.zm.embedding, swap):
+                logits = self.zm.forward(ids, mask)
+        probs = torch.softmax(logits.float(), -1)
+        return probs[torch.arange(len(chunk)), self.target[rows]].tolist()
+
+
+def _cut(ids: Tensor, mask: Tensor, gone: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Drop the ``gone`` positions of each row; the rest moves left, padded at the end."""
+    keep = mask.bool() & ~gone
+    n = int(keep.sum(1).max()) if keep.numel() else 0
+    out_ids = torch.full((ids.shape[0], max(n, 1)), pad_id, dtype=ids.dtype, device=ids.device)
+    out_mask = torch.zeros((ids.shape[0], max(n, 1)), dtype=mask.dtype, device=mask.device)
+    for i in range(ids.shape[0]):
+        kept = ids[i][keep[i]]
+        out_ids[i, : kept.numel()] = kept
+        out_mask[i, : max(1, kept.numel())] = 1  # nothing left: one padding token stands for the empty text
+    return out_ids, out_mask
+
+
+def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[str, Any]]:
+    """Per sentence: the metrics of :data:`METRICS` and the two curves, for word ``scores``."""
+    requests, layout = [], []
+    for b, s in enumerate(scores):
+        order, W = ranking(s), len(s)
+        top = lambda f: frozenset(order[: n_top(f, W)])  # noqa: E731
+        rest = lambda f: frozenset(order[n_top(f, W):])  # noqa: E731
+        plan = {"p0": [frozenset()], "deletion": [top(f) for f in FRACTIONS[1:]],
+                "insertion": [rest(f) for f in FRACTIONS], "comp": [top(k) for k in ERASER_BINS],
+                "suff": [rest(k) for k in ERASER_BINS], "loo": [frozenset([w]) for w in range(W)]}
+        where = {}
+        for k, v in plan.items():
+            where[k] = (len(requests), len(v))
+            requests += [(b, words) for words in v]
+        layout.append(where)
+    probs = perturber.probabilities(requests)
+    out = []
+    for b, s in enumerate(scores):
+        get = {k: np.asarray(probs[a:a + n]) for k, (a, n) in layout[b].items()}
+        p0 = float(get["p0"][0])
+        loo = p0 - get["loo"]
+        out.append({
+            "p0": p0, "n_words": len(s),
+            "deletion_curve": [p0, *get["deletion"].tolist()], "insertion_curve": get["insertion"].tolist(),
+            "deletion_aopc": float(np.mean(p0 - get["deletion"])) if len(s) else math.nan,
+            "insertion_aopc": float(np.mean(get["insertion"][1:] - get["insertion"][0])) if len(s) else math.nan,
+            "comprehensiveness": float(np.mean(p0 - get["comp"])) if len(s) else math.nan,
+            "sufficiency": float(np.mean(p0 - get["suff"])) if len(s) else math.nan,
+            "loo_tau": _kendall(s.numpy(), loo),
+        })
+    return out
+
+
+def _kendall(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import kendalltau
+
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(kendalltau(a, b).statistic)

@@ -1,0 +1,220 @@
+"""The head-to-head: every method on the same model, sentences and words, scored for faithfulness.
+
+>>> from captum_entropy.evaluate import evaluate                            # doctest: +SKIP
+>>> ev = evaluate("cnn", texts, methods=["entropy", "saliency", "layer_ig", "random"])  # doctest: +SKIP
+>>> print(ev.to_markdown())                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .faithfulness import HIGHER_IS_BETTER, METRICS, REMOVALS, Perturber, faithfulness
+from .methods import Task, methods_from
+from .statistics import bootstrap_ci, win_tie_loss
+
+ENTROPY_METHODS = ("entropy", "entropy_layer")
+FORMAT = "captum_entropy.Evaluation/1"
+
+
+def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
+             methods: Any = ("entropy", "saliency", "input_x_gradient", "layer_ig", "random"),
+             removals: Sequence[str] = REMOVALS, batch_size: int = 16, perturb_batch_size: int = 256,
+             stats: Any = None, seed: int = 0, progress: bool = True,
+             entropy_settings: dict | None = None) -> "Evaluation":
+    """Score ``methods`` on ``model`` (a zoo name, ZooModel or HF classifier + ``tokenizer``) and
+    ``texts``: word scores per method (sentences in batches of ``batch_size``), then every
+    faithfulness metric under every removal in ``removals``, all perturbed copies batched.
+
+    Args:
+        methods: names (:data:`~captum_entropy.evaluate.methods.METHODS`), Captum classes or
+            instances, ``captum.attr`` names, callables ``task -> scores``, or a mapping
+            name -> any of these.
+        stats: σ_S for the entropy methods (default: fitted and cached as in ``explain``).
+        entropy_settings: EntropyAttribution settings (``max_steps``, ``n_samples``, ...).
+    """
+    from tqdm.auto import tqdm
+
+    from ..explainer import as_zoo_model, check_texts, feature_stats
+
+    texts = check_texts(texts)
+    zm = as_zoo_model(model, tokenizer)
+    chosen = methods_from(methods)
+    names = [m.name for m in chosen]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two methods share a name in {names}; pass a mapping name -> method")
+    bad = [r for r in removals if r not in REMOVALS]
+    if bad or not removals:
+        raise ValueError(f"removals must be a non-empty subset of {REMOVALS}, got {list(removals)}")
+    if stats is None and any(m.name in ENTROPY_METHODS for m in chosen):
+        stats = feature_stats(zm)
+    device = next(iter(zm.model.parameters())).device
+    rows: list[dict] = []
+    seconds = {m.name: 0.0 for m in chosen}
+    bar = tqdm(total=len(texts) * len(chosen), unit="sentence·method", disable=not progress, desc=zm.name)
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            ids, mask, groups = zm.encode(chunk)
+            ids, mask = ids.to(device), mask.to(device)
+            with torch.no_grad():
+                target = zm.forward(ids, mask).argmax(-1)
+            task = Task(zm, ids, mask, target, list(groups), stats, seed, {"entropy": dict(entropy_settings or {})})
+            perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed) for r in removals}
+            for m in chosen:
+                t = time.perf_counter()
+                scores = m(task)
+                seconds[m.name] += time.perf_counter() - t
+                for r in removals:
+                    for b, res in enumerate(faithfulness(perturbers[r], scores)):
+                        rows.append({"model": zm.name, "method": m.name, "removal": r, "sentence": start + b,
+                                     "prediction": int(target[b]), **res, "scores": scores[b].tolist()})
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+    return Evaluation(rows, {"models": [zm.name], "sentences": len(texts), "methods": names,
+                             "removals": list(removals), "seconds": {zm.name: seconds}, "seed": seed,
+                             "entropy_settings": dict(entropy_settings or {})})
+
+
+@dataclass
+class Evaluation:
+    """Per-sentence faithfulness rows (model × method × removal × sentence) and the run's facts.
+
+    ``frame()`` is the long table (pandas), ``summary()`` the means with 95 % bootstrap
+    intervals, ``win_tie_loss()`` the paired tests, ``to_markdown()`` / ``to_csv()`` /
+    ``plot()`` the outputs. ``Evaluation.combine`` joins evaluations of several models."""
+
+    rows: list[dict]
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def combine(cls, parts: Sequence["Evaluation"]) -> "Evaluation":
+        meta = {"models": [m for p in parts for m in p.meta["models"]], "parts": [p.meta for p in parts]}
+        return cls([r for p in parts for r in p.rows], meta)
+
+    def save(self, path: str) -> str:
+        """JSON (atomic; no pickle): the rows with their curves and scores, and the facts."""
+        import json
+
+        from ..viz import write_text
+
+        return write_text(path, json.dumps({"format": FORMAT, "meta": self.meta, "rows": self.rows}))
+
+    @classmethod
+    def load(cls, path: str) -> "Evaluation":
+        """Read what :meth:`save` wrote (JSON only; a damaged file is a ValueError naming it)."""
+        import json
+
+        try:
+            data = json.loads(open(path, encoding="utf-8").read())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a saved Evaluation ({err}); write it again with .save()") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a saved Evaluation (format {FORMAT!r} expected)")
+        return cls(list(data["rows"]), dict(data["meta"]))
+
+    def frame(self):
+        """One row per (model, method, removal, sentence) with every metric (pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame([{k: v for k, v in r.items() if not k.endswith("_curve") and k != "scores"}
+                             for r in self.rows])
+
+    def summary(self, n_boot: int = 2000, seed: int = 0):
+        """Per model, removal, method and metric: mean, 95 % bootstrap interval, n (pandas)."""
+        import pandas as pd
+
+        df, out = self.frame(), []
+        for (model, removal, method), g in df.groupby(["model", "removal", "method"], sort=False):
+            for metric in METRICS:
+                v = g[metric].to_numpy(dtype=float)
+                finite = v[np.isfinite(v)]
+                mean, lo, hi = bootstrap_ci(finite, n_boot, seed=seed) if finite.size else (math.nan,) * 3
+                out.append({"model": model, "removal": removal, "method": method, "metric": metric, "mean": mean,
+                            "lo": lo, "hi": hi, "n": int(finite.size)})
+        return pd.DataFrame(out)
+
+    def win_tie_loss(self, reference: str = "entropy", alpha: float = 0.05):
+        """``reference`` against every other method, per model, removal and metric: paired
+        Wilcoxon over sentences, Holm-corrected within each (model, removal, metric) (pandas)."""
+        import pandas as pd
+
+        df, out = self.frame(), []
+        for (model, removal), g in df.groupby(["model", "removal"], sort=False):
+            wide = {m: gm.sort_values("sentence") for m, gm in g.groupby("method", sort=False)}
+            if reference not in wide:
+                raise ValueError(f"no method {reference!r} in this evaluation; it has {sorted(wide)}")
+            for metric in METRICS:
+                scores = {m: w[metric].to_numpy(dtype=float) for m, w in wide.items()}
+                ordered = {reference: scores[reference], **{m: v for m, v in scores.items() if m != reference}}
+                for row in win_tie_loss(ordered, HIGHER_IS_BETTER[metric], alpha):
+                    if row["method"] == reference:
+                        out.append({"model": model, "removal": removal, "metric": metric, **row})
+        return pd.DataFrame(out)
+
+    def curves(self, kind: str = "deletion") -> dict[tuple[str, str, str], np.ndarray]:
+        """(model, removal, method) -> (sentences, 11) probabilities along the ``kind`` curve."""
+        if kind not in ("deletion", "insertion"):
+            raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+        out: dict[tuple[str, str, str], list] = {}
+        for r in self.rows:
+            out.setdefault((r["model"], r["removal"], r["method"]), []).append(r[f"{kind}_curve"])
+        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+    def to_csv(self, path: str) -> str:
+        """The long table as CSV (atomic)."""
+        from ..viz import write_text
+
+        return write_text(path, self.frame().to_csv(index=False))
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """Per model and removal: methods × metrics, ``mean [lo, hi]`` (↑ higher is better)."""
+        s = self.summary()
+        lines = []
+        for (model, removal), g in s.groupby(["model", "removal"], sort=False):
+            n = int(g["n"].max())
+            lines += [f"**{model}**, removal = {removal} (n = {n} sentences)", "",
+                      "| method | " + " | ".join(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRICS) + " |",
+                      "|---" * (len(METRICS) + 1) + "|"]
+            for method, gm in g.groupby("method", sort=False):
+                cells = {r.metric: f"{r.mean:.{digits}f} [{r.lo:.{digits}f}, {r.hi:.{digits}f}]" for r in gm.itertuples()}
+                lines.append(f"| {method} | " + " | ".join(cells[m] for m in METRICS) + " |")
+            lines.append("")
+        return "\n".join(lines)
+
+    def plot(self, kind: str = "deletion", model: str | None = None, removal: str | None = None):
+        """The mean ``kind`` curve of each method (95 % bootstrap band) for one model and removal."""
+        from ..viz.figures import _figure_class
+
+        curves = self.curves(kind)
+        model = model or self.meta["models"][0]
+        removal = removal or next(k[1] for k in curves if k[0] == model)
+        fig = _figure_class()(figsize=(7.0, 4.6), layout="constrained")
+        ax = fig.add_subplot()
+        x = np.linspace(0, 100, 11)
+        for (m, r, method), c in curves.items():
+            if (m, r) != (model, removal):
+                continue
+            mean = np.nanmean(c, 0)
+            ok = np.isfinite(c).sum(0) >= 5
+            band = np.array([bootstrap_ci(col)[1:] if k else (np.nan, np.nan) for col, k in zip(c.T, ok)])
+            line, = ax.plot(x, mean, marker="o", ms=3, lw=2 if method.startswith("entropy") else 1.3, label=method)
+            if ok.any():
+                ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.12, lw=0)
+        what = "removed" if kind == "deletion" else "kept"
+        ax.set_xlabel(f"words {what}, most important first (% of the sentence)")
+        ax.set_ylabel("probability of the predicted class")
+        better = "lower" if kind == "deletion" else "higher"
+        n = max(len(c) for (m, r, _), c in curves.items() if (m, r) == (model, removal))
+        ax.set_title(f"{model}: {kind} curves, removal = {removal} ({better} = more faithful; n = {n})",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        return fig

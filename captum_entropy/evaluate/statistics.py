@@ -1,0 +1,81 @@
+"""Statistics for comparing attribution methods: bootstrap intervals, paired tests, win/tie/loss.
+
+Everything resamples or pairs *sentences* (the unit that is independent); scipy does the tests.
+
+>>> import numpy as np
+>>> m, lo, hi = bootstrap_ci(np.array([0.0, 1.0] * 50))
+>>> m, lo < 0.5 < hi
+(0.5, True)
+>>> holm([0.01, 0.04, 0.03])        # Holm's step-down adjustment
+[0.03, 0.06, 0.06]
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` (NaN dropped) and its percentile bootstrap interval (seeded)."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        raise ValueError("bootstrap_ci got no finite values")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
+    a = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (same order as given; NaN stays NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    ok = np.flatnonzero(~np.isnan(p))
+    out = np.full(p.shape, np.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return [float(round(x, 12)) for x in out]
+
+
+def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, int]:
+    """Two-sided paired Wilcoxon signed-rank test of ``a`` against ``b`` over the pairs where
+    both are finite: ``(median difference a − b, p-value, n pairs)``; p = 1 when every
+    difference is 0, NaN with fewer than 2 pairs."""
+    from scipy.stats import wilcoxon
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples need the same shape, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    d = x[keep] - y[keep]
+    if d.size < 2:
+        return (float(np.median(d)) if d.size else float("nan")), float("nan"), int(d.size)
+    if not np.any(d):
+        return 0.0, 1.0, int(d.size)
+    return float(np.median(d)), float(wilcoxon(x[keep], y[keep]).pvalue), int(d.size)
+
+
+def win_tie_loss(scores: Mapping[str, Sequence[float]], higher_is_better: bool = True,
+                 alpha: float = 0.05) -> list[dict]:
+    """Every pair of methods on one metric, paired over sentences: the median difference, the
+    Wilcoxon p-value, Holm-adjusted over all pairs, and the verdict for the first method
+    (``"win"``/``"loss"`` when the adjusted p < ``alpha``, else ``"tie"``)."""
+    names = list(scores)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff, p, n = paired_wilcoxon(scores[a], scores[b])
+            rows.append({"method": a, "other": b, "median_difference": diff, "p": p, "n": n})
+    for row, adj in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = adj
+        better = row["median_difference"] > 0 if higher_is_better else row["median_difference"] < 0
+        row["verdict"] = "tie" if not adj < alpha or row["median_difference"] == 0 else ("win" if better else "loss")
+    return rows

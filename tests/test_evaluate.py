@@ -1,0 +1,203 @@
+"""The faithfulness harness: metrics with known answers, statistics on known samples, end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from captum_entropy.evaluate import (Evaluation, Perturber, bootstrap_ci, evaluate, faithfulness, holm,
+                                     paired_wilcoxon, register, resolve, win_tie_loss)
+from captum_entropy.evaluate.faithfulness import FRACTIONS, n_top, ranking
+from captum_entropy.evaluate.methods import METHODS, Task
+from captum_entropy.zoo import ZooModel
+from captum_entropy.zoo.text import WordTokenizer
+
+TEXTS = ["the good film was long", "a good plot and a dull cast", "good", "dull and slow but good in parts",
+         "the cast was good", "it is good to see"]
+STRENGTH = 3.0
+
+
+class OneWord(nn.Module):
+    """Reads one word only: the positive logit is STRENGTH × (channel 0 of the embedding at the
+    positions holding "good") − 1.5, so 1.5 for a sentence with one "good" and −1.5 without; no
+    other position's embedding (clean or noisy) reaches the output."""
+
+    def __init__(self, tok: WordTokenizer) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        weight = torch.zeros(len(tok), 4)
+        weight[2:, 1:] = torch.randn(len(tok) - 2, 3, generator=g)
+        weight[tok.index["good"]] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+        self.embedding = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=0)
+        self.good = tok.index["good"]
+        self.mix, self.mix2 = nn.Linear(4, 4), nn.Linear(4, 4)  # two identity layers (hidden layers to explain)
+        with torch.no_grad():
+            for layer in (self.mix, self.mix2):
+                layer.weight.copy_(torch.eye(4))
+                layer.bias.zero_()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.mix2(self.mix(self.embedding(input_ids))) * attention_mask[..., None]
+        gate = (input_ids == self.good).float()
+        pos = STRENGTH * (gate * h[..., 0]).sum(1) - 1.5
+        return torch.stack([torch.zeros_like(pos), pos], -1)
+
+
+@pytest.fixture(scope="module")
+def one_word() -> ZooModel:
+    tok = WordTokenizer.from_texts(TEXTS)
+    model = OneWord(tok).eval()
+    return ZooModel("one-word", model, tok, tok.tokens, model.embedding, {"mix": model.mix, "mix2": model.mix2},
+                    ("neg", "pos"), {},
+                    tokenizer=tok, pad_token_id=0)
+
+
+def _task(zm, texts=TEXTS):
+    ids, mask, groups = zm.encode(texts)
+    with torch.no_grad():
+        target = zm.forward(ids, mask).argmax(-1)
+    return Task(zm, ids, mask, target, groups, seed=0), target
+
+
+def _p(logit: float) -> float:
+    return 1 / (1 + math.exp(-logit))
+
+
+def test_top_counts_and_ranking():
+    assert [n_top(f, 10) for f in FRACTIONS] == list(range(11))
+    assert n_top(0.01, 3) == 1 and n_top(0.5, 3) == 2 and n_top(0.0, 3) == 0
+    assert ranking(torch.tensor([0.1, 0.5, 0.5, float("nan")])) == [1, 2, 0, 3]
+
+
+@pytest.mark.parametrize("removal", ["delete", "mask"])
+def test_a_faithful_method_on_a_model_that_reads_one_word_scores_the_closed_form(one_word, removal):
+    task, target = _task(one_word)
+    assert target.tolist() == [1] * len(TEXTS)  # one "good" each: logit 1.5
+    per = Perturber(one_word, task.ids, task.mask, task.groupings, target, removal)
+    res = faithfulness(per, METHODS["feature_ablation"](task))
+    p0, p_without = _p(STRENGTH - 1.5), _p(-1.5)
+    for r, text in zip(res, TEXTS):
+        W = len(text.split())
+        assert r["p0"] == pytest.approx(p0, abs=1e-6)
+        # "good" is removed first: every deletion step and every comprehensiveness bin lose it
+        assert r["deletion_aopc"] == pytest.approx(p0 - p_without, abs=1e-6)
+        assert r["comprehensiveness"] == pytest.approx(p0 - p_without, abs=1e-6)
+        assert r["sufficiency"] == pytest.approx(0.0, abs=1e-6)  # "good" alone keeps p0
+        assert r["insertion_aopc"] == pytest.approx(p0 - p_without, abs=1e-6)
+        assert r["loo_tau"] == pytest.approx(1.0) if W > 1 else math.isnan(r["loo_tau"])
+        assert r["deletion_curve"] == pytest.approx([p0] + [p_without] * 10, abs=1e-6)
+    rand = faithfulness(per, METHODS["random"](task))
+    assert np.mean([r["comprehensiveness"] for r in rand]) < np.mean([r["comprehensiveness"] for r in res]) - 0.1
+    assert np.mean([r["sufficiency"] for r in rand]) > 0.1
+
+
+def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(one_word, tmp_path):
+    class Custom:  # any callable task -> (B, T) scores can be registered
+        __name__ = "position"
+
+        def __call__(self, task):
+            return torch.arange(task.ids.shape[1], dtype=torch.float).expand(task.ids.shape)
+
+    from captum.attr import Saliency
+
+    ev = evaluate(one_word, TEXTS, methods={"entropy": "entropy", "entropy_layer": "entropy_layer",
+                                           "fa": "feature_ablation", "Saliency": Saliency, "random": "random",
+                                           "position": Custom()},
+                  removals=("delete", "mask", "noise"), batch_size=4, progress=False,
+                  stats=None, entropy_settings={"max_steps": 30})
+    df = ev.frame()
+    assert len(df) == 6 * 3 * len(TEXTS) and set(df["method"]) == {"entropy", "entropy_layer", "fa", "Saliency",
+                                                                   "random", "position"}
+    ent, fa = (df[(df.method == m) & (df.removal == "delete")] for m in ("entropy", "fa"))
+    np.testing.assert_allclose(ent["comprehensiveness"], fa["comprehensiveness"], atol=1e-6)  # "good" ranked first
+    summary = ev.summary()
+    assert set(summary["metric"]) == {"deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau"}
+    wtl = ev.win_tie_loss("entropy")
+    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 5 * 5
+    md = ev.to_markdown()
+    assert "**one-word**, removal = noise (n = 6 sentences)" in md and "| entropy |" in md
+    assert ev.to_csv(str(tmp_path / "ev.csv")).endswith("ev.csv")
+    pytest.importorskip("matplotlib")
+    from captum_entropy.viz import save_figure
+
+    fig = ev.plot("deletion", removal="mask")
+    assert fig.axes[0].get_ylabel() == "probability of the predicted class"
+    assert len(fig.axes[0].get_lines()) == 6
+    save_figure(fig, tmp_path / "deletion.png")
+
+
+def test_batching_never_changes_a_score(one_word):
+    task, target = _task(one_word)
+    scores = METHODS["random"](task)
+    a = faithfulness(Perturber(one_word, task.ids, task.mask, task.groupings, target, "noise", batch_size=1), scores)
+    b = faithfulness(Perturber(one_word, task.ids, task.mask, task.groupings, target, "noise", batch_size=500), scores)
+    for x, y in zip(a, b):
+        assert x["deletion_curve"] == pytest.approx(y["deletion_curve"], abs=1e-6)
+        assert x["loo_tau"] == pytest.approx(y["loo_tau"], nan_ok=True)
+
+
+def test_statistics_on_known_samples():
+    m, lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0, float("nan")], seed=0)
+    assert m == 3.0 and 1.0 <= lo < 3.0 < hi <= 5.0 and (m, lo, hi) == bootstrap_ci([1, 2, 3, 4, 5], seed=0)
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+    assert holm([0.5, float("nan"), 0.01]) == [0.5, pytest.approx(float("nan"), nan_ok=True), 0.02]
+    from scipy.stats import wilcoxon
+
+    a, b = np.arange(10.0), np.arange(10.0) * 0.5
+    diff, p, n = paired_wilcoxon(a, b)
+    assert n == 9 or n == 10
+    assert p == pytest.approx(wilcoxon(a, b).pvalue) and diff == pytest.approx(np.median(a - b))
+    assert paired_wilcoxon([1, 2], [1, 2])[1] == 1.0
+    rows = win_tie_loss({"good": np.arange(20.0) + 1, "bad": np.zeros(20), "same": np.arange(20.0) + 1})
+    verdicts = {(r["method"], r["other"]): r["verdict"] for r in rows}
+    assert verdicts == {("good", "bad"): "win", ("good", "same"): "tie", ("bad", "same"): "loss"}
+    assert win_tie_loss({"a": [1.0] * 20, "b": [2.0] * 20}, higher_is_better=False)[0]["verdict"] == "win"
+
+
+def test_methods_by_name_class_instance_and_clear_errors(one_word):
+    from captum.attr import FeatureAblation
+
+    task, _ = _task(one_word)
+    for m in ("saliency", "IntegratedGradients", "LayerIntegratedGradients", FeatureAblation,
+              FeatureAblation(one_word.forward)):
+        scores = resolve(m)(task)
+        assert len(scores) == len(TEXTS) and all(s.shape == (len(t.split()),) for s, t in zip(scores, TEXTS))
+    fa = resolve(FeatureAblation)(task)
+    assert all(int(torch.argmax(s)) == t.split().index("good") for s, t in zip(fa, TEXTS))
+    register("ones", lambda t: torch.ones(t.ids.shape))
+    try:
+        assert resolve("ones")(task)[1].tolist() == [1.0] * 7
+    finally:
+        METHODS.pop("ones")
+    with pytest.raises(ValueError, match="unknown method 'nope'.*register"):
+        resolve("nope")
+    with pytest.raises(TypeError, match="cannot use int"):
+        resolve(3)
+    with pytest.raises(ValueError, match="removals must be"):
+        evaluate(one_word, TEXTS, methods=["random"], removals=("erase",), progress=False)
+    with pytest.raises(ValueError, match="share a name"):
+        evaluate(one_word, TEXTS, methods=["random", "random"], progress=False)
+    combined = Evaluation.combine([evaluate(one_word, TEXTS[:2], methods=["random"], removals=("mask",),
+                                            progress=False)] * 2)
+    assert len(combined.frame()) == 4
+
+
+def test_layers_that_compute_the_same_function_are_perfectly_coherent(one_word):
+    from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency
+
+    df = layer_coherency(one_word, TEXTS[:4], entropy_settings={"max_steps": 20})
+    assert set(df["pair"]) == {"mix→mix2"} and len(df) == 3 * 4
+    several = df[df["sentence"] != 2]  # sentence 2 is one word: no ranking
+    grad = several[several["method"] != "entropy"]
+    np.testing.assert_allclose(grad["tau"], 1.0, atol=1e-9)
+    ent = several[several["method"] == "entropy"]["tau"]  # identity layers: rows may tie exactly (NaN)
+    assert ent.notna().any() and np.allclose(ent.dropna(), 1.0)
+    assert df[df["sentence"] == 2]["tau"].isna().all()
+    summary = coherency_summary(df)
+    assert set(summary["method"]) == {"entropy", "layer_ig", "layer_gradient_x_activation"}
+    with pytest.raises(ValueError, match="knows"):
+        layer_coherency(one_word, TEXTS, methods=["saliency"])
