@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from captum_entropy.evaluate import METRICS, REMOVALS, Evaluation, evaluate  # noqa: E402
+from captum_entropy.evaluate import REMOVALS, Evaluation, evaluate  # noqa: E402
+from chunks import chunk_path, covering  # noqa: E402
 from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency  # noqa: E402
 from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, _kendall  # noqa: E402
 from captum_entropy.evaluate.statistics import bootstrap_ci, paired_wilcoxon  # noqa: E402
@@ -45,7 +47,7 @@ def run(models: dict[str, int], texts: list[str], work: Path, chunk: int, method
     for name, count in models.items():
         zm = None
         for i in range(0, count, chunk):
-            path = work / f"{name}-{i:04d}-{min(i + chunk, count):04d}.json"
+            path = chunk_path(work, name, i, min(i + chunk, count), ".json")
             if path.is_file():
                 continue
             zm = zm or load(name)
@@ -62,16 +64,7 @@ def run(models: dict[str, int], texts: list[str], work: Path, chunk: int, method
 
 
 def gather(work: Path, name: str) -> Evaluation | None:
-    parts, covered = {}, 0
-    for p in work.glob(f"{name}-[0-9]*-[0-9]*.json"):
-        start, end = (int(x) for x in p.stem.split("-")[-2:])
-        if end > parts.get(start, (0, None))[0]:
-            parts[start] = (end, p)
-    chunks = []
-    while covered in parts:
-        end, p = parts[covered]
-        chunks.append(Evaluation.load(str(p)))
-        covered = end
+    chunks = [Evaluation.load(str(p)) for p in covering(work, name, ".json")]
     return Evaluation.combine(chunks) if chunks else None
 
 
@@ -93,7 +86,7 @@ def departures(ev: Evaluation, removal: str = "delete") -> list[str]:
     out = [f"τ(entropy, saliency) over {len(finite)} sentences: median {np.median(list(finite.values())):.2f}; "
            f"the third where they differ most (τ ≤ {cut:.2f}, n = {len(low)}):", ""]
     out += ["| metric | entropy | saliency | median difference | p (Wilcoxon) |", "|---|---|---|---|---|"]
-    for metric in ("comprehensiveness", "sufficiency", "deletion_aopc", "loo_tau"):
+    for metric in ("comprehensiveness", "sufficiency", "deletion_aopc", "loo_tau", "loo_tau_abs"):
         a = [rows[("entropy", s)][metric] for s in low]
         b = [rows[("saliency", s)][metric] for s in low]
         diff, p, n = paired_wilcoxon(a, b)
@@ -113,7 +106,10 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
              "FeatureAblation and Occlusion (a word's ids → padding), KernelShap and Lime (64 samples, words on "
              "and off), and a seeded random baseline. Word scores are sums over a word's tokens. Metrics "
              "(`captum_entropy/evaluate/faithfulness.py`): deletion / insertion AOPC over 10 % steps, ERASER "
-             "comprehensiveness and sufficiency over the top 1/5/10/20/50 %, Kendall τ against leave-one-out. "
+             "comprehensiveness and sufficiency over the top 1/5/10/20/50 %, Kendall τ against leave-one-out "
+             "(`loo_tau`; `loo_tau_abs` against its absolute value: EntropyAttribution and Saliency score how much "
+             "the prediction depends on a word, whichever way the word pushes, while every other metric counts a "
+             "word that pushes against the predicted class as a mistake). "
              "Words are removed three ways: **delete** (cut out), **mask** ([MASK], else padding), **noise** "
              "(embeddings replaced by Gaussian draws with the batch's per-dimension mean and std). Intervals: "
              "95 % bootstrap over sentences; tests: paired Wilcoxon over sentences, Holm-corrected over the 11 "
@@ -131,8 +127,8 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
         lines += [f"## {name} (n = {n} sentences)", ""]
         lines += [ev.to_markdown()]
         wtl = ev.win_tie_loss("entropy")
-        lines += ["EntropyAttribution (`entropy`) against each method, per removal: win / tie / loss over the five "
-                  "metrics (Holm-corrected α = 0.05).", "",
+        lines += ["EntropyAttribution (`entropy`) against each method, per removal: win / tie / loss over the six "
+                  "metrics (Holm-corrected α = 0.05; entropy's win = entropy more faithful).", "",
                   "| against | " + " | ".join(REMOVALS) + " |", "|---" * (len(REMOVALS) + 1) + "|"]
         for other in [m for m in METHODS if m != "entropy"]:
             cells = []

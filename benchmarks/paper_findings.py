@@ -24,8 +24,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from captum_entropy import Explainer, LayerExplanation  # noqa: E402
+from chunks import chunk_path, covering  # noqa: E402
 from captum_entropy.viz import save_figure, write_text  # noqa: E402
 from captum_entropy.zoo import load, load_polarity  # noqa: E402
 
@@ -65,8 +67,7 @@ def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_ste
                                     "output": Explainer(zm, layers=(), max_steps=max_steps, stats=hidden.stats)}
             count = len(texts) if part == "layers" else n_output[name]
             for i in range(0, count, chunk):
-                # the name holds both ends: a rerun with other counts never takes a shorter chunk for a full one
-                path = work / f"{name}-{part}-{i:04d}-{min(i + chunk, count):04d}.safetensors"
+                path = chunk_path(work, f"{name}-{part}", i, min(i + chunk, count), ".safetensors")
                 if path.is_file():
                     continue
                 t = time.perf_counter()
@@ -78,17 +79,7 @@ def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_ste
 
 def gather(work: Path, name: str, part: str) -> list[LayerExplanation]:
     """The chunks that cover sentences 0, 1, … without gap or overlap (the longest at each start)."""
-    chunks = {}
-    for p in work.glob(f"{name}-{part}-*-*.safetensors"):
-        start, end = (int(x) for x in p.stem.split("-")[-2:])
-        if end > chunks.get(start, (0, None))[0]:
-            chunks[start] = (end, p)
-    out, covered = [], 0
-    while covered in chunks:
-        end, p = chunks[covered]
-        out.append(LayerExplanation.load(p))
-        covered = end
-    return out
+    return [LayerExplanation.load(p) for p in covering(work, f"{name}-{part}", ".safetensors")]
 
 
 # -- stage 2 -------------------------------------------------------------------------------------

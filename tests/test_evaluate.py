@@ -89,6 +89,8 @@ def test_a_faithful_method_on_a_model_that_reads_one_word_scores_the_closed_form
         assert r["sufficiency"] == pytest.approx(0.0, abs=1e-6)  # "good" alone keeps p0
         assert r["insertion_aopc"] == pytest.approx(p0 - p_without, abs=1e-6)
         assert r["loo_tau"] == pytest.approx(1.0) if W > 1 else math.isnan(r["loo_tau"])
+        assert r["loo_tau_abs"] == pytest.approx(1.0) if W > 1 else math.isnan(r["loo_tau_abs"])
+        assert r["loo"][text.split().index("good")] == pytest.approx(p0 - p_without, abs=1e-6)
         assert r["deletion_curve"] == pytest.approx([p0] + [p_without] * 10, abs=1e-6)
     rand = faithfulness(per, METHODS["random"](task))
     assert np.mean([r["comprehensiveness"] for r in rand]) < np.mean([r["comprehensiveness"] for r in res]) - 0.1
@@ -115,9 +117,10 @@ def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(
     ent, fa = (df[(df.method == m) & (df.removal == "delete")] for m in ("entropy", "fa"))
     np.testing.assert_allclose(ent["comprehensiveness"], fa["comprehensiveness"], atol=1e-6)  # "good" ranked first
     summary = ev.summary()
-    assert set(summary["metric"]) == {"deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau"}
+    assert set(summary["metric"]) == {"deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau",
+                                      "loo_tau_abs"}
     wtl = ev.win_tie_loss("entropy")
-    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 5 * 5
+    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 6 * 5
     md = ev.to_markdown()
     assert "**one-word**, removal = noise (n = 6 sentences)" in md and "| entropy |" in md
     assert ev.to_csv(str(tmp_path / "ev.csv")).endswith("ev.csv")

@@ -9,7 +9,10 @@ probability ``p0``:
   ``insertion_aopc`` = mean of ``p − p(nothing kept)`` over 10 %…100 % (higher = better).
 * ERASER **comprehensiveness** (``p0 − p`` without the top 1/5/10/20/50 %, averaged; higher =
   better) and **sufficiency** (``p0 − p`` with only those kept; lower = better).
-* ``loo_tau``: Kendall's τ between ``s`` and leave-one-out (``p0 − p`` without each word).
+* ``loo_tau``: Kendall's τ between ``s`` and leave-one-out (``p0 − p`` without each word);
+  ``loo_tau_abs`` against ``|p0 − p|``: for methods that score how much the prediction depends on
+  a word whichever way it pushes (EntropyAttribution, Saliency), the signed metrics above also
+  count a word that pushes *against* the predicted class as a mistake.
 
 "Removed" is done three ways (:data:`REMOVALS`), so out-of-distribution effects can be told
 apart from attribution quality: ``delete`` (the word's tokens cut out, the rest moves up; a text with nothing left is one
@@ -37,9 +40,9 @@ from ..words import WordGrouping
 REMOVALS = ("delete", "mask", "noise")
 FRACTIONS = tuple(i / 10 for i in range(11))
 ERASER_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
-METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau")
+METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau", "loo_tau_abs")
 HIGHER_IS_BETTER = {"deletion_aopc": True, "insertion_aopc": True, "comprehensiveness": True, "sufficiency": False,
-                    "loo_tau": True}
+                    "loo_tau": True, "loo_tau_abs": True}
 
 
 def n_top(fraction: float, n_words: int) -> int:
@@ -161,7 +164,8 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
             "insertion_aopc": float(np.mean(get["insertion"][1:] - get["insertion"][0])) if len(s) else math.nan,
             "comprehensiveness": float(np.mean(p0 - get["comp"])) if len(s) else math.nan,
             "sufficiency": float(np.mean(p0 - get["suff"])) if len(s) else math.nan,
-            "loo_tau": _kendall(s.numpy(), loo),
+            "loo_tau": _kendall(s.numpy(), loo), "loo_tau_abs": _kendall(s.numpy(), np.abs(loo)),
+            "loo": loo.tolist(),
         })
     return out
 

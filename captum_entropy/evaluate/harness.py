@@ -124,7 +124,7 @@ class Evaluation:
         """One row per (model, method, removal, sentence) with every metric (pandas)."""
         import pandas as pd
 
-        return pd.DataFrame([{k: v for k, v in r.items() if not k.endswith("_curve") and k != "scores"}
+        return pd.DataFrame([{k: v for k, v in r.items() if not k.endswith("_curve") and k not in ("scores", "loo")}
                              for r in self.rows])
 
     def summary(self, n_boot: int = 2000, seed: int = 0):

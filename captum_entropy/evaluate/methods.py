@@ -60,6 +60,12 @@ class Task:
         the perturbation and path methods, so switching off a word removes only that word."""
         return torch.where(self.word_index() >= 0, torch.full_like(self.ids, self.pad_id), self.ids)
 
+    def feature_mask(self) -> Tensor:
+        """(B, T) Captum feature groups: one per word, numbered from 0 (specials and padding
+        share a group of their own when there are any; the baseline leaves them unchanged)."""
+        fmask = self.word_index() + 1
+        return fmask - fmask.min()
+
     def word_index(self) -> Tensor:
         """(B, T): the word index of each token (0-based), -1 for specials and padding; a
         feature mask for perturbation methods is this + 1 (0 = never perturbed)."""
@@ -191,7 +197,7 @@ def gradient_shap(task: Task) -> Tensor:
 
 def _perturbation(task: Task, cls: Any, **kwargs: Any) -> Tensor:
     attr = cls(task.forward)
-    fmask = task.word_index() + 1  # 0: specials and padding, never switched off
+    fmask = task.feature_mask()
     rows = []
     for b in range(task.ids.shape[0]):  # Lime / KernelShap take one example at a time
         sl = slice(b, b + 1)
@@ -291,7 +297,7 @@ def captum_method(method: Any, name: str | None = None, reduce: str = "sum", **a
     def run(task: Task) -> Tensor:
         attr, kw = build(task), dict(attribute_kwargs)
         if issubclass(cls, ca.PerturbationAttribution) and not issubclass(cls, ca.LayerAttribution):
-            kw.setdefault("feature_mask", task.word_index() + 1)
+            kw.setdefault("feature_mask", task.feature_mask())
             kw.setdefault("baselines", task.padded())
             rows = [attr.attribute(task.ids[b:b + 1], target=task.target[b:b + 1],
                                    additional_forward_args=(task.mask[b:b + 1],),
