@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     ly = sub.add_parser("layers", help="how much of the sentence each layer keeps, against depth",
                         description="Corpus-level entropy per layer (mean word entropy per dimension, with a "
                         "95%% bootstrap interval) on held-out test sentences or your own; a depth figure.")
-    ly.add_argument("--model", default="minilm", choices=ZOO_MODELS)
+    ly.add_argument("--model", default="minilm", metavar="MODEL",
+                    help=f"a zoo model ({', '.join(ZOO_MODELS)}; default minilm) or a local Hugging Face classifier folder")
     ly.add_argument("--sentences", type=int, default=16, help="held-out test sentences to use (default 16)")
     ly.add_argument("--file", help="your sentences instead, one per line")
     ly.add_argument("--list", action="store_true", help="only list the model's layers and exit")
@@ -218,7 +219,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     if args.list:
         from .explainer import as_zoo_model
 
-        zm = as_zoo_model(args.model)
+        zm = as_zoo_model(*_model(args.model))
         for name, module in zm.layers.items():
             print(f"{name:>10}  {type(module).__name__}")
         print(f"{'output':>10}  the predicted class's logit")

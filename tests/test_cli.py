@@ -70,6 +70,9 @@ def test_explain_a_local_hugging_face_folder_end_to_end(tmp_path, capsys, monkey
     assert ex.layers == ["layer1", "layer2", "output"] and ex.words(0)[1] == "unbelievably"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<b>bold</b>" not in page and "&lt;b&gt;" in page
+    assert main(["layers", "--model", str(folder), "--list"]) == 0  # `layers` takes the folder too
+    assert capsys.readouterr().out.split() == ["layer1", "BertLayer", "layer2", "BertLayer", "output", "the",
+                                               "predicted", "class's", "logit"]
 
 
 def test_an_empty_sentence_file_is_bad_input(tmp_path, capsys):
