@@ -63,6 +63,62 @@ def run(models: dict[str, int], texts: list[str], work: Path, chunk: int, method
             write_text(path, df.to_csv(index=False))
 
 
+KNOWN_METHODS = ("entropy", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
+                 "feature_ablation", "kernel_shap", "random")
+
+
+def run_known(models: list[str], texts: list[str], work: Path) -> None:
+    """The ground-truth models: each word model ignoring half its vocabulary, and the linear model."""
+    from captum_entropy.evaluate.known import ignoring_model, known_answers, linear_model
+
+    for name in [m for m in models if m != "minilm"] + ["linear"]:
+        path = work / f"known-{name}-{len(texts):04d}.csv"
+        if path.is_file():
+            continue
+        t = time.perf_counter()
+        if name == "linear":
+            df = known_answers(linear_model(), texts, [m for m in KNOWN_METHODS if m != "entropy_layer"])
+        else:
+            zm, ignored = ignoring_model(name)
+            df = known_answers(zm, texts, KNOWN_METHODS, ignored=ignored)
+        write_text(path, df.to_csv(index=False))
+        print(f"known answers {name}: {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def known_section(work: Path) -> list[str]:
+    import pandas as pd
+
+    from captum_entropy.evaluate.statistics import bootstrap_ci
+
+    files = sorted(work.glob("known-*.csv"))
+    if not files:
+        return []
+    lines = ["## Where the right answer is known", "",
+             "Each trained word model made to **provably ignore** a seeded half of its vocabulary (its embedding is "
+             "multiplied by 0 after the point where the methods put noise or take gradients: "
+             "`captum_entropy.evaluate.known.ignoring_model`): `read_auc` = P(a read word's |score| > an ignored "
+             "word's), 1 = perfect, 0.5 = chance; `ignored_share` = share of the |score| mass on ignored words, "
+             "0 = perfect. A bag-of-embeddings logistic model (`linear_model`), where a word's exact contribution "
+             "to the predicted logit is w·e/n: Spearman ρ with it (`rho_signed`) and with its absolute value "
+             "(`rho_abs`). Means with 95 % bootstrap intervals over sentences.", ""]
+    for path in files:
+        df = pd.read_csv(path)
+        name, n = path.stem.split("-")[1], int(path.stem.split("-")[-1])
+        metrics = [c for c in ("read_auc", "ignored_share", "rho_signed", "rho_abs") if c in df.columns]
+        lines += [f"**{name}** (n = {n} sentences)", "", "| method | " + " | ".join(metrics) + " |",
+                  "|---" * (len(metrics) + 1) + "|"]
+        for method, g in df.groupby("method", sort=False):
+            cells = []
+            for m in metrics:
+                v = g[m].to_numpy(dtype=float)
+                v = v[np.isfinite(v)]
+                cells.append(fmt(*bootstrap_ci(v)) + ("" if len(v) == len(g) else f" (n = {len(v)})")
+                             if len(v) else "undefined (every word the same score)")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def gather(work: Path, name: str) -> Evaluation | None:
     chunks = [Evaluation.load(str(p)) for p in covering(work, name, ".json")]
     return Evaluation.combine(chunks) if chunks else None
@@ -85,7 +141,7 @@ def departures(ev: Evaluation, removal: str = "delete") -> list[str]:
     low = sorted(s for s, t in finite.items() if t <= cut)
     out = [f"τ(entropy, saliency) over {len(finite)} sentences: median {np.median(list(finite.values())):.2f}; "
            f"the third where they differ most (τ ≤ {cut:.2f}, n = {len(low)}):", ""]
-    out += ["| metric | entropy | saliency | median difference | p (Wilcoxon) |", "|---|---|---|---|---|"]
+    out += ["| metric | entropy | saliency | shift (Hodges–Lehmann) | p (Wilcoxon) |", "|---|---|---|---|---|"]
     for metric in ("comprehensiveness", "sufficiency", "deletion_aopc", "loo_tau", "loo_tau_abs"):
         a = [rows[("entropy", s)][metric] for s in low]
         b = [rows[("saliency", s)][metric] for s in low]
@@ -111,9 +167,10 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
              "the prediction depends on a word, whichever way the word pushes, while every other metric counts a "
              "word that pushes against the predicted class as a mistake). "
              "Words are removed three ways: **delete** (cut out), **mask** ([MASK], else padding), **noise** "
-             "(embeddings replaced by Gaussian draws with the batch's per-dimension mean and std). Intervals: "
+             "(embeddings replaced by Gaussian draws with the per-dimension mean and std of all the sentences' "
+             "embeddings). Intervals: "
              "95 % bootstrap over sentences; tests: paired Wilcoxon over sentences, Holm-corrected over the 11 "
-             "comparisons of each (model, removal, metric).", ""]
+             "comparisons of `entropy` with the others in each (model, removal, metric).", ""]
     figure_rows = []
     for name in models:
         ev = gather(work, name)
@@ -149,6 +206,7 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
             lines += [f"| {r.method} | {r.pair} | {fmt(r.tau, r.lo, r.hi, 2)} |" for r in summary.itertuples()]
             lines.append("")
         figure_rows.append((name, ev))
+    lines += known_section(work)
     if figure_rows:
         for name, ev in figure_rows:
             path = figs / f"evaluation_{name}_deletion.png"
@@ -166,6 +224,7 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--chunk", type=int, default=50)
     p.add_argument("--coherency-sentences", type=int, default=100)
+    p.add_argument("--known-sentences", type=int, default=100, help="sentences for the ground-truth models")
     p.add_argument("--work", default="out/evaluation")
     p.add_argument("--doc", default="docs/evaluation.md")
     p.add_argument("--summary-only", action="store_true")
@@ -177,6 +236,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         run(models, texts, work, args.chunk, args.methods.split(","), args.coherency_sentences)
+        if args.known_sentences:
+            run_known(names, texts[: args.known_sentences], work)
     command = "python benchmarks/evaluation.py" + "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("models", "sentences", "minilm_sentences")
         if getattr(args, k) != p.get_default(k))

@@ -232,6 +232,8 @@ class LayerExplanation:
     @classmethod
     def concat(cls, parts: Sequence["LayerExplanation"]) -> "LayerExplanation":
         """The sentences of ``parts`` (same model and features) in one result, padded to the longest."""
+        if not parts:
+            raise ValueError("nothing to concatenate: pass one LayerExplanation or more")
         first = parts[0]
         for p in parts[1:]:
             if (p.model, p.layers, p.n_dims) != (first.model, first.layers, first.n_dims):

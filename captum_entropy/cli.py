@@ -253,7 +253,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _dataset(args: argparse.Namespace) -> tuple[list[str], list[int]]:
-    from .zoo import load_examples, load_hf_split, load_polarity
+    from .zoo import Example, load_examples, load_hf_split, load_polarity
 
     spec, label = args.data, None if args.label_column.lower() == "none" else args.label_column
     try:
@@ -267,9 +267,8 @@ def _dataset(args: argparse.Namespace) -> tuple[list[str], list[int]]:
             path = Path(spec)
             if not path.is_file():
                 raise BadInput(f"--data {spec}: no such file (or use polarity:SPLIT or hf:NAME[:SPLIT])")
-            if path.suffix.lower() == ".txt":
-                return _lines(spec)[: args.limit], []
-            examples = load_examples(path, text_column=args.text_column, label_column=label)
+            examples = ([Example(t, -1) for t in _lines(spec)] if path.suffix.lower() == ".txt" else
+                        load_examples(path, text_column=args.text_column, label_column=label))
     except (ValueError, ImportError) as err:
         raise BadInput(f"--data {spec}: {err}") from None
     if args.limit is not None:
@@ -282,11 +281,15 @@ def _dataset(args: argparse.Namespace) -> tuple[list[str], list[int]]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runs import distributed, run_dataset
+    from .runs import distributed, rank_device, run_dataset
 
     texts, labels = _dataset(args)
     if args.shard_size < 1:
         raise BadInput(f"--shard-size must be at least 1, got {args.shard_size}")
+    try:
+        rank_device(args.device)
+    except ValueError as err:
+        raise BadInput(f"--device {args.device}: {err}") from None
     with distributed(args.device) as rank:
         from .explainer import as_zoo_model
 
@@ -294,11 +297,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         zm.model.to(rank.device)
         explainer = _explainer(args, zm)
         try:
-            results = run_dataset(explainer, texts, args.out, labels=labels or None, shard_size=args.shard_size,
-                                  sort_by_length=not args.no_sort, progress=not args.quiet, rank=rank)
+            results = run_dataset(explainer, texts, args.out, labels=labels if any(x >= 0 for x in labels) else None,
+                                  shard_size=args.shard_size, sort_by_length=not args.no_sort,
+                                  progress=not args.quiet, rank=rank)
         except ValueError as err:
             raise BadInput(str(err)) from None
-    if rank.rank == 0:
+    if rank.rank == 0 and results is not None:
         state = "complete" if results.complete else f"{len(results.missing_rows)} rows still to do"
         print(f"{len(results)}/{len(texts)} sentences in {len(results.done)} shards ({state})")
         _report([str(Path(args.out))])

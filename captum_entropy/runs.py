@@ -39,6 +39,7 @@ from .errors import ConvergenceWarning
 from .viz import write_text
 
 RUN_FORMAT = "captum_entropy.run/1"
+NOT_IDENTITY = ("show_progress", "internal_batch_size")  # display and memory: they never change a number
 RUN_FILE = "run.json"
 SHARDS = "shards"
 
@@ -63,6 +64,16 @@ class Rank:
     device: torch.device = torch.device("cpu")
 
 
+def rank_device(device: str = "auto") -> torch.device:
+    """This process's device: ``cuda:LOCAL_RANK`` for ``"cuda"`` (or ``"auto"`` with a GPU), else the CPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu'")
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
+
+
 @contextmanager
 def distributed(device: str = "auto", timeout: timedelta = timedelta(hours=24)) -> Iterator[Rank]:
     """This process's :class:`Rank`. Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process
@@ -70,13 +81,8 @@ def distributed(device: str = "auto", timeout: timedelta = timedelta(hours=24)) 
 
     ``device``: ``"auto"`` (this rank's GPU, ``cuda:LOCAL_RANK``, when there is one, else the
     CPU), ``"cpu"`` or ``"cuda"``."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu'")
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    dev = rank_device(device)
+    cuda = dev.type == "cuda"
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield Rank(0, 1, dev)
         return
@@ -120,8 +126,8 @@ def _agree(rank: int, check) -> Any:
     if rank == 0:
         try:
             value = check()
-        except ValueError as err:
-            error = str(err)
+        except Exception as err:  # every rank must hear of it, or the others wait for the plan forever
+            error = f"{err}" if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
     if dist is not None:
         box = [(value, error)]
         dist.broadcast_object_list(box, src=0)
@@ -135,12 +141,13 @@ def _agree(rank: int, check) -> Any:
 
 def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, labels: Sequence[int] | None = None,
                 shard_size: int = 16, sort_by_length: bool = True, progress: bool = True,
-                rank: Rank | None = None) -> "RunResults":
+                rank: Rank | None = None) -> "RunResults | None":
     """Explain every sentence of ``texts`` with ``explainer`` (an :class:`~captum_entropy.Explainer`)
     into the run folder ``out``; a folder holding part of the same run is resumed, one holding
     another run is an error. Under ``torchrun`` each rank computes its own shards (``rank``: the
     :class:`Rank` from :func:`distributed`; by default that of an initialised process group, else
-    rank 0 of 1). Returns the folder's :class:`RunResults`.
+    rank 0 of 1; a CUDA rank's model is moved to its GPU). Returns the folder's
+    :class:`RunResults` (``None`` on a node whose folder lacks ``run.json``: no shared filesystem).
 
     Args:
         explainer: what to explain with (model, layers, σ_S, settings); every rank needs the same.
@@ -158,12 +165,19 @@ def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, la
     if rank is None:  # a process group the caller started counts; else one process
         dist = _dist()
         rank = Rank(dist.get_rank(), dist.get_world_size()) if dist is not None else Rank()
+    if rank.world_size > 1 and _dist() is None:
+        raise ValueError(f"{rank} without a process group: start the processes with torchrun (or call "
+                         "torch.distributed.init_process_group first, e.g. inside runs.distributed())")
     out = Path(out)
     zm = explainer.zoo_model
+    if rank.device.type == "cuda" and _device_of(zm.model) != rank.device:
+        zm.model.to(rank.device)  # this rank's GPU
     identity = {
         "model": zm.name, "weights": fingerprint(zm.model), "layers": list(explainer.layers),
-        "output": explainer.output, "settings": _jsonable(explainer.settings), "stats": _stats_sha(explainer.stats),
-        "sentences": len(texts), "texts_sha256": _sha("\n".join(texts) + "\0" + json.dumps(labels)),
+        "output": explainer.output, "stats": _stats_sha(explainer.stats),
+        "settings": _jsonable({k: v for k, v in explainer.settings.items() if k not in NOT_IDENTITY}),
+        "device": _device_of(zm.model).type,  # CPU and CUDA draw different noise: a resume keeps to one
+        "sentences": len(texts), "texts_sha256": _sha(json.dumps([texts, labels])),
         "shard_size": shard_size, "sort_by_length": sort_by_length,
     }
 
@@ -206,7 +220,8 @@ def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, la
     dist = _dist()
     if dist is not None:
         dist.barrier()
-    return RunResults(out)
+    # on a node without a shared filesystem only rank 0's folder holds run.json
+    return RunResults(out) if (out / RUN_FILE).is_file() else None
 
 
 def shard_path(out: str | os.PathLike, k: int) -> Path:
@@ -242,7 +257,8 @@ def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], ma
 def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, texts: list[str]) -> set[int]:
     """The shards of ``mine`` already done. Mends what a kill leaves: a torn last index line, a
     temporary file, a shard file in place whose index line was never written (re-indexed after
-    checking it holds its rows' sentences)."""
+    checking it holds its rows' sentences). A file that no longer matches its index line is
+    deleted and recomputed."""
     records = _records(out, plan)
     if index.is_file():  # keep only whole lines, so the next append starts a fresh one
         whole = [line for line in index.read_text(encoding="utf-8").splitlines(keepends=True) if line.endswith("\n")]
@@ -257,6 +273,9 @@ def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, tex
         sha = _file_sha(path)
         if sha in records.get(k, set()):
             done.add(k)
+            continue
+        if k in records:  # committed once, changed since (edited, or cut by a power loss): recompute it
+            path.unlink()
             continue
         try:
             ex = LayerExplanation.load(path)
@@ -299,6 +318,11 @@ def _append(index: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _device_of(model: Any) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _lengths(zm: Any, texts: list[str], batch: int = 256) -> list[int]:
@@ -389,7 +413,8 @@ class RunResults:
             yield self.plan[k], LayerExplanation.load(path)
 
     def merge(self, allow_partial: bool = False) -> LayerExplanation:
-        """Every done sentence in one :class:`LayerExplanation`, in dataset order."""
+        """Every done sentence in one :class:`LayerExplanation`, in dataset order (their dataset
+        rows in ``settings["rows"]``)."""
         if not self.complete and not allow_partial:
             raise ValueError(f"{self!r} is not complete ({len(self.missing_rows)} rows missing): resume the run, "
                              "or pass allow_partial=True")
@@ -398,7 +423,9 @@ class RunResults:
         rows, parts = zip(*self.shards())
         flat = [i for r in rows for i in r]
         merged = LayerExplanation.concat(list(parts))
-        return merged.take(sorted(range(len(flat)), key=flat.__getitem__))
+        merged = merged.take(sorted(range(len(flat)), key=flat.__getitem__))
+        merged.settings = {**merged.settings, "rows": sorted(flat)}  # which dataset rows (a partial merge)
+        return merged
 
     def table(self, unit: str = "nats"):
         """A pandas DataFrame, one row per (sentence, feature, word): the dataset row, its label,

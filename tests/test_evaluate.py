@@ -204,3 +204,57 @@ def test_layers_that_compute_the_same_function_are_perfectly_coherent(one_word):
     assert set(summary["method"]) == {"entropy", "layer_ig", "layer_gradient_x_activation"}
     with pytest.raises(ValueError, match="knows"):
         layer_coherency(one_word, TEXTS, methods=["saliency"])
+
+
+def test_scores_do_not_depend_on_how_sentences_are_batched(one_word):
+    methods = ["random", "feature_ablation", "gradient_shap", "kernel_shap", "Occlusion", "LayerDeepLift", "DeepLift"]
+    runs = [evaluate(one_word, TEXTS, methods=methods, removals=("noise", "mask"), batch_size=n, progress=False)
+            for n in (2, 6)]
+    a, b = (r.frame().sort_values(["method", "removal", "sentence"]).reset_index(drop=True) for r in runs)
+    assert len(a) == len(methods) * 2 * len(TEXTS)
+    for metric in ("deletion_aopc", "comprehensiveness", "sufficiency", "loo_tau"):
+        np.testing.assert_allclose(a[metric], b[metric], atol=1e-6, equal_nan=True, err_msg=metric)
+    again = evaluate(one_word, TEXTS, methods=["kernel_shap"], removals=("mask",), progress=False)
+    assert again.rows[0]["scores"] == runs[1].rows[[r["method"] for r in runs[1].rows].index("kernel_shap")]["scores"]
+
+
+def test_the_verdict_follows_the_side_the_test_found():
+    tied = {"a": np.r_[np.zeros(60), np.full(40, 0.2)], "b": np.zeros(100)}
+    assert win_tie_loss(tied)[0]["verdict"] == "win"  # the median difference is 0, the test is not
+    skewed = {"a": np.r_[np.full(55, -0.01), np.full(45, 0.5)], "b": np.zeros(100)}
+    row = win_tie_loss(skewed)[0]
+    assert row["verdict"] == "win" and row["shift"] == pytest.approx(0.245)
+    three = {"ref": np.arange(30.0), "x": np.zeros(30), "y": np.zeros(30)}
+    rows = win_tie_loss(three, reference="ref")
+    assert [(r["method"], r["other"]) for r in rows] == [("ref", "x"), ("ref", "y")]  # Holm over 2, not 3
+
+
+def test_provably_ignored_words_get_nothing_and_a_linear_model_s_contributions_are_recovered():
+    from captum_entropy.evaluate.known import BagOfEmbeddings, GatedEmbedding, known_answers
+    from captum_entropy.zoo import build
+
+    zm = build("cnn", TEXTS, glove=False, config={"filters": 8})
+    keep = torch.ones(len(zm.tokenizer))
+    for w in ("the", "a", "and", "was", "is"):
+        keep[zm.tokenizer.index[w]] = 0.0
+    inner = zm.model.embedding
+    zm.model.embedding = GatedEmbedding(inner, keep)
+    zm.embedding = inner  # attributions act before the gate
+    ignored = keep == 0
+    stats_free = {"entropy": "entropy", "saliency": "saliency", "ixg": "input_x_gradient", "random": "random"}
+    with pytest.warns(Warning):
+        df = known_answers(zm, TEXTS, stats_free, ignored=ignored, stats=None, entropy_settings={"max_steps": 20})
+    by = df.groupby("method")["ignored_share"].mean()
+    assert by["saliency"] == 0.0 and by["ixg"] == 0.0 and by["entropy"] == 0.0 and by["random"] > 0.1
+    assert df[df.method == "entropy"]["read_auc"].dropna().min() == 1.0
+
+    torch.manual_seed(0)
+    tok = zm.tokenizer
+    model = BagOfEmbeddings(len(tok), 4).eval()
+    from captum_entropy.zoo import ZooModel
+
+    lin = ZooModel("linear", model, tok, tok.tokens, model.embedding, {}, ("neg", "pos"), {}, tokenizer=tok)
+    df = known_answers(lin, TEXTS, ["input_x_gradient", "layer_ig", "random"])
+    rho = df.groupby("method")["rho_signed"].mean()
+    assert rho["input_x_gradient"] == pytest.approx(1.0) and rho["layer_ig"] == pytest.approx(1.0)
+    assert rho["random"] < 0.9

@@ -163,7 +163,7 @@ def test_data_sources_read_the_same_sentences(setup):
     labels = [i % 2 for i in range(len(TEXTS))]
     assert read("--data", str(root / "data.jsonl")) == (TEXTS, labels)
     assert read("--data", "hf:json", "--data-files", str(root / "data.jsonl")) == (TEXTS, labels)
-    assert read("--data", str(root / "data.txt"), "--limit", "3") == (TEXTS[:3], [])
+    assert read("--data", str(root / "data.txt"), "--limit", "3") == (TEXTS[:3], [-1] * 3)
     assert read("--data", str(root / "data.csv"), "--text-column", "review", "--label-column", "none") == (
         TEXTS, [-1] * len(TEXTS))
     from captum_entropy.cli import BadInput
@@ -211,3 +211,33 @@ def test_merge_command_writes_the_result_and_the_words_table(setup, baseline, tm
     assert (tmp_path / "words.csv").read_text().startswith("row,label,prediction,probability,feature")
     assert main(["merge", str(tmp_path / "nothing")]) == 2
     assert "holds no run.json" in capsys.readouterr().err
+
+
+def test_a_changed_committed_shard_is_recomputed_and_display_flags_may_change(setup, baseline, tmp_path):
+    import shutil
+
+    root, args, env = setup
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "baseline", copy)
+    edited = LayerExplanation.load(shard_path(copy, 1))
+    edited.token_kept += 1.0  # the same sentences, other numbers: not what the index committed
+    edited.save(shard_path(copy, 1))
+    loud = [a for a in args if a != "--quiet"]  # a display flag is not part of the run's identity
+    proc = _cli([*loud, "--out", str(copy)], env)
+    assert proc.returncode == 0, proc.stderr
+    _same(RunResults(copy).merge(), baseline)
+
+
+def test_a_rank_without_a_process_group_and_bad_limits_are_clear_errors(setup, baseline):
+    from captum_entropy.cli import BadInput, _dataset, _parser
+    from captum_entropy.runs import Rank, run_dataset
+
+    root, _, _ = setup
+    with pytest.raises(ValueError, match="without a process group: start the processes with torchrun"):
+        run_dataset(object(), TEXTS, root / "never", rank=Rank(1, 2))
+    (root / "lines.txt").write_text("a\nb\n")
+    for limit in ("0", "-1"):
+        with pytest.raises(BadInput, match="--limit must be at least 1"):
+            _dataset(_parser().parse_args(["run", "--data", str(root / "lines.txt"), "--limit", limit]))
+    merged = RunResults(root / "baseline").merge()
+    assert merged.settings["rows"] == list(range(len(TEXTS)))

@@ -60,13 +60,14 @@ def layer_coherency(model: Any, texts: Sequence[str], tokenizer: Any = None,
         raise ValueError(f"{zm.name} has one hidden layer ({names}): coherency needs two or more")
     explainer = Explainer(zm, output=False, stats=stats, show_progress=False, **(entropy_settings or {})) \
         if "entropy" in methods else None
-    rows = []
+    rows, device = [], next(iter(zm.model.parameters())).device
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         ids, mask, groups = zm.encode(chunk)
+        ids, mask = ids.to(device), mask.to(device)
         with torch.no_grad():
             target = zm.forward(ids, mask).argmax(-1)
-        task = Task(zm, ids, mask, target, list(groups))
+        task = Task(zm, ids, mask, target, list(groups), offset=start)
         for method in methods:
             if method == "entropy":
                 with warnings.catch_warnings():

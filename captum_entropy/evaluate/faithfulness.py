@@ -18,8 +18,8 @@ probability ``p0``:
 apart from attribution quality: ``delete`` (the word's tokens cut out, the rest moves up; a text with nothing left is one
 padding token),
 ``mask`` (its ids replaced by the tokenizer's [MASK], else padding, the mask unchanged),
-``noise`` (its embeddings replaced by Gaussian draws with the embedding table's per-dimension
-mean and std over the batch's tokens, one draw per token shared by every copy). Special tokens are never removed. Every perturbed copy of every sentence goes
+``noise`` (its embeddings replaced by Gaussian draws with the per-dimension mean and std of the
+embedding output over every sentence evaluated, one draw per token shared by every copy). Special tokens are never removed. Every perturbed copy of every sentence goes
 through the model in batches (:class:`Perturber`); copies that coincide are run once.
 
 >>> n_top(0.1, 7), n_top(0.5, 7), n_top(0.0, 7), n_top(1.0, 7)
@@ -53,7 +53,7 @@ def n_top(fraction: float, n_words: int) -> int:
 def ranking(scores: Tensor) -> list[int]:
     """Word indices from most to least important (ties: sentence order)."""
     s = scores.tolist()
-    return sorted(range(len(s)), key=lambda w: (-s[w] if math.isfinite(s[w]) else math.inf, w))
+    return sorted(range(len(s)), key=lambda w: (math.inf if math.isnan(s[w]) else -s[w], w))
 
 
 class Perturber:
@@ -66,7 +66,8 @@ class Perturber:
     """
 
     def __init__(self, zoo_model: Any, ids: Tensor, mask: Tensor, groupings: Sequence[WordGrouping], target: Tensor,
-                 removal: str = "delete", batch_size: int = 128, seed: int = 0) -> None:
+                 removal: str = "delete", batch_size: int = 128, seed: int = 0,
+                 noise_stats: tuple[Tensor, Tensor] | None = None, first_index: int = 0) -> None:
         if removal not in REMOVALS:
             raise ValueError(f"removal must be one of {REMOVALS}, got {removal!r}")
         self.zm, self.ids, self.mask, self.groupings = zoo_model, ids, mask, list(groupings)
@@ -77,10 +78,13 @@ class Perturber:
         if removal == "noise":  # one draw per token, shared by every copy (common random numbers)
             with torch.no_grad():
                 emb = zoo_model.embedding(ids).float()
-            real = emb[mask.bool()]
-            g = torch.Generator(device="cpu").manual_seed(seed)
-            draws = torch.randn(emb.shape, generator=g).to(emb.device)
-            self.noise = real.mean(0) + real.std(0) * draws
+            mean, std = noise_stats if noise_stats is not None else embedding_stats(zoo_model, [(ids, mask)])
+            draws = torch.zeros(emb.shape)
+            for b, n in enumerate(mask.sum(1).tolist()):  # seeded by the sentence's dataset index, drawn for
+                g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + b)  # its own tokens only:
+                draws[b, : int(n)] = torch.randn((int(n), emb.shape[2]), generator=g)  # batching never matters
+            draws = draws.to(emb.device)
+            self.noise = mean.to(emb.device) + std.to(emb.device) * draws
         self._cache: dict[tuple[int, frozenset], float] = {}
 
     def probabilities(self, requests: Iterable[tuple[int, frozenset]]) -> list[float]:
@@ -121,6 +125,21 @@ class Perturber:
                 logits = self.zm.forward(ids, mask)
         probs = torch.softmax(logits.float(), -1)
         return probs[torch.arange(len(chunk)), self.target[rows]].tolist()
+
+
+@torch.no_grad()
+def embedding_stats(zoo_model: Any, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and std of the embedding output over every real token of ``batches``."""
+    total, sq, n = None, None, 0
+    for ids, mask in batches:
+        real = zoo_model.embedding(ids).double()[mask.bool()]
+        total = real.sum(0) if total is None else total + real.sum(0)
+        sq = (real ** 2).sum(0) if sq is None else sq + (real ** 2).sum(0)
+        n += real.shape[0]
+    if not n:
+        raise ValueError("no real tokens to take the embedding statistics from")
+    mean = total / n
+    return mean.float(), (sq / n - mean ** 2).clamp(min=0).sqrt().float()
 
 
 def _cut(ids: Tensor, mask: Tensor, gone: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:

@@ -15,11 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .faithfulness import HIGHER_IS_BETTER, METRICS, REMOVALS, Perturber, faithfulness
-from .methods import Task, methods_from
+from .faithfulness import HIGHER_IS_BETTER, METRICS, REMOVALS, Perturber, embedding_stats, faithfulness
+from .methods import Task, entropy_layer, entropy_logit, methods_from
 from .statistics import bootstrap_ci, win_tie_loss
 
-ENTROPY_METHODS = ("entropy", "entropy_layer")
 FORMAT = "captum_entropy.Evaluation/1"
 
 
@@ -52,21 +51,24 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
     bad = [r for r in removals if r not in REMOVALS]
     if bad or not removals:
         raise ValueError(f"removals must be a non-empty subset of {REMOVALS}, got {list(removals)}")
-    if stats is None and any(m.name in ENTROPY_METHODS for m in chosen):
+    if stats is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
         stats = feature_stats(zm)
     device = next(iter(zm.model.parameters())).device
+    encoded = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask, groups = zm.encode(texts[start:start + batch_size])
+        encoded.append((start, ids.to(device), mask.to(device), list(groups)))
+    noise_stats = embedding_stats(zm, [(ids, mask) for _, ids, mask, _ in encoded]) if "noise" in removals else None
     rows: list[dict] = []
     seconds = {m.name: 0.0 for m in chosen}
     bar = tqdm(total=len(texts) * len(chosen), unit="sentence·method", disable=not progress, desc=zm.name)
     try:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            ids, mask, groups = zm.encode(chunk)
-            ids, mask = ids.to(device), mask.to(device)
+        for start, ids, mask, groups in encoded:
             with torch.no_grad():
                 target = zm.forward(ids, mask).argmax(-1)
-            task = Task(zm, ids, mask, target, list(groups), stats, seed, {"entropy": dict(entropy_settings or {})})
-            perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed) for r in removals}
+            task = Task(zm, ids, mask, target, groups, stats, seed, {"entropy": dict(entropy_settings or {})}, start)
+            perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed, noise_stats, start)
+                          for r in removals}
             for m in chosen:
                 t = time.perf_counter()
                 scores = m(task)
@@ -75,7 +77,7 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
                     for b, res in enumerate(faithfulness(perturbers[r], scores)):
                         rows.append({"model": zm.name, "method": m.name, "removal": r, "sentence": start + b,
                                      "prediction": int(target[b]), **res, "scores": scores[b].tolist()})
-                bar.update(len(chunk))
+                bar.update(len(groups))
     finally:
         bar.close()
     return Evaluation(rows, {"models": [zm.name], "sentences": len(texts), "methods": names,
@@ -143,7 +145,8 @@ class Evaluation:
 
     def win_tie_loss(self, reference: str = "entropy", alpha: float = 0.05):
         """``reference`` against every other method, per model, removal and metric: paired
-        Wilcoxon over sentences, Holm-corrected within each (model, removal, metric) (pandas)."""
+        Wilcoxon over sentences, Holm-corrected over the reference's comparisons within each
+        (model, removal, metric) (pandas)."""
         import pandas as pd
 
         df, out = self.frame(), []
@@ -153,10 +156,8 @@ class Evaluation:
                 raise ValueError(f"no method {reference!r} in this evaluation; it has {sorted(wide)}")
             for metric in METRICS:
                 scores = {m: w[metric].to_numpy(dtype=float) for m, w in wide.items()}
-                ordered = {reference: scores[reference], **{m: v for m, v in scores.items() if m != reference}}
-                for row in win_tie_loss(ordered, HIGHER_IS_BETTER[metric], alpha):
-                    if row["method"] == reference:
-                        out.append({"model": model, "removal": removal, "metric": metric, **row})
+                for row in win_tie_loss(scores, HIGHER_IS_BETTER[metric], alpha, reference=reference):
+                    out.append({"model": model, "removal": removal, "metric": metric, **row})
         return pd.DataFrame(out)
 
     def curves(self, kind: str = "deletion") -> dict[tuple[str, str, str], np.ndarray]:

@@ -18,10 +18,13 @@ callable ``task -> Tensor`` with :func:`register`.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +45,7 @@ class Task:
     stats: Any = None
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    offset: int = 0  # the dataset index of the first sentence (per-sentence seeds)
 
     @property
     def forward(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -64,7 +68,11 @@ class Task:
         """(B, T) Captum feature groups: one per word, numbered from 0 (specials and padding
         share a group of their own when there are any; the baseline leaves them unchanged)."""
         fmask = self.word_index() + 1
-        return fmask - fmask.min()
+        return fmask - fmask.min(dim=1, keepdim=True).values
+
+    def sentence_seed(self, b: int) -> int:
+        """The seed of sentence ``b``: from ``seed`` and its dataset index, not its batch."""
+        return (self.seed * 1_000_003 + self.offset + b) % (2**63)
 
     def word_index(self) -> Tensor:
         """(B, T): the word index of each token (0-based), -1 for specials and padding; a
@@ -100,6 +108,20 @@ def word_scores(scores: Tensor, groupings: list[WordGrouping], per_word: bool = 
     return out
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed torch's and numpy's global generators inside the block, restoring them after (Captum's
+    sampling methods draw from both); the caller's random state is left as it was."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed % (2**32))
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 class _Forward(nn.Module):
     """``zoo_model.forward`` as an nn.Module (Captum's DeepLift needs one)."""
 
@@ -125,8 +147,8 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = ea.explain(task.ids, target=None if layer else task.target, additional_forward_args=(task.mask,),
-                            feature_std=std, mask=task.mask, seed=task.seed,
-                            **{"show_progress": False, **task.settings.get("entropy", {})})
+                            feature_std=std, mask=task.mask,
+                            **{"show_progress": False, "seed": task.seed, **task.settings.get("entropy", {})})
     return result.kept_information
 
 
@@ -182,17 +204,20 @@ def deeplift(task: Task) -> Tensor:
 
 
 def gradient_shap(task: Task) -> Tensor:
-    """GradientShap on the embedding output: 16 samples between the input and the all-padding
-    sentence's embedding (Gaussian jitter 0.0), summed over dimensions; seeded."""
+    """GradientShap on the embedding output: 16 samples between the input and its own
+    all-padding sentence's embedding, summed over dimensions; seeded per sentence."""
     from captum.attr import GradientShap
 
-    torch.manual_seed(task.seed)
-    emb = task.embedding(task.ids).detach()
+    forward = _from_embeddings(task)
     with torch.no_grad():
-        base = task.embedding(task.padded()).detach()
-    a = GradientShap(_from_embeddings(task)).attribute(emb, baselines=base, n_samples=16, target=task.target,
-                                                       additional_forward_args=(task.ids, task.mask))
-    return a.sum(-1)
+        emb, base = task.embedding(task.ids).detach(), task.embedding(task.padded()).detach()
+    rows = []
+    for b in range(task.ids.shape[0]):  # its own baseline only (Captum draws baselines across rows)
+        sl = slice(b, b + 1)
+        with _seeded(task.sentence_seed(b)):
+            rows.append(GradientShap(forward).attribute(emb[sl], baselines=base[sl], n_samples=16, target=task.target[sl],
+                                                        additional_forward_args=(task.ids[sl], task.mask[sl])))
+    return torch.cat(rows).sum(-1)
 
 
 def _perturbation(task: Task, cls: Any, **kwargs: Any) -> Tensor:
@@ -201,8 +226,9 @@ def _perturbation(task: Task, cls: Any, **kwargs: Any) -> Tensor:
     rows = []
     for b in range(task.ids.shape[0]):  # Lime / KernelShap take one example at a time
         sl = slice(b, b + 1)
-        a = attr.attribute(task.ids[sl], baselines=task.padded()[sl], target=task.target[sl],
-                           additional_forward_args=(task.mask[sl],), feature_mask=fmask[sl], **kwargs)
+        with _seeded(task.sentence_seed(b)):
+            a = attr.attribute(task.ids[sl], baselines=task.padded()[sl], target=task.target[sl],
+                               additional_forward_args=(task.mask[sl],), feature_mask=fmask[sl], **kwargs)
         rows.append(a.float())
     return torch.cat(rows)
 
@@ -224,25 +250,24 @@ def occlusion(task: Task) -> Tensor:
 
 
 def kernel_shap(task: Task) -> Tensor:
-    """KernelShap over words (64 coalitions, seeded)."""
+    """KernelShap over words (64 coalitions, seeded per sentence)."""
     from captum.attr import KernelShap
 
-    torch.manual_seed(task.seed)
     return _perturbation(task, KernelShap, n_samples=64)
 
 
 def lime(task: Task) -> Tensor:
-    """Lime over words (64 samples, seeded)."""
+    """Lime over words (64 samples, seeded per sentence)."""
     from captum.attr import Lime
 
-    torch.manual_seed(task.seed)
     return _perturbation(task, Lime, n_samples=64)
 
 
 def random_scores(task: Task) -> Tensor:
     """Seeded uniform noise: the baseline every method must beat."""
-    g = torch.Generator().manual_seed(task.seed)
-    return torch.rand(task.ids.shape, generator=g)
+    rows = [torch.rand(task.ids.shape[1], generator=torch.Generator().manual_seed(task.sentence_seed(b)))
+            for b in range(task.ids.shape[0])]
+    return torch.stack(rows)
 
 
 METHODS: dict[str, Method] = {}
@@ -268,11 +293,15 @@ for _name, _fn, _pw in (("entropy", entropy_logit, False), ("entropy_layer", ent
 def captum_method(method: Any, name: str | None = None, reduce: str = "sum", **attribute_kwargs: Any) -> Method:
     """A Captum attribution class, instance or ``captum.attr`` name as a :class:`Method`.
 
-    Layer methods (``Layer*``) are built on the model's embedding and take the ids; perturbation
-    methods (FeatureAblation, Lime, KernelShap, ShapleyValueSampling, ...) switch whole words to
-    padding; gradient methods on inputs (Saliency, IntegratedGradients, NoiseTunnel, ...) get
-    the embedding output as their input. ``reduce``: ``"sum"`` or ``"norm"`` over the embedding
-    dimensions. An instance must have been built on the task's model (its forward, its layer)."""
+    Layer methods (``Layer*``) are built on the model's embedding and take the ids (baseline:
+    the all-padding sentence, where they take one); perturbation methods (FeatureAblation, Lime,
+    KernelShap, ShapleyValueSampling, ...) switch whole words to padding, Occlusion single
+    tokens; gradient methods on inputs (Saliency, IntegratedGradients, DeepLift, ...) get the
+    embedding output as their input. ``reduce``: ``"sum"`` or ``"norm"`` over the embedding
+    dimensions. An instance must be built on the task's model: a layer method on
+    ``(zoo_model.forward, zoo_model.embedding)``, a perturbation method on ``zoo_model.forward``
+    (called with ids and mask), an input method on a function of ``(embeddings, ids, mask)``.
+    Wrappers (NoiseTunnel) are used as instances only."""
     import captum.attr as ca
 
     if reduce not in ("sum", "norm"):
@@ -285,36 +314,66 @@ def captum_method(method: Any, name: str | None = None, reduce: str = "sum", **a
     cls = method if isinstance(method, type) else type(method)
     if not issubclass(cls, ca.Attribution):
         raise TypeError(f"{cls.__name__} is not a Captum Attribution")
-    label = name or cls.__name__
+    if isinstance(method, type) and issubclass(cls, ca.NoiseTunnel):
+        raise ValueError("NoiseTunnel wraps another attribution: pass an instance, e.g. "
+                         "NoiseTunnel(IntegratedGradients(forward)) with forward(embeddings, ids, mask)")
+    layer = issubclass(cls, ca.LayerAttribution)
+    occlusion = issubclass(cls, ca.Occlusion)
+    perturbation = issubclass(cls, ca.PerturbationAttribution) and not layer and not occlusion
+    needs_module = "DeepLift" in cls.__name__  # Captum's DeepLift family hooks an nn.Module
+    takes = set(inspect.signature(cls.attribute).parameters)
 
     def build(task: Task) -> Any:
         if not isinstance(method, type):
             return method
-        if issubclass(cls, ca.LayerAttribution):
-            return cls(task.forward, task.embedding)
-        return cls(task.forward if issubclass(cls, ca.PerturbationAttribution) else _from_embeddings(task))
+        if layer:
+            return cls(_Forward(task.zoo_model) if needs_module else task.forward, task.embedding)
+        if perturbation or occlusion:
+            return cls(task.forward)
+        forward = _from_embeddings(task)
+        return cls(_EmbeddingForward(task, forward) if needs_module else forward)
 
     def run(task: Task) -> Tensor:
         attr, kw = build(task), dict(attribute_kwargs)
-        if issubclass(cls, ca.PerturbationAttribution) and not issubclass(cls, ca.LayerAttribution):
+        if perturbation:
             kw.setdefault("feature_mask", task.feature_mask())
             kw.setdefault("baselines", task.padded())
-            rows = [attr.attribute(task.ids[b:b + 1], target=task.target[b:b + 1],
-                                   additional_forward_args=(task.mask[b:b + 1],),
-                                   **{**kw, "feature_mask": kw["feature_mask"][b:b + 1],
-                                      "baselines": kw["baselines"][b:b + 1]})
-                    for b in range(task.ids.shape[0])]
+            rows = []
+            for b in range(task.ids.shape[0]):
+                per = {k: v[b:b + 1] if isinstance(v, Tensor) and v.dim() and v.shape[0] == task.ids.shape[0] else v
+                       for k, v in kw.items()}
+                with _seeded(task.sentence_seed(b)):
+                    rows.append(attr.attribute(task.ids[b:b + 1], target=task.target[b:b + 1],
+                                               additional_forward_args=(task.mask[b:b + 1],), **per))
             return torch.cat(rows).float()
-        if issubclass(cls, ca.LayerAttribution):
-            a = attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kw)
-        else:
-            emb = task.embedding(task.ids).detach().requires_grad_()
-            a = attr.attribute(emb, target=task.target, additional_forward_args=(task.ids, task.mask), **kw)
+        if occlusion:
+            kw.setdefault("sliding_window_shapes", (1,))
+            kw.setdefault("baselines", task.padded())
+            return attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kw).float()
+        with _seeded(task.sentence_seed(0)):
+            if layer:
+                if "baselines" in takes:
+                    kw.setdefault("baselines", task.padded())
+                a = attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kw)
+            else:
+                emb = task.embedding(task.ids).detach().requires_grad_()
+                a = attr.attribute(emb, target=task.target, additional_forward_args=(task.ids, task.mask), **kw)
         a = a[0] if isinstance(a, tuple) else a
         return a.norm(dim=-1) if reduce == "norm" else a.sum(-1)
 
-    per_word = issubclass(cls, ca.PerturbationAttribution) and not issubclass(cls, (ca.LayerAttribution, ca.Occlusion))
-    return Method(label, run, per_word)
+    return Method(name or cls.__name__, run, perturbation)
+
+
+class _EmbeddingForward(nn.Module):
+    """``(embeddings, ids, mask) -> logits`` as an nn.Module (Captum's DeepLift needs one)."""
+
+    def __init__(self, task: Task, forward: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.inner = task.zoo_model.model
+        self._forward = forward
+
+    def forward(self, emb: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        return self._forward(emb, ids, mask)
 
 
 def _from_embeddings(task: Task) -> Callable[..., Tensor]:

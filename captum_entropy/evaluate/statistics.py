@@ -47,8 +47,10 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, int]:
     """Two-sided paired Wilcoxon signed-rank test of ``a`` against ``b`` over the pairs where
-    both are finite: ``(median difference a − b, p-value, n pairs)``; p = 1 when every
-    difference is 0, NaN with fewer than 2 pairs."""
+    both are finite: ``(shift, p-value, n pairs)``. ``shift`` is the Hodges–Lehmann estimate of
+    ``a − b`` (the median of the pairwise means of the differences: the estimate that goes with
+    this test, so its sign is the side the test found); p = 1 when every difference is 0, NaN
+    with fewer than 2 pairs."""
     from scipy.stats import wilcoxon
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -57,25 +59,32 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, floa
     keep = np.isfinite(x) & np.isfinite(y)
     d = x[keep] - y[keep]
     if d.size < 2:
-        return (float(np.median(d)) if d.size else float("nan")), float("nan"), int(d.size)
+        return (float(d[0]) if d.size else float("nan")), float("nan"), int(d.size)
     if not np.any(d):
         return 0.0, 1.0, int(d.size)
-    return float(np.median(d)), float(wilcoxon(x[keep], y[keep]).pvalue), int(d.size)
+    i, j = np.triu_indices(d.size)
+    shift = float(np.median((d[i] + d[j]) / 2))
+    return shift, float(wilcoxon(x[keep], y[keep]).pvalue), int(d.size)
 
 
-def win_tie_loss(scores: Mapping[str, Sequence[float]], higher_is_better: bool = True,
-                 alpha: float = 0.05) -> list[dict]:
-    """Every pair of methods on one metric, paired over sentences: the median difference, the
-    Wilcoxon p-value, Holm-adjusted over all pairs, and the verdict for the first method
-    (``"win"``/``"loss"`` when the adjusted p < ``alpha``, else ``"tie"``)."""
+def win_tie_loss(scores: Mapping[str, Sequence[float]], higher_is_better: bool = True, alpha: float = 0.05,
+                 reference: str | None = None) -> list[dict]:
+    """Paired comparisons of methods on one metric over sentences: every pair, or only
+    ``reference`` against each other method. Each row: the Hodges–Lehmann shift (first − other),
+    the Wilcoxon p-value, Holm-adjusted over the comparisons made, and the verdict for the first
+    method (``"win"``/``"loss"`` when the adjusted p < ``alpha``, by the side of the shift, else
+    ``"tie"``)."""
     names = list(scores)
+    if reference is not None and reference not in scores:
+        raise ValueError(f"no method {reference!r} among {names}")
+    pairs = [(reference, o) for o in names if o != reference] if reference is not None else \
+        [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     rows = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            diff, p, n = paired_wilcoxon(scores[a], scores[b])
-            rows.append({"method": a, "other": b, "median_difference": diff, "p": p, "n": n})
+    for a, b in pairs:
+        shift, p, n = paired_wilcoxon(scores[a], scores[b])
+        rows.append({"method": a, "other": b, "shift": shift, "p": p, "n": n})
     for row, adj in zip(rows, holm([r["p"] for r in rows])):
         row["p_holm"] = adj
-        better = row["median_difference"] > 0 if higher_is_better else row["median_difference"] < 0
-        row["verdict"] = "tie" if not adj < alpha or row["median_difference"] == 0 else ("win" if better else "loss")
+        better = row["shift"] > 0 if higher_is_better else row["shift"] < 0
+        row["verdict"] = "tie" if not adj < alpha or row["shift"] == 0 else ("win" if better else "loss")
     return rows
