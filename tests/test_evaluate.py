@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -242,7 +243,8 @@ def test_provably_ignored_words_get_nothing_and_a_linear_model_s_contributions_a
     zm.embedding = inner  # attributions act before the gate
     ignored = keep == 0
     stats_free = {"entropy": "entropy", "saliency": "saliency", "ixg": "input_x_gradient", "random": "random"}
-    with pytest.warns(Warning):
+    with warnings.catch_warnings():  # σ_S of an untrained model may be floored (TinyStdWarning) when first fitted
+        warnings.simplefilter("ignore")
         df = known_answers(zm, TEXTS, stats_free, ignored=ignored, stats=None, entropy_settings={"max_steps": 20})
     by = df.groupby("method")["ignored_share"].mean()
     assert by["saliency"] == 0.0 and by["ixg"] == 0.0 and by["entropy"] == 0.0 and by["random"] > 0.1
