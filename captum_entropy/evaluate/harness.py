@@ -197,16 +197,22 @@ class Evaluation:
         curves = self.curves(kind)
         model = model or self.meta["models"][0]
         removal = removal or next(k[1] for k in curves if k[0] == model)
-        fig = _figure_class()(figsize=(7.0, 4.6), layout="constrained")
+        from matplotlib import colormaps
+
+        fig = _figure_class()(figsize=(8.4, 4.6), layout="constrained")
         ax = fig.add_subplot()
         x = np.linspace(0, 100, 11)
-        for (m, r, method), c in curves.items():
-            if (m, r) != (model, removal):
-                continue
+        palette = colormaps["tab20"].colors
+        chosen = [k for k in curves if k[:2] == (model, removal)]
+        for i, key in enumerate(chosen):
+            method, c = key[2], curves[key]
             mean = np.nanmean(c, 0)
             ok = np.isfinite(c).sum(0) >= 5
             band = np.array([bootstrap_ci(col)[1:] if k else (np.nan, np.nan) for col, k in zip(c.T, ok)])
-            line, = ax.plot(x, mean, marker="o", ms=3, lw=2 if method.startswith("entropy") else 1.3, label=method)
+            style = ({"color": "0.45", "ls": "--"} if method == "random" else
+                     {"color": ("black", "0.3")[i % 2] if method.startswith("entropy") else palette[(2 * i) % 20]})
+            line, = ax.plot(x, mean, marker="o", ms=3, lw=2.6 if method.startswith("entropy") else 1.3, label=method,
+                            **style)
             if ok.any():
                 ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.12, lw=0)
         what = "removed" if kind == "deletion" else "kept"
@@ -217,5 +223,5 @@ class Evaluation:
         ax.set_title(f"{model}: {kind} curves, removal = {removal} ({better} = more faithful; n = {n})",
                      fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         return fig
