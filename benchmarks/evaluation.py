@@ -192,8 +192,8 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
              "the prediction depends on a word, whichever way the word pushes, while every other metric counts a "
              "word that pushes against the predicted class as a mistake). "
              "Words are removed three ways: **delete** (cut out), **mask** ([MASK], else padding), **noise** "
-             "(embeddings replaced by Gaussian draws with the per-dimension mean and std of all the sentences' "
-             "embeddings). Intervals: "
+             "(embeddings replaced by Gaussian draws with the per-dimension mean and std of the embeddings of the "
+             "chunk of 50 sentences evaluated together). Intervals: "
              "95 % bootstrap over sentences; tests: paired Wilcoxon over sentences, Holm-corrected over the 11 "
              "comparisons of `entropy` with the others in each (model, removal, metric).", ""]
     lines += VERDICT
