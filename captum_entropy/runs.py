@@ -233,14 +233,7 @@ def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], ma
     """The plan of the run in ``out``: read (after checking it is this run) or made and written."""
     path = out / RUN_FILE
     if path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); it was edited: delete the folder or choose "
-                             "another out") from None
-        if saved.get("format") != RUN_FORMAT:
-            raise ValueError(f"{out} is not a captum_entropy run folder ({path} has format "
-                             f"{saved.get('format')!r}); choose another out")
+        saved = _read_run(path)
         differ = sorted(k for k in identity if saved.get("identity", {}).get(k) != identity[k])
         if differ:
             raise ValueError(f"{out} holds another run (its {', '.join(differ)} differ from this one): resume it "
@@ -252,6 +245,19 @@ def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], ma
     write_text(path, json.dumps({"format": RUN_FORMAT, "identity": identity, "plan": plan, "labels": labels,
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return plan
+
+
+def _read_run(path: Path) -> dict:
+    """``run.json``, checked: valid JSON in this library's run format."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the run folder was edited: delete it or choose "
+                         "another out folder") from None
+    if not isinstance(saved, dict) or saved.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path.parent} is not a captum_entropy run folder ({path} is not in the format "
+                         f"{RUN_FORMAT!r}); choose another out folder")
+    return saved
 
 
 def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, texts: list[str]) -> set[int]:
@@ -371,12 +377,7 @@ class RunResults:
         if not path.is_file():
             raise FileNotFoundError(f"{self.out} holds no {RUN_FILE}: not a run folder (start one with "
                                     "`captum-entropy run` or run_dataset)")
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); the run folder was edited") from None
-        if saved.get("format") != RUN_FORMAT:
-            raise ValueError(f"{path} has format {saved.get('format')!r}, not {RUN_FORMAT!r}")
+        saved = _read_run(path)
         self.identity: dict = saved["identity"]
         self.plan: list[list[int]] = saved["plan"]
         self.labels: list[int] = saved["labels"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .faithfulness import _kendall
-from .methods import Task, word_scores
+from .methods import Task, _layer_attr, word_scores
 
 COHERENCY_METHODS = ("entropy", "layer_ig", "layer_gradient_x_activation")
 
@@ -27,18 +27,11 @@ COHERENCY_METHODS = ("entropy", "layer_ig", "layer_gradient_x_activation")
 def _gradient_layers(task: Task, method: str) -> list[list[torch.Tensor]]:
     from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
-    out = []
-    for module in task.zoo_model.layers.values():
-        if method == "layer_ig":
-            attr = LayerIntegratedGradients(task.forward, module)
-            a = attr.attribute(task.ids, baselines=task.padded(), target=task.target,
-                               additional_forward_args=(task.mask,), n_steps=32)
-        else:
-            attr = LayerGradientXActivation(task.forward, module)
-            a = attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,))
-        a = a[0] if isinstance(a, tuple) else a
-        out.append(word_scores(a.sum(-1), task.groupings))
-    return out
+    kind = {"layer_ig": (LayerIntegratedGradients, {"baseline": True, "n_steps": 32}),
+            "layer_gradient_x_activation": (LayerGradientXActivation, {})}
+    cls, kw = kind[method]
+    return [word_scores(_layer_attr(task, cls, "sum", layer=module, **kw), task.groupings)
+            for module in task.zoo_model.layers.values()]
 
 
 def layer_coherency(model: Any, texts: Sequence[str], tokenizer: Any = None,

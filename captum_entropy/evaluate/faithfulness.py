@@ -76,15 +76,12 @@ class Perturber:
         mask_id = getattr(tok, "mask_token_id", None)
         self.mask_id = int(mask_id) if isinstance(mask_id, int) else int(zoo_model.pad_token_id)
         if removal == "noise":  # one draw per token, shared by every copy (common random numbers)
-            with torch.no_grad():
-                emb = zoo_model.embedding(ids).float()
             mean, std = noise_stats if noise_stats is not None else embedding_stats(zoo_model, [(ids, mask)])
-            draws = torch.zeros(emb.shape)
+            draws = torch.zeros((*ids.shape, mean.numel()))
             for b, n in enumerate(mask.sum(1).tolist()):  # seeded by the sentence's dataset index, drawn for
                 g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + b)  # its own tokens only:
-                draws[b, : int(n)] = torch.randn((int(n), emb.shape[2]), generator=g)  # batching never matters
-            draws = draws.to(emb.device)
-            self.noise = mean.to(emb.device) + std.to(emb.device) * draws
+                draws[b, : int(n)] = torch.randn((int(n), mean.numel()), generator=g)  # batching never matters
+            self.noise = mean.to(ids.device) + std.to(ids.device) * draws.to(ids.device)
         self._cache: dict[tuple[int, frozenset], float] = {}
 
     def probabilities(self, requests: Iterable[tuple[int, frozenset]]) -> list[float]:

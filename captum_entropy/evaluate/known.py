@@ -102,11 +102,12 @@ def linear_model(seed: int = 0, epochs: int = 3, progress: bool = False):
 
 
 def _auc(read: np.ndarray, ignored: np.ndarray) -> float:
-    """P(a read word's score > an ignored word's), ties counted half."""
+    """P(a read word's score > an ignored word's), ties counted half (Mann–Whitney U / n₁n₂)."""
+    from scipy.stats import mannwhitneyu
+
     if not len(read) or not len(ignored):
         return float("nan")
-    diff = read[:, None] - ignored[None, :]
-    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+    return float(mannwhitneyu(read, ignored).statistic / (len(read) * len(ignored)))
 
 
 def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor | None = None, stats: Any = None,

@@ -163,15 +163,17 @@ def entropy_layer(task: Task) -> Tensor:
 
 
 def _layer_attr(task: Task, cls: Any, reduce: str, baseline: bool = False, init: dict | None = None,
-                **kwargs: Any) -> Tensor:
-    """A Captum layer method on the embedding (ids in, attributions at the embedding output)."""
+                layer: nn.Module | None = None, **kwargs: Any) -> Tensor:
+    """A Captum layer method on ``layer`` (default: the embedding): ids in, (B, T) attributions at
+    the layer's output reduced over its dimensions (the first tensor of a tuple output)."""
     forward = _Forward(task.zoo_model) if cls.__name__ == "LayerDeepLift" else task.forward
-    attr = cls(forward, task.embedding, **(init or {}))
+    attr = cls(forward, task.embedding if layer is None else layer, **(init or {}))
     if baseline:
         kwargs["baselines"] = task.padded()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # DeepLift on non-linearities it does not know
         a = attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kwargs)
+    a = a[0] if isinstance(a, tuple) else a
     return a.norm(dim=-1) if reduce == "norm" else a.sum(-1)
 
 
@@ -220,47 +222,55 @@ def gradient_shap(task: Task) -> Tensor:
     return torch.cat(rows).sum(-1)
 
 
-def _perturbation(task: Task, cls: Any, **kwargs: Any) -> Tensor:
-    attr = cls(task.forward)
-    fmask = task.feature_mask()
-    rows = []
-    for b in range(task.ids.shape[0]):  # Lime / KernelShap take one example at a time
+def _perturbation(task: Task, attr: Any, **kwargs: Any) -> Tensor:
+    """A Captum perturbation method over words: one sentence at a time (Lime and KernelShap take
+    one example), each seeded on its own; baseline the all-padding sentence. Batch-shaped tensors
+    among ``kwargs`` are sliced per sentence."""
+    kwargs.setdefault("feature_mask", task.feature_mask())
+    kwargs.setdefault("baselines", task.padded())
+    B, rows = task.ids.shape[0], []
+    for b in range(B):
         sl = slice(b, b + 1)
+        per = {k: v[sl] if isinstance(v, Tensor) and v.dim() and v.shape[0] == B else v for k, v in kwargs.items()}
         with _seeded(task.sentence_seed(b)):
-            a = attr.attribute(task.ids[sl], baselines=task.padded()[sl], target=task.target[sl],
-                               additional_forward_args=(task.mask[sl],), feature_mask=fmask[sl], **kwargs)
-        rows.append(a.float())
+            rows.append(attr.attribute(task.ids[sl], target=task.target[sl], additional_forward_args=(task.mask[sl],),
+                                       **per).float())
     return torch.cat(rows)
+
+
+def _occlusion(task: Task, attr: Any, **kwargs: Any) -> Tensor:
+    """Captum's Occlusion over single tokens (an id replaced by padding), the batch at once."""
+    kwargs.setdefault("sliding_window_shapes", (1,))
+    kwargs.setdefault("baselines", task.padded())
+    return attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kwargs).float()
 
 
 def feature_ablation(task: Task) -> Tensor:
     """FeatureAblation: each word's ids replaced by padding, the drop of the predicted logit."""
     from captum.attr import FeatureAblation
 
-    return _perturbation(task, FeatureAblation)
+    return _perturbation(task, FeatureAblation(task.forward))
 
 
 def occlusion(task: Task) -> Tensor:
     """Occlusion with a 1-token window (a token's id replaced by padding)."""
     from captum.attr import Occlusion
 
-    attr = Occlusion(task.forward)
-    return attr.attribute(task.ids, sliding_window_shapes=(1,), baselines=task.padded(), target=task.target,
-                          additional_forward_args=(task.mask,)).float()
+    return _occlusion(task, Occlusion(task.forward))
 
 
 def kernel_shap(task: Task) -> Tensor:
     """KernelShap over words (64 coalitions, seeded per sentence)."""
     from captum.attr import KernelShap
 
-    return _perturbation(task, KernelShap, n_samples=64)
+    return _perturbation(task, KernelShap(task.forward), n_samples=64)
 
 
 def lime(task: Task) -> Tensor:
     """Lime over words (64 samples, seeded per sentence)."""
     from captum.attr import Lime
 
-    return _perturbation(task, Lime, n_samples=64)
+    return _perturbation(task, Lime(task.forward), n_samples=64)
 
 
 def random_scores(task: Task) -> Tensor:
@@ -336,20 +346,9 @@ def captum_method(method: Any, name: str | None = None, reduce: str = "sum", **a
     def run(task: Task) -> Tensor:
         attr, kw = build(task), dict(attribute_kwargs)
         if perturbation:
-            kw.setdefault("feature_mask", task.feature_mask())
-            kw.setdefault("baselines", task.padded())
-            rows = []
-            for b in range(task.ids.shape[0]):
-                per = {k: v[b:b + 1] if isinstance(v, Tensor) and v.dim() and v.shape[0] == task.ids.shape[0] else v
-                       for k, v in kw.items()}
-                with _seeded(task.sentence_seed(b)):
-                    rows.append(attr.attribute(task.ids[b:b + 1], target=task.target[b:b + 1],
-                                               additional_forward_args=(task.mask[b:b + 1],), **per))
-            return torch.cat(rows).float()
+            return _perturbation(task, attr, **kw)
         if occlusion:
-            kw.setdefault("sliding_window_shapes", (1,))
-            kw.setdefault("baselines", task.padded())
-            return attr.attribute(task.ids, target=task.target, additional_forward_args=(task.mask,), **kw).float()
+            return _occlusion(task, attr, **kw)
         with _seeded(task.sentence_seed(0)):
             if layer:
                 if "baselines" in takes:

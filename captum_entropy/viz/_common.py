@@ -89,14 +89,15 @@ MIN_SPREAD = 0.1  # a row's colours span at least this fraction of its largest v
 
 
 def _bootstrap(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean (seeded resample); NaN below
-    :data:`MIN_BOOTSTRAP` finite values."""
+    """95 % percentile bootstrap interval of the mean (seeded resample,
+    :func:`~captum_entropy.evaluate.statistics.bootstrap_ci`); NaN below :data:`MIN_BOOTSTRAP`
+    finite values."""
+    from ..evaluate.statistics import bootstrap_ci
+
     v = values[np.isfinite(values)]
     if v.size < MIN_BOOTSTRAP:
         return math.nan, math.nan
-    means = v[np.random.default_rng(seed).integers(0, v.size, (n, v.size))].mean(1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    return bootstrap_ci(v, n, seed=seed)[1:]
 
 
 def _depth_order(depth: Sequence[float]) -> list[int]:
