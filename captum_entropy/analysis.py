@@ -28,27 +28,28 @@ import torch
 from torch import Tensor, nn
 
 from ._io import load_tensors, save_tensors
-from .entropy import nats_to_bits
 from .errors import ConvergenceWarning, NotComparableWarning
+from .readings import UNITS, WordReadings  # noqa: F401  (UNITS: re-exported)
 from .result import EntropyResult
 from .words import WordGrouping, group_tokens
 
 OUTPUT = "output"
 OUTPUT_DEPTH = 1.25  # where the prediction sits on the relative-depth axis: after the last layer (1.0)
-UNITS = ("nats", "bits")
 _TENSORS = ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated", "converged",
             "stationarity", "distortion", "steps", "prediction", "probability", "target")
 
 
 @dataclass
-class LayerExplanation:
+class LayerExplanation(WordReadings):
     """Per-word entropies of a batch of sentences at several features (hidden layers, the prediction).
 
-    Shapes: L features, B sentences, T token positions (padded). Entropies are the paper's
-    ``H(X_t|s)`` in nats (low = kept; NaN on padding); kept information is ``log(max_sigma/σ)``
-    summed over the token's dimensions (≥ 0, 0 = forgotten, 0 on padding). Words are groups of
-    tokens (:class:`~captum_entropy.words.WordGrouping`): their entropies and kept information
-    are sums over their tokens, because the noise on different tokens is independent.
+    Shapes: L features, B sentences, T token positions (padded). Token entropies are the paper's
+    ``H(X_t|s)`` in nats (low = kept; NaN on padding); token kept information is
+    ``log(max_sigma/σ)`` summed over the token's dimensions (≥ 0, 0 = forgotten, 0 on padding).
+    Words are groups of tokens (:class:`~captum_entropy.words.WordGrouping`). A word's reading
+    (:class:`~captum_entropy.readings.WordReadings`: ``word_kept``, ``word_entropy``, ...) is per
+    dimension, the mean over its pieces, so a word the tokenizer cut in two reads like a one-piece
+    word with the same σ; the sums over pieces are ``word_kept_total`` and ``word_entropy_total``.
 
     Attributes:
         model: the model's name.
@@ -90,10 +91,7 @@ class LayerExplanation:
     label_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    # -- words -------------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self.groupings)
+    # -- words: the readings are in .readings (WordReadings) ---------------------------------
 
     def __repr__(self) -> str:
         conv = int(self.converged.sum())
@@ -104,58 +102,11 @@ class LayerExplanation:
         """The words of sentence ``b``."""
         return list(self.groupings[b].words)
 
-    def word_entropy(self, b: int, unit: str = "nats") -> Tensor:
-        """(L, W): each word's entropy H(X_word|s) at each feature (low = kept)."""
-        return _unit(self.groupings[b].aggregate(self.token_entropy[:, b]), unit)
-
-    def word_kept(self, b: int, unit: str = "nats") -> Tensor:
-        """(L, W): the information each feature keeps about each word (high = kept, 0 = forgotten)."""
-        return _unit(self.groupings[b].aggregate(self.token_kept[:, b]), unit)
-
-    def word_share(self, b: int) -> Tensor:
-        """(L, W): each word's share of the kept information of its sentence's words (rows sum to 1)."""
-        kept = self.word_kept(b)
-        total = kept.sum(-1, keepdim=True)
-        return kept / torch.where(total > 0, total, torch.ones_like(total))
-
-    def word_saturated(self, b: int) -> Tensor:
-        """(L, W) bool: every token of the word is at the σ cap (fully forgotten)."""
-        g = self.groupings[b]
-        sat = self.saturated[:, b].to(torch.float32)
-        return g.aggregate(sat) >= torch.tensor([len(s) for s in g.spans()], dtype=torch.float32) - 0.5
-
-    def special_entropy(self, b: int, unit: str = "nats") -> Tensor:
-        """(L, S): the entropy of each special token ([CLS], [SEP], ...) of sentence ``b``."""
-        return _unit(self.groupings[b].special_values(self.token_entropy[:, b]), unit)
-
-    def special_kept(self, b: int, unit: str = "nats") -> Tensor:
-        """(L, S): the information each feature keeps about each special token of sentence ``b``."""
-        return _unit(self.groupings[b].special_values(self.token_kept[:, b]), unit)
-
-    # -- sentence and corpus -----------------------------------------------------------------
-
-    def sentence_entropy(self, unit: str = "nats") -> Tensor:
-        """(L, B): Σ over the words (specials left out) of H(X_word|s)."""
-        return torch.stack([self.word_entropy(b, unit).sum(-1) for b in range(len(self))], 1)
-
-    def sentence_kept(self, unit: str = "nats") -> Tensor:
-        """(L, B): the information each feature keeps about the sentence's words."""
-        return torch.stack([self.word_kept(b, unit).sum(-1) for b in range(len(self))], 1)
-
-    def mean_word_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:
-        """(L, B): the mean entropy of a word of the sentence (per dimension by default), so
-        sentences of different lengths and models of different widths share one scale."""
-        scale = self.n_dims if per_dim else 1
-        return torch.stack([self.word_entropy(b, unit).mean(-1) / scale for b in range(len(self))], 1)
-
-    def corpus_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:
-        """(L,): :meth:`mean_word_entropy` averaged over the sentences (the paper's corpus level)."""
-        return self.mean_word_entropy(unit, per_dim).mean(-1)
-
     # -- showing ---------------------------------------------------------------------------
 
     def show(self, sentences: Sequence[int] | None = None, unit: str = "nats", file: Any = None) -> None:
-        """Print a words × features table per sentence (kept information; ~ = not converged, 0× = saturated)."""
+        """Print a words × features table per sentence (kept information per dimension, nats/dim;
+        ~ = not converged, 0× = saturated)."""
         from . import viz
 
         print(viz.explanation_table(self, sentences, unit), file=file)
@@ -184,10 +135,11 @@ class LayerExplanation:
 
     def visualize_text_records(self, b: int, feature: str = OUTPUT, others: Mapping[str, Tensor] | None = None,
                                true_label: Any = None) -> list:
-        """Rows for Captum's ``visualize_text``: ours at ``feature`` for sentence ``b``, then one
-        per entry of ``others`` (name -> (T,) token attributions of another method, e.g.
-        ``LayerIntegratedGradients(...).attribute(...).sum(-1)[b]``), all grouped into the same
-        words and scaled to [-1, 1] per row."""
+        """Rows for Captum's ``visualize_text``: ours at ``feature`` for sentence ``b`` (kept
+        information per dimension, :meth:`word_kept`), then one per entry of ``others`` (name ->
+        (T,) token attributions of another method, e.g.
+        ``LayerIntegratedGradients(...).attribute(...).sum(-1)[b]``, summed over each word's
+        pieces as additive attributions are), all in the same words and scaled to [-1, 1] per row."""
         from . import viz
 
         return viz.visualize_text_records(self, b, feature, others or {}, true_label)
@@ -269,12 +221,6 @@ class LayerExplanation:
         if name not in self.layers:
             raise KeyError(f"no feature {name!r}; this explanation has {self.layers}")
         return self.layers.index(name)
-
-
-def _unit(values: Tensor, unit: str) -> Tensor:
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
-    return values if unit == "nats" else nats_to_bits(values)
 
 
 def relative_depth(names: Sequence[str]) -> list[float]:

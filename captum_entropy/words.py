@@ -152,6 +152,30 @@ class WordGrouping:
         out = t.new_zeros(*t.shape[:-1], self.n_words).index_add(-1, index, t[..., pos.to(t.device)])
         return out.numpy() if type(values).__module__ == "numpy" else out
 
+    def pieces(self) -> torch.Tensor:
+        """(W,) how many tokens (pieces) each word has, e.g. ``tensor([3, 1])``."""
+        counts = torch.zeros(self.n_words, dtype=torch.long)
+        for w in self.word_of:
+            if w >= 0:
+                counts[w] += 1
+        return counts
+
+    def mean(self, values: Any) -> Any:
+        """Per word, the mean over its tokens: values ``(..., T)`` -> ``(..., W)``.
+
+        :meth:`aggregate` divided by :meth:`pieces`: a word cut into k pieces with equal values
+        reads like a one-piece word with that value (the fair reading of
+        :mod:`captum_entropy.readings`).
+
+        >>> g = group_tokens(["[CLS]", "un", "##real", "film", "[SEP]"])
+        >>> g.mean(torch.tensor([9.0, 1.0, 2.0, 4.0, 9.0]))
+        tensor([1.5000, 4.0000])
+        """
+        total = self.aggregate(values)
+        if type(values).__module__ == "numpy":
+            return total / self.pieces().clamp_min(1).numpy()
+        return total / self.pieces().clamp_min(1).to(total.device, total.dtype)
+
     def special_values(self, values: Any) -> Any:
         """The values at the special positions: ``(..., T)`` -> ``(..., len(specials))``.
 

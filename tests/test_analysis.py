@@ -74,12 +74,21 @@ def test_words_add_their_tokens_and_specials_are_kept_apart(hf_bert, minilm_toke
     assert ex.words(0) == ["an", "unbelievably", "dull", "movie", "."]
     assert g.special_names() == ["[CLS]", "[SEP]"]
     pieces = [p for p in g.spans()[1]]
-    assert len(pieces) > 1  # WordPiece splits "unbelievably": its entropy is the sum of its pieces'
+    assert len(pieces) > 1 and ex.word_pieces(0)[1] == len(pieces)  # WordPiece splits "unbelievably"
+    K = ex.n_dims
     for f in range(len(ex.layers)):
-        assert ex.word_entropy(0)[f, 1] == pytest.approx(float(ex.token_entropy[f, 0, pieces].sum()), rel=1e-6)
+        # the totals add the pieces (the paper's joint entropy); the readings are their mean per dimension
+        assert ex.word_entropy_total(0)[f, 1] == pytest.approx(float(ex.token_entropy[f, 0, pieces].sum()), rel=1e-6)
+        assert ex.word_entropy(0)[f, 1] == pytest.approx(float(ex.token_entropy[f, 0, pieces].mean()) / K, rel=1e-6)
+        assert ex.word_kept(0)[f, 1] == pytest.approx(float(ex.token_kept[f, 0, pieces].mean()) / K, rel=1e-6)
         total = ex.token_kept[f, 0][ex.mask[0]].sum()
-        assert float(ex.word_kept(0)[f].sum() + ex.special_kept(0)[f].sum()) == pytest.approx(float(total), rel=1e-6)
-    torch.testing.assert_close(ex.sentence_entropy()[:, 1], ex.word_entropy(1).sum(-1))
+        assert float(ex.word_kept_total(0)[f].sum() + ex.special_kept_total(0)[f].sum()) == pytest.approx(
+            float(total), rel=1e-6)
+        torch.testing.assert_close(ex.special_kept(0)[f] * K, ex.special_kept_total(0)[f])
+    torch.testing.assert_close(ex.sentence_entropy()[:, 1], ex.word_entropy_total(1).sum(-1))
+    torch.testing.assert_close(ex.sentence_kept()[:, 1], ex.word_kept_total(1).sum(-1))
+    torch.testing.assert_close(ex.mean_word_entropy()[:, 1], ex.word_entropy(1).mean(-1))
+    torch.testing.assert_close(ex.mean_word_entropy(per_dim=False)[:, 1], ex.word_entropy_total(1).mean(-1))
     torch.testing.assert_close(ex.word_share(1).sum(-1), torch.ones(len(ex.layers)))
     torch.testing.assert_close(ex.word_entropy(0, unit="bits"), ex.word_entropy(0) / torch.log(torch.tensor(2.0)))
     assert ex.label_names == ["LABEL_0", "LABEL_1"] and (ex.probability > 0.5).all()

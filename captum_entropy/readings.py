@@ -1,0 +1,151 @@
+"""Word readings: one number per word from its pieces' numbers, fair across piece counts.
+
+A tokenizer cuts words into pieces ("porridge" -> "por", "##ridge") and the method gives every
+piece its own σ. Summed over a word's pieces and their dimensions, the kept information
+Σ log(σ_max/σ) grows with the number of pieces before the model has done anything: a two-piece
+word reads about twice as kept as a one-piece word, so pictures ranked by the sum show the
+tokenizer. The default readings here are therefore **per dimension**: the mean over the word's
+pieces and their dimensions, in nats/dim (or bits/dim). A word cut into k pieces with the same σ
+as a one-piece word reads the same, and models of different widths share one scale. The sums
+over pieces stay available as ``*_total`` (how much of the word is kept in all).
+
+>>> import torch
+>>> from captum_entropy.words import group_tokens
+>>> g = group_tokens(["[CLS]", "cold", "por", "##ridge", "[SEP]"])
+>>> kept = torch.tensor([[1.0, 768.0, 768.0, 768.0, 1.0]])      # 384 dims, 2 nats/dim each piece
+>>> per_dim(g, kept, 384), g.aggregate(kept)                      # the reading, and the total
+(tensor([[2., 2.]]), tensor([[ 768., 1536.]]))
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .entropy import nats_to_bits
+from .words import WordGrouping
+
+UNITS = ("nats", "bits")
+
+
+def to_unit(values: Tensor, unit: str) -> Tensor:
+    """``values`` (nats) in ``unit``: ``"nats"`` or ``"bits"``."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {UNITS}, got {unit!r}")
+    return values if unit == "nats" else nats_to_bits(values)
+
+
+def per_dim(grouping: WordGrouping, token_values: Tensor, n_dims: int) -> Tensor:
+    """Per word, the mean over its pieces of ``token_values / n_dims`` (token values summed over
+    their ``n_dims`` dimensions): ``(..., T)`` -> ``(..., W)``."""
+    return grouping.mean(token_values) / n_dims
+
+
+def share(rows: Tensor) -> Tensor:
+    """Each entry over its row's sum (rows of non-negative readings sum to 1; a zero row stays 0)."""
+    total = rows.sum(-1, keepdim=True)
+    return rows / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def relative(rows: Tensor) -> Tensor:
+    """Each entry over its row's mean: 1 = the sentence's average word (a zero row stays 0)."""
+    mean = rows.mean(-1, keepdim=True) if rows.shape[-1] else rows.sum(-1, keepdim=True)
+    return rows / torch.where(mean > 0, mean, torch.ones_like(mean))
+
+
+def kept_meaning(n_dims: int, unit: str = "nats") -> str:
+    """The one line that says what the kept-information number of a word means."""
+    return (f"kept information per dimension, {unit}/dim: the mean over the word's pieces and their {n_dims} "
+            "dimensions of log(σ_max/σ); high = kept, 0 = forgotten; a word cut into pieces reads like "
+            "one piece with the same σ")
+
+
+class WordReadings:
+    """Word, special-token and sentence readings of an explanation (mixed into
+    :class:`~captum_entropy.analysis.LayerExplanation`): needs ``groupings``, ``token_kept``,
+    ``token_entropy`` (L, B, T), ``saturated`` and ``n_dims``."""
+
+    groupings: list[WordGrouping]
+    token_kept: Tensor
+    token_entropy: Tensor
+    saturated: Tensor
+    n_dims: int
+
+    def __len__(self) -> int:
+        return len(self.groupings)
+
+    def word_kept(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): kept information per dimension (nats/dim): the mean over the word's pieces and
+        their dimensions of log(σ_max/σ). High = kept, 0 = forgotten; fair across piece counts."""
+        return to_unit(per_dim(self.groupings[b], self.token_kept[:, b], self.n_dims), unit)
+
+    def word_kept_total(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): kept information summed over the word's pieces and dimensions (nats): how much
+        of the word is kept in all; grows with the number of pieces."""
+        return to_unit(self.groupings[b].aggregate(self.token_kept[:, b]), unit)
+
+    def word_entropy(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): entropy per dimension (nats/dim), the mean over the word's pieces and dimensions
+        of ½·log(2πe·σ²) (low = kept)."""
+        return to_unit(per_dim(self.groupings[b], self.token_entropy[:, b], self.n_dims), unit)
+
+    def word_entropy_total(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): the paper's H(X_word|s), summed over the word's pieces and dimensions (nats)."""
+        return to_unit(self.groupings[b].aggregate(self.token_entropy[:, b]), unit)
+
+    def word_share(self, b: int) -> Tensor:
+        """(L, W): each word's :meth:`word_kept` over the sum over the sentence's words (rows sum to 1;
+        1/W each if every word is kept alike)."""
+        return share(self.word_kept(b))
+
+    def word_relative(self, b: int) -> Tensor:
+        """(L, W): each word's :meth:`word_kept` over the sentence's mean word (1 = average)."""
+        return relative(self.word_kept(b))
+
+    def word_pieces(self, b: int) -> Tensor:
+        """(W,): how many tokens each word of sentence ``b`` has."""
+        return self.groupings[b].pieces()
+
+    def word_saturated(self, b: int) -> Tensor:
+        """(L, W) bool: every token of the word is at the σ cap (fully forgotten)."""
+        g = self.groupings[b]
+        return g.aggregate(self.saturated[:, b].to(torch.float32)) >= g.pieces().to(torch.float32) - 0.5
+
+    def special_kept(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, S): kept information per dimension of each special token ([CLS], [SEP], ...)."""
+        return to_unit(self.groupings[b].special_values(self.token_kept[:, b]) / self.n_dims, unit)
+
+    def special_kept_total(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, S): kept information of each special token, summed over its dimensions (nats)."""
+        return to_unit(self.groupings[b].special_values(self.token_kept[:, b]), unit)
+
+    def special_entropy(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, S): entropy per dimension of each special token."""
+        return to_unit(self.groupings[b].special_values(self.token_entropy[:, b]) / self.n_dims, unit)
+
+    def special_entropy_total(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, S): the entropy of each special token, summed over its dimensions (nats)."""
+        return to_unit(self.groupings[b].special_values(self.token_entropy[:, b]), unit)
+
+    def sentence_entropy(self, unit: str = "nats") -> Tensor:
+        """(L, B): Σ over the words (specials left out) of :meth:`word_entropy_total`."""
+        return torch.stack([self.word_entropy_total(b, unit).sum(-1) for b in range(len(self))], 1)
+
+    def sentence_kept(self, unit: str = "nats") -> Tensor:
+        """(L, B): the kept information of all the sentence's words, in all (Σ :meth:`word_kept_total`)."""
+        return torch.stack([self.word_kept_total(b, unit).sum(-1) for b in range(len(self))], 1)
+
+    def mean_word_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:
+        """(L, B): the mean over the sentence's words of :meth:`word_entropy` (per dimension, so
+        sentences of any length and tokenization and models of any width share one scale);
+        ``per_dim=False``: of :meth:`word_entropy_total`."""
+        get = self.word_entropy if per_dim else self.word_entropy_total
+        return torch.stack([get(b, unit).mean(-1) for b in range(len(self))], 1)
+
+    def mean_word_kept(self, unit: str = "nats") -> Tensor:
+        """(L, B): the mean over the sentence's words of :meth:`word_kept` (nats/dim)."""
+        return torch.stack([self.word_kept(b, unit).mean(-1) for b in range(len(self))], 1)
+
+    def corpus_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:
+        """(L,): :meth:`mean_word_entropy` averaged over the sentences (the paper's corpus level)."""
+        return self.mean_word_entropy(unit, per_dim).mean(-1)
