@@ -1,8 +1,11 @@
 """Attribution methods as one kind of thing: ``method(task) -> word scores``, higher = more important.
 
 A :class:`Task` is one batch of sentences on one model: token ids, mask, the predicted class, the
-word grouping. Every method returns per-token scores (B, T) that :func:`word_scores` sums into
-words, or per-word scores directly. Built in: EntropyAttribution at the predicted logit and at
+word grouping. Every method returns per-token scores (B, T) that :func:`word_scores` turns into
+word scores: summed over a word's pieces (additive attributions: a word's contribution is its
+pieces' sum), averaged over them (EntropyAttribution: kept information per piece, so a word the
+tokenizer cut in two is not ranked above a one-piece word of the same σ), or one value per word
+(the perturbation methods that switch whole words). Built in: EntropyAttribution at the predicted logit and at
 the last hidden layer, Captum's LayerIntegratedGradients, Saliency (gradient norm),
 InputXGradient, DeepLift, GradientShap (all on the embedding layer), FeatureAblation, Occlusion,
 KernelShap and Lime (words on and off, ids replaced by padding), and a seeded random baseline.
@@ -81,22 +84,34 @@ class Task:
         return torch.tensor(rows, dtype=torch.long, device=self.ids.device)
 
 
+WORD_REDUCTIONS = ("sum", "mean")
+
+
 @dataclass(frozen=True)
 class Method:
     """A named attribution method: ``fn(task)`` gives (B, T) token scores or, with
-    ``per_word=True``, (B, T) scores constant over each word's tokens (one value per word)."""
+    ``per_word=True``, (B, T) scores constant over each word's tokens (one value per word).
+    ``reduce``: how token scores become a word's score, ``"sum"`` or ``"mean"`` over its pieces."""
 
     name: str
     fn: Callable[[Task], Tensor]
     per_word: bool = False
+    reduce: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.reduce not in WORD_REDUCTIONS:
+            raise ValueError(f"reduce must be one of {WORD_REDUCTIONS}, got {self.reduce!r}")
 
     def __call__(self, task: Task) -> list[Tensor]:
-        return word_scores(self.fn(task), task.groupings, self.per_word)
+        return word_scores(self.fn(task), task.groupings, self.per_word, self.reduce)
 
 
-def word_scores(scores: Tensor, groupings: list[WordGrouping], per_word: bool = False) -> list[Tensor]:
-    """Per sentence, the (W,) word scores: the sum over a word's tokens (or, ``per_word``,
-    the value at its first token)."""
+def word_scores(scores: Tensor, groupings: list[WordGrouping], per_word: bool = False,
+                reduce: str = "sum") -> list[Tensor]:
+    """Per sentence, the (W,) word scores: the sum (``reduce="mean"``: the mean) over a word's
+    tokens, or, ``per_word``, the value at its first token."""
+    if reduce not in WORD_REDUCTIONS:
+        raise ValueError(f"reduce must be one of {WORD_REDUCTIONS}, got {reduce!r}")
     scores = scores.detach().float().cpu()
     out = []
     for b, g in enumerate(groupings):
@@ -104,7 +119,8 @@ def word_scores(scores: Tensor, groupings: list[WordGrouping], per_word: bool = 
         if per_word:
             out.append(torch.stack([row[span[0]] for span in g.spans()]) if g.n_words else row[:0])
         else:
-            out.append(g.aggregate(torch.nan_to_num(row, nan=0.0)))
+            row = torch.nan_to_num(row, nan=0.0)
+            out.append(g.mean(row) if reduce == "mean" else g.aggregate(row))
     return out
 
 
@@ -153,7 +169,8 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
 
 
 def entropy_logit(task: Task) -> Tensor:
-    """EntropyAttribution at the predicted class's logit: kept information per token (nats)."""
+    """EntropyAttribution at the predicted class's logit: kept information per token (nats);
+    registered with ``reduce="mean"`` (a word scores the mean over its pieces)."""
     return _entropy(task, None)
 
 
@@ -283,16 +300,18 @@ def random_scores(task: Task) -> Tensor:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, fn: Callable[[Task], Tensor], per_word: bool = False) -> Method:
-    """Add a method under ``name`` (``fn(task) -> (B, T) scores``) and return it."""
+def register(name: str, fn: Callable[[Task], Tensor], per_word: bool = False, reduce: str = "sum") -> Method:
+    """Add a method under ``name`` (``fn(task) -> (B, T) scores``; ``reduce`` over a word's
+    pieces: ``"sum"`` or ``"mean"``) and return it."""
     if not name or not isinstance(name, str):
         raise ValueError(f"a method needs a non-empty name, got {name!r}")
-    METHODS[name] = Method(name, fn, per_word)
+    METHODS[name] = Method(name, fn, per_word, reduce)
     return METHODS[name]
 
 
-for _name, _fn, _pw in (("entropy", entropy_logit, False), ("entropy_layer", entropy_layer, False),
-                        ("layer_ig", layer_ig, False), ("saliency", saliency, False),
+register("entropy", entropy_logit, reduce="mean")  # kept per piece: fair across piece counts
+register("entropy_layer", entropy_layer, reduce="mean")
+for _name, _fn, _pw in (("layer_ig", layer_ig, False), ("saliency", saliency, False),
                         ("input_x_gradient", input_x_gradient, False), ("deeplift", deeplift, False),
                         ("gradient_shap", gradient_shap, False), ("feature_ablation", feature_ablation, True),
                         ("occlusion", occlusion, False), ("kernel_shap", kernel_shap, True), ("lime", lime, True),
@@ -414,7 +433,7 @@ def resolve(method: Any) -> Method:
 def methods_from(spec: Any) -> list[Method]:
     """A list of methods from names / objects (a mapping name -> method renames them)."""
     if isinstance(spec, Mapping):
-        return [Method(n, resolve(m).fn, resolve(m).per_word) for n, m in spec.items()]
+        return [Method(n, resolve(m).fn, resolve(m).per_word, resolve(m).reduce) for n, m in spec.items()]
     if isinstance(spec, (str, Method)) or not hasattr(spec, "__iter__"):
         spec = [spec]
     return [resolve(m) for m in spec]
