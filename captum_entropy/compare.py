@@ -1,11 +1,13 @@
 """Model against model: the same sentences through several models, aligned by word.
 
 Tokenizers differ (WordPiece pieces, whole words, ``<unk>``), so each model's words are mapped
-onto a common segmentation of the sentence (:func:`~captum_entropy.words.align_words`); a unit's
-value is the sum over the model's words in it. Values are per embedding dimension (models of
-different widths share one scale) and, with feature statistics fitted per model and layer, in
-units of the features' own spread; depth is relative (layer / number of layers), so a 2-layer and
-a 6-layer model share one axis.
+onto a common segmentation of the sentence (:func:`~captum_entropy.words.align_words`); a unit
+reads the mean of the model's words in it, each word the mean over its pieces (the readings of
+:mod:`~captum_entropy.readings`), so neither a tokenizer's pieces nor its extra words ("isn", "'",
+"t") make a unit look more kept. Values are per embedding dimension (models of different widths
+share one scale) and, with feature statistics fitted per model and layer, in units of the
+features' own spread; depth is relative (layer / number of layers), so a 2-layer and a 6-layer
+model share one axis.
 
 >>> import torch
 >>> from captum_entropy.analysis import explain_layers
@@ -32,9 +34,10 @@ from torch import Tensor
 
 from ._io import load_tensors, save_tensors
 from .analysis import OUTPUT, LayerExplanation
+from .readings import share
 from .words import align_words, aligned_words
 
-_FORMAT = "captum_entropy.ModelComparison/1"
+_FORMAT = "captum_entropy.ModelComparison/2"  # /1: units read as sums over pieces and words
 
 
 @dataclass
@@ -46,14 +49,16 @@ class ModelComparison:
         texts: the sentences (B).
         units: per sentence, the display strings of the aligned word units.
         layers, depth: per model, its feature names and their relative depths.
-        entropy: per model, (L_m, B, U) entropy per dimension of each unit (the sum over the
-            model's words in it), nats (NaN where a unit has no word of that model, e.g. a
-            truncated sentence, or past a sentence's last unit).
+        entropy: per model, (L_m, B, U) entropy per dimension of each unit (the mean of the
+            model's words in it, each :meth:`~captum_entropy.readings.WordReadings.word_entropy`),
+            nats/dim (NaN where a unit has no word of that model, e.g. a truncated sentence, or
+            past a sentence's last unit).
         mean_entropy: per model, (L_m, B) the mean entropy per dimension of a word of the
             sentence, over the model's own words (not the units: a model whose tokenizer
             splits "isn't" into three words would otherwise look as if it forgot more).
-        share: per model, (L_m, B, U) each unit's share of the kept information of the
-            sentence's words at that feature (rows sum to 1 over units).
+        share: per model, (L_m, B, U) each unit's kept information per dimension (the mean of
+            the model's words in it, each ``word_kept``) over the sum over the sentence's units
+            (rows sum to 1 over units; 1/U each if every unit is kept alike).
         converged: per model, (L_m, B).
         prediction, probability: per model, (B,).
         label_names: per model.
@@ -131,6 +136,9 @@ class ModelComparison:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelComparison":
         tensors, meta = load_tensors(path)
+        if meta.get("format") == "captum_entropy.ModelComparison/1":
+            raise ValueError(f"{path} was saved by an older captum_entropy whose units read sums over pieces and "
+                             "words; compare the LayerExplanations again (compare_models) and save that")
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path} is not a saved ModelComparison (format {meta.get('format')!r})")
         n = len(meta["models"])
@@ -160,22 +168,22 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
         maps.append(align_words(word_lists))
         units.append(aligned_words(word_lists))
     width = max((len(u) for u in units), default=0)
-    entropy, share = [], []
+    entropy, shares = [], []
     for m, ex in enumerate(explanations):
         e = torch.full((len(ex.layers), n_b, width), float("nan"))
-        s = torch.full((len(ex.layers), n_b, width), float("nan"))
+        k = torch.full((len(ex.layers), n_b, width), float("nan"))
         for b in range(n_b):
-            we, ws = ex.word_entropy(b) / ex.n_dims, ex.word_share(b)
+            we, wk = ex.word_entropy(b), ex.word_kept(b)  # per dimension, each word the mean over its pieces
             for u, idx in enumerate(maps[b][m]):
                 if idx:
-                    e[:, b, u] = we[:, idx].sum(-1)
-                    s[:, b, u] = ws[:, idx].sum(-1)
+                    e[:, b, u] = we[:, idx].mean(-1)
+                    k[:, b, u] = wk[:, idx].mean(-1)
         entropy.append(e)
-        share.append(s)
+        shares.append(share(k.nan_to_num(0.0)).where(~k.isnan(), k))
     return ModelComparison(
         models=[ex.model for ex in explanations], texts=list(texts) or [""] * n_b, units=units,
         layers=[list(ex.layers) for ex in explanations], depth=[list(ex.depth) for ex in explanations],
-        entropy=entropy, share=share, mean_entropy=[ex.mean_word_entropy() for ex in explanations], converged=[ex.converged for ex in explanations],
+        entropy=entropy, share=shares, mean_entropy=[ex.mean_word_entropy() for ex in explanations], converged=[ex.converged for ex in explanations],
         prediction=[ex.prediction for ex in explanations], probability=[ex.probability for ex in explanations],
         label_names=[list(ex.label_names) for ex in explanations],
     )

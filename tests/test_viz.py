@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from captum_entropy import viz
-from captum_entropy.viz._common import _fmt
+from captum_entropy.viz._common import _dim
 from captum_entropy.viz.figures import _bootstrap
 from captum_entropy.analysis import LayerExplanation, relative_depth
 from captum_entropy.entropy import HALF_LOG_2PI_E
@@ -83,8 +83,10 @@ def ex() -> LayerExplanation:
 
 
 def word_kept_expected(ex: LayerExplanation, b: int, fi: int, word: str) -> float:
+    """The word's kept information per dimension: the mean over its tokens, over K."""
     g = ex.groupings[b]
-    return sum(float(ex.token_kept[fi, b, p]) for p in g.spans()[g.words.index(word)])
+    span = g.spans()[g.words.index(word)]
+    return sum(float(ex.token_kept[fi, b, p]) for p in span) / len(span) / K
 
 
 
@@ -100,18 +102,20 @@ def test_table_words_units_marks_and_specials(ex):
     out = viz.explanation_table(ex, [0])
     lines = out.splitlines()
     assert lines[0] == '[0] "the unbelievable film is great"'
-    assert "predicted: positive (p = 0.93)" in lines[1] and "in nats" in out and f"{K} dims" in out
+    assert "predicted: positive (p = 0.93)" in lines[1] and "nats/dim" in out and f"{K} dimensions" in out
+    assert "a word cut into pieces reads like one piece with the same σ" in " ".join(out.split())
     header = next(x for x in lines if x.startswith("word "))
     assert header.split() == ["word", "layer1", "layer2~", "layer3", "output"]
     row = next(x for x in lines if x.startswith("unbelievable "))
-    # tokens 2, 3, 4 summed: 3·20(l+1) + 7·9; layer2 not converged -> "~"
-    assert row.split() == ["unbelievable", "123", "183~", "243", "303"]
-    assert next(x for x in lines if x.startswith("is ")).split() == ["is", "62.0", "82.0~", "0×", "122"]
-    at = lines.index("specials (not words; not in Σ words):")
+    # tokens 2, 3, 4: the mean 20(l+1) + 7·3, per dimension; layer2 not converged -> "~"
+    assert row.split() == ["unbelievable", _dim(41 / K), _dim(61 / K) + "~", _dim(81 / K), _dim(101 / K)]
+    assert next(x for x in lines if x.startswith("is ")).split() == ["is", _dim(62 / K), _dim(82 / K) + "~", "0×",
+                                                                     _dim(122 / K)]
+    at = lines.index("specials (not words; not in the mean word):")
     assert [x.split()[0] for x in lines[at + 1:at + 3]] == ["[CLS]", "[SEP]"]
-    assert lines[at + 1].split() == ["[CLS]", "20.0", "40.0~", "60.0", "80.0"]
-    total = next(x for x in lines if x.startswith("Σ words"))
-    assert total.split()[2] == _fmt(sum(word_kept_expected(ex, 0, 0, w) for w in ex.words(0)))
+    assert lines[at + 1].split() == ["[CLS]", _dim(20 / K), _dim(40 / K) + "~", _dim(60 / K), _dim(80 / K)]
+    mean = next(x for x in lines if x.startswith("mean word"))
+    assert mean.split()[2] == _dim(sum(word_kept_expected(ex, 0, 0, w) for w in ex.words(0)) / 5)
     assert "~ not converged: layer2 (the optimiser's stationarity test did not pass; numbers approximate)" in out
     assert "0× saturated: fully forgotten" in out
     assert "[PAD]" not in out and all(len(x) <= 100 for x in lines)
@@ -121,11 +125,11 @@ def test_table_words_units_marks_and_specials(ex):
 
 
 def test_table_bits_are_nats_over_log2(ex):
-    nats = next(x for x in viz.explanation_table(ex, [1]).splitlines() if x.startswith("dull "))
     bits_table = viz.explanation_table(ex, [1], unit="bits")
     bits = next(x for x in bits_table.splitlines() if x.startswith("dull "))
-    assert "in bits" in bits_table
-    assert [_fmt(float(v) / math.log(2)) for v in nats.split()[1:]] == bits.split()[1:]
+    assert "bits/dim" in bits_table
+    assert [_dim(float(v) / math.log(2)) for v in ex.word_kept(1)[:, 1]] == bits.split()[1:]
+    torch.testing.assert_close(ex.word_kept(1, "bits"), ex.word_kept(1) / math.log(2))
     with pytest.raises(ValueError, match="unit"):
         viz.explanation_table(ex, unit="bans")
 
@@ -163,12 +167,12 @@ def test_heatmap_labels_markers_and_png(ex, tmp_path):
     fig = viz.plot_explanation(ex, "heatmap", 0)
     ax, bar = fig.axes[0], fig.axes[-1]
     assert ax.get_xlabel() == "word (sentence order)" and ax.get_ylabel() == "feature (shallow → deep)"
-    assert bar.get_ylabel() == "kept information, scaled per row\n(0 = row min, 1 = row max;\nspread < 10 %: pale)"
+    assert bar.get_ylabel() == "kept information per dimension,\nscaled per row (0 = row min,\n1 = row max; spread < 10 %: pale)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ex.words(0)
     rows = [t.get_text() for t in ax.get_yticklabels()]
-    assert rows[1].startswith("layer2 (not converged)\n") and rows[0] == "layer1\n27.0–123 nats"
+    assert rows[1].startswith("layer2 (not converged)\n") and rows[0] == f"layer1\n{_dim(27 / K)}–{_dim(69 / K)} nats/dim"
     texts = [t.get_text() for t in ax.texts]
-    assert texts.count("×") == 1 and "123" in texts and len(texts) == 4 * 5  # 4 features × 5 words
+    assert texts.count("×") == 1 and _dim(41 / K) in texts and len(texts) == 4 * 5  # 4 features × 5 words
     assert any(p.get_hatch() == "///" for p in ax.patches)
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "not converged (approximate)" in legend and "saturated: fully forgotten" in legend
@@ -304,15 +308,18 @@ def test_html_structure_marks_and_values(ex):
     assert page.count('<td class="ce-sp"') == 4 * 2 * 2  # features × sentences × ([CLS], [SEP])
     assert page.count('<tr class="ce-nc">') == 1 and page.count("~ not converged</span>") == 1
     assert page.count('<span class="ce-sat">is</span><span class="ce-satm">×</span>') == 1
-    kept = word_kept_expected(ex, 0, 0, "unbelievable")
-    entropy = 3 * K * (HALF_LOG_2PI_E + LOG_CAP) - kept
-    assert f'title="unbelievable at layer1: kept {kept:.1f} nats (row 27.0–123.0; scaled 1.00)\nentropy ' \
-           f'H(X|s) = {entropy:.1f} nats"' in page
+    kept = word_kept_expected(ex, 0, 0, "unbelievable")  # 41 / K per dimension; the row: 27, 41, 55, 62, 69
+    mean = (27 + 41 + 55 + 62 + 69) / 5 / K
+    entropy = HALF_LOG_2PI_E + LOG_CAP - kept
+    assert (f'title="unbelievable at layer1: kept {kept:.3f} nats/dim, {kept / mean:.3f} × the sentence&#x27;s '
+            f'mean word ({mean:.3f} nats/dim; scaled {(41 - 27) / (69 - 27):.2f})\n3 pieces, kept in all '
+            f'{3 * 41:.1f} nats\nentropy H(X|s) = {entropy:.3f} nats/dim (in all {3 * K * entropy:.1f} nats)"') in page
+    assert f'<span class="ce-num">{_dim(kept)}</span>' in page and f"mean word {_dim(mean)} nats/dim" in page
     assert "<h2>1. the unbelievable film is great</h2>" in page and "predicted: positive (p = 0.93)" in page
     # row max darkest (white text), row min lightest (dark text)
     assert 'rgb(8,48,107);color:#fff"' in page and 'rgb(247,251,255);color:#111"' in page
     bits = viz.explanation_html(ex, unit="bits")
-    assert f"kept {kept / math.log(2):.1f} bits" in bits
+    assert f"kept {kept / math.log(2):.3f} bits/dim" in bits
     fragment = viz.explanation_html(ex, full_page=False)
     assert fragment.startswith("<style>") and "<html" not in fragment
     assert ex._repr_html_() == fragment
@@ -323,7 +330,7 @@ def test_long_sentence_html_wraps_into_tables(tmp_path):
     page = make([(f"[CLS] {words} [SEP]", words)], saturated_word=None).to_html()
     assert page.count('<table class="ce-grid">') == 4  # 40 words + a gap + 2 specials, 12 cells of 8 characters a line
     first = page.split('<table class="ce-grid">')[1].split("</tr>")[0]
-    assert first.count('<td class="ce-w"') == 12 and ">word11</td>" in first
+    assert first.count('<td class="ce-w"') == 12 and '>word11<span class="ce-num">' in first
 
 
 def test_html_renders_in_headless_chromium(tmp_path):
@@ -353,7 +360,8 @@ def test_visualize_text_records(ex):
     assert ours.raw_input_ids == theirs.raw_input_ids == ex.words(0)
     assert torch.allclose(ours.word_attributions, kept / kept.max()) and float(ours.word_attributions.max()) == 1.0
     assert ours.pred_class == "positive" and ours.true_class == "positive" and ours.pred_prob == pytest.approx(0.93)
-    assert ours.attr_class == "kept information (layer3)" and ours.attr_score == pytest.approx(float(kept.sum()))
+    assert ours.attr_class == "kept per dim (layer3)" and ours.attr_score == pytest.approx(float(kept.sum()))
+    assert kept.tolist() == pytest.approx([word_kept_expected(ex, 0, 2, w) for w in ex.words(0)])
     grouped = torch.tensor([1 - 6.0, (2 + 3 + 4) - 18.0, 5 - 6.0, 6 - 6.0, 7 - 6.0])  # the, unbelievable, ...
     assert torch.allclose(theirs.word_attributions, grouped / 9.0) and float(theirs.word_attributions.min()) == -1.0
     assert theirs.attr_class == "LIG" and theirs.attr_score == pytest.approx(float(grouped.sum()))
@@ -365,7 +373,7 @@ def test_visualize_text_records(ex):
 
     pytest.importorskip("IPython")
     shown = visualization.visualize_text(records).data
-    assert "kept information (layer3)" in shown and "unbelievable" in shown
+    assert "kept per dim (layer3)" in shown and "unbelievable" in shown
 
 
 def test_visualize_text_records_escape_for_captum():

@@ -17,7 +17,7 @@ from captum_entropy import viz
 from captum_entropy.analysis import LayerExplanation
 from captum_entropy.compare import ModelComparison, compare_models
 from captum_entropy.viz import _common, figures
-from captum_entropy.viz._common import _bootstrap, _dim, _fmt
+from captum_entropy.viz._common import _bootstrap, _dim
 
 from .browser import render
 from .test_viz import K, _pixels, make
@@ -43,11 +43,19 @@ def cmp() -> ModelComparison:
     return compare_models(three_models())
 
 
-def shares_at_output(ex: LayerExplanation, b: int) -> list[float]:
-    """Per word, % of the kept information at the output, from the synthetic token values."""
+def shares_at_output(ex: LayerExplanation, b: int, units: list[list[int]] | None = None) -> list[float]:
+    """Per unit (default: per word), its % of the units' summed kept information per dimension at
+    the output, from the synthetic token values: a word reads the mean over its tokens, a unit the
+    mean over its words."""
     g, fi = ex.groupings[b], ex.layers.index("output")
-    kept = [sum(float(ex.token_kept[fi, b, p]) for p in span) for span in g.spans()]
+    words = [sum(float(ex.token_kept[fi, b, p]) for p in span) / len(span) / K for span in g.spans()]
+    units = units if units is not None else [[w] for w in range(len(words))]
+    kept = [sum(words[w] for w in u) / len(u) for u in units]
     return [100 * k / sum(kept) for k in kept]
+
+
+BERT_UNITS = [[0], [1], [2], [3, 4, 5], [6]]  # "isn", "'", "t": one unit
+ISNT = "22.4"  # bert's share of "isn't" at the output, sentence 0 (a sum over its three words read 37.4)
 
 
 def test_the_fixture_aligns_three_tokenizations(cmp):
@@ -93,9 +101,10 @@ def test_comparison_table_sentence_block(cmp):
     head = next(x for x in lines[at:] if x.startswith("unit "))
     assert head.split() == ["unit", "bert", "word-lstm~", "cnn", "(2", "words)"]
     rows = {x.split()[0]: x.split()[1:] for x in lines[lines.index(head, at) + 2:][:5]}
-    b_share, w_share, t_share = (shares_at_output(ex, 0) for ex in (bert, word, trunc))
-    isnt = sum(b_share[3:6])  # "isn", "'", "t": one unit
-    assert rows["isn't"] == [f"{isnt:.1f}", f"{w_share[3]:.1f}~", "—"] and f"{isnt:.1f}" == "37.4"
+    b_share, w_share, t_share = shares_at_output(bert, 0, BERT_UNITS), shares_at_output(word, 0), shares_at_output(
+        trunc, 0)
+    isnt = b_share[3]  # the mean of "isn", "'", "t": one unit, read like one word
+    assert rows["isn't"] == [f"{isnt:.1f}", f"{w_share[3]:.1f}~", "—"] and f"{isnt:.1f}" == ISNT
     assert rows["the"] == [f"{b_share[0]:.1f}", f"{w_share[0]:.1f}~", f"{t_share[0]:.1f}"]
     assert rows["film"][2] == rows["great"][2] == "—"
     block = "\n".join(lines[at:lines.index('[1] "a dull movie"')])
@@ -126,19 +135,21 @@ def test_depth_table():
     out = viz.depth_table(ex)
     lines = out.splitlines()
     assert lines[0] == "bert: entropy against depth over 2 sentences (low entropy = kept)"
-    assert all(len(x) <= 100 for x in lines) and f"({K} dims), nats/dim" in out
+    assert all(len(x) <= 100 for x in lines) and f"({K} dims; each word the mean over its pieces), nats/dim" in " ".join(
+        out.split())
     head = next(x for x in lines if x.startswith("feature "))
-    assert "entropy (nats/dim)" in head and "kept/word (nats)" in head and "converged" in head
+    assert "entropy (nats/dim)" in head and "kept (nats/dim)" in head and "converged" in head
     rows = [x.split() for x in lines[lines.index(head) + 2:][:4]]
     assert [r[0] for r in rows] == ["layer1", "layer2~", "layer3", "output"]
     mean_entropy = ex.mean_word_entropy()
     lo, hi = _bootstrap(mean_entropy[3].numpy(), 2000, 0)
     kept = np.mean([float(ex.word_kept(b)[3].mean()) for b in range(2)])
+    assert kept == pytest.approx(float(ex.mean_word_kept()[3].mean()))
     assert rows[3] == ["output", "1.25", _dim(float(ex.corpus_entropy()[3])), f"[{_dim(lo)},", f"{_dim(hi)}]",
-                       _fmt(kept), "2/2"]
+                       _dim(kept), "2/2"]
     assert rows[1][-1] == "1/2" and "~ not converged in some sentences" in out
     bits = viz.depth_table(ex, unit="bits")
-    assert "entropy (bits/dim)" in bits and "kept/word (bits)" in bits
+    assert "entropy (bits/dim)" in bits and "kept (bits/dim)" in bits
     row = next(x for x in bits.splitlines() if x.startswith("output "))
     assert row.split()[2] == _dim(float(ex.corpus_entropy("bits")[3]))
     # rows go by depth, whatever the order of the features; one sentence: no interval
@@ -157,6 +168,16 @@ def test_show_and_a_saved_comparison(cmp, tmp_path):
     assert buf.getvalue() == viz.comparison_table(cmp) + "\n"
     cmp.save(tmp_path / "c.safetensors")
     assert viz.comparison_table(ModelComparison.load(tmp_path / "c.safetensors")) == viz.comparison_table(cmp)
+
+
+def test_a_comparison_saved_with_summed_units_is_refused(cmp, tmp_path):
+    from captum_entropy._io import load_tensors, save_tensors
+
+    cmp.save(tmp_path / "c.safetensors")
+    tensors, meta = load_tensors(tmp_path / "c.safetensors")
+    save_tensors(tmp_path / "old.safetensors", tensors, {**meta, "format": "captum_entropy.ModelComparison/1"})
+    with pytest.raises(ValueError, match="older captum_entropy whose units read sums"):
+        ModelComparison.load(tmp_path / "old.safetensors")
 
 
 def test_one_bootstrap():
@@ -194,7 +215,7 @@ def test_words_figure(cmp, tmp_path):
     ax, bar = fig.axes[0], fig.axes[-1]
     assert [t.get_text() for t in ax.get_xticklabels()] == UNITS[0]
     assert ax.get_xlabel().startswith("word unit") and ax.get_ylabel() == "model"
-    assert bar.get_ylabel() == "share of the sentence's kept information (%)"
+    assert bar.get_ylabel() == "share of the sentence's kept information\nper dimension (%)"
     rows = [t.get_text() for t in ax.get_yticklabels()]
     assert rows[0] == "bert\noutput · positive (p = 0.93)" and rows[1].startswith("word-lstm (not converged)\n")
     data = ax.get_images()[0].get_array()
@@ -202,7 +223,7 @@ def test_words_figure(cmp, tmp_path):
     assert data[0].filled(np.nan).tolist() == pytest.approx((cmp.share[0][3, 0, :5] * 100).tolist(), rel=1e-5)
     assert data[1].filled(np.nan).tolist() == pytest.approx(shares_at_output(three_models()[1], 0), rel=1e-5)
     texts = [t.get_text() for t in ax.texts]
-    assert texts.count("—") == 3 and "37.4" in texts and len(texts) == 15
+    assert texts.count("—") == 3 and ISNT in texts and len(texts) == 15
     assert len([p for p in ax.patches if p.get_hatch() == "///"]) == 5  # the not-converged row, cell by cell
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend[:2] == ["not converged (approximate)",
@@ -286,10 +307,10 @@ def test_html_structure_marks_and_values(cmp, tmp_path):
     first = sentences[0]
     assert first.count('<td class="ce-none"') == 3 and sentences[1].count('<td class="ce-none"') == 1
     assert first.count('<tr class="ce-nc">') == 1 and "~ not converged</span>" in first
-    assert '<th scope="col">isn&#x27;t</th>' in first and ">37.4</td>" in first
+    assert '<th scope="col">isn&#x27;t</th>' in first and f">{ISNT}</td>" in first
     assert "bert: positive (p = 0.93)" in first and "5 word units" in first
     assert 'rgb(8,48,107);color:#fff"' in first  # the sentence's largest share: darkest
-    assert "isn&#x27;t · bert at output: 37.4 % of the kept information" in first
+    assert f"isn&#x27;t · bert at output: {ISNT} % of the kept information per dimension" in first
     fragment = cmp.to_html(full_page=False)
     assert fragment.startswith("<style>") and "<html" not in fragment
     path = cmp.save_html(tmp_path / "out" / "report.html")

@@ -1,11 +1,12 @@
 """Tables, figures and an HTML page of a :class:`~captum_entropy.analysis.LayerExplanation` and of
 a :class:`~captum_entropy.compare.ModelComparison` (several models, aligned by word).
 
-What the pictures show: the *kept information* ``log(σ_max/σ)`` of a word, summed over its
-tokens' dimensions (high = the feature kept the word, 0 = forgotten; "saturated" = every token
-at the σ cap, fully forgotten), and the entropy H(X_word|s) (low = kept). A row can reach
-hundreds of nats, so colours are scaled per feature row and the absolute numbers sit in cell
-labels, row labels and tooltips. Marks: ``~`` not converged (the optimiser's stationarity test
+What the pictures show: the *kept information per dimension* of a word, the mean of
+``log(σ_max/σ)`` over its pieces and their dimensions (nats/dim; high = the feature kept the
+word, 0 = forgotten; "saturated" = every piece at the σ cap, fully forgotten; a word the
+tokenizer cut into pieces reads like one piece with the same σ), and the entropy per dimension
+(low = kept). Every word keeps most of what the cap allows, so words differ by a few per cent:
+colours are scaled per feature row and the numbers sit in cells, row labels and tooltips. Marks: ``~`` not converged (the optimiser's stationarity test
 did not pass), ``×`` saturated, ``—`` (grey) a model has no word there (it truncated the
 sentence). Matplotlib is imported only when a figure is drawn.
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _fmt, _narrow, _pred, _scaled,
+from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim, _narrow, _pred, _scaled,
                       _short, _text)
 
 if TYPE_CHECKING:
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 KINDS = ("heatmap", "depth")
 COMPARISON_KINDS = ("depth", "words")
-SHARE_LABEL = "share of the sentence's kept information (%)"
+SHARE_LABEL = "share of the sentence's kept information\nper dimension (%)"
 MISSING_LABEL = "no word of this model here (it truncated the sentence)"
 GREY = "#c4c4c4"
-SCALE_LABEL = "kept information, scaled per row\n(0 = row min, 1 = row max;\nspread < 10 %: pale)"
+SCALE_LABEL = "kept information per dimension,\nscaled per row (0 = row min,\n1 = row max; spread < 10 %: pale)"
 
 
 def _figure_class() -> type:
@@ -46,7 +46,8 @@ def _tex(s: str) -> str:
 
 def plot_explanation(ex: LayerExplanation, kind: str = "heatmap", sentence: int = 0, **kwargs: Any) -> Figure:
     """A matplotlib Figure (no pyplot, never shown): ``"heatmap"`` = words × features of one
-    sentence, colour scaled per row, absolute numbers in the cells (≤ 20 words) and row labels;
+    sentence, kept information per dimension (each word the mean over its pieces), colour scaled
+    per row, the numbers in the cells (≤ 20 words) and the row's range in the row labels;
     ``"depth"`` = mean entropy per word per dimension against relative depth, one line per
     sentence, the mean with a 95 % bootstrap band. Keywords: ``unit`` ("nats"/"bits"); heatmap:
     ``annotate`` (bool), ``max_words`` per panel (30), ``cmap``; depth: ``seed``, ``n_resamples``."""
@@ -74,7 +75,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     panels = max(1, math.ceil(W / max(1, max_words)))
     per = max(1, math.ceil(W / panels))
     rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
-            + f"\n{_fmt(float(r.min()))}–{_fmt(float(r.max()))} {unit}" + (" (spread < 10 %)" if _narrow(r) else "")
+            + f"\n{_dim(float(r.min()))}–{_dim(float(r.max()))} {unit}/dim" + (" (spread < 10 %)" if _narrow(r) else "")
             for n, c, r in zip(ex.layers, conv, kept)]
     fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
@@ -94,7 +95,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
                 if sat[fi, w]:
                     ax.text(j, fi, SAT, ha="center", va="center", color="crimson", fontsize=13, fontweight="bold")
                 elif annotate:
-                    ax.text(j, fi, _fmt(float(kept[fi, w])), ha="center", va="center", fontsize=7,
+                    ax.text(j, fi, _dim(float(kept[fi, w])), ha="center", va="center", fontsize=7,
                             color="black" if light else "white")
         if panels > 1:
             ax.set_title(f"words {cols[0] + 1}–{cols[-1] + 1} of {W}", fontsize=9, loc="left")
@@ -109,13 +110,13 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     if sat.any():
         handles.append(Line2D([], [], ls="none", marker="x", color="crimson", mew=2,
                               label="saturated: fully forgotten"))
-    handles.append(Patch(color="none", label=f"row labels: min–max kept ({unit})"
-                         + (f"; numbers: kept ({unit})" if annotate else "")))
+    handles.append(Patch(color="none", label=f"row labels: min–max ({unit}/dim)"
+                         + (f"; numbers: kept per dimension ({unit}/dim)" if annotate else "")))
     wide = fig.get_size_inches()[0] >= 12
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 2, fontsize=8,
                frameon=False)
-    fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model} · kept information per word"),
-                 fontsize=10)
+    fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model} · kept information per "
+                      f"dimension: mean of log(σ_max/σ) over the word's pieces and {ex.n_dims} dims"), fontsize=10)
     return fig
 
 
@@ -157,8 +158,8 @@ def plot_comparison(cmp: ModelComparison, kind: str = "depth", sentence: int = 0
     ``"depth"`` = corpus entropy per dimension against relative depth, one line per model (each at
     its own depths; the prediction at 1.25) with a 95 % bootstrap band over sentences;
     ``"words"`` = one sentence's word units × models, each cell the unit's share (%) of the kept
-    information at the model's output feature (``feature=`` another one), grey where a model has
-    no word (it truncated the sentence). Keywords: depth: ``seed``, ``n_resamples``; words:
+    information per dimension (``ModelComparison.share``) at the model's output feature
+    (``feature=`` another one), grey where a model has no word (it truncated the sentence). Keywords: depth: ``seed``, ``n_resamples``; words:
     ``feature``, ``annotate`` (bool), ``max_units`` per panel (30), ``cmap``."""
     if kind not in COMPARISON_KINDS:
         raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(repr(k) for k in COMPARISON_KINDS)}")
@@ -281,6 +282,6 @@ def _cmp_words(figure: type, cmp: ModelComparison, b: int, feature: str | None =
                frameon=False)
     at = feature or ("output" if all(cmp.layers[m][fi] == "output" for m, fi in enumerate(fis))
                      else "output (its last layer without one)")
-    fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per word unit "
-                      f"at each model's {at}"), fontsize=10)
+    fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per dimension per "
+                      f"word unit at each model's {at}"), fontsize=10)
     return fig

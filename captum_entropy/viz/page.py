@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..readings import relative
 from ._common import (NC, NONE, RGB, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
                       _narrow, _pred, _scaled, _short, _text)
 
@@ -36,6 +37,7 @@ td.ce-sp,.ce-sp{background:#e9ebef;color:#7a808c;font-style:italic}td.ce-gap{pad
 .ce-grid thead th{font-weight:500;text-align:center;padding:2px 5px;white-space:nowrap;max-width:none}
 .ce-grid td.ce-v{text-align:center;font-variant-numeric:tabular-nums;min-width:2.6em}
 td.ce-none,.ce-none{background:#c4c4c4;color:#3d434d;text-align:center;font-style:normal}
+.ce-num{display:block;font-size:11px;font-variant-numeric:tabular-nums;text-align:center}
 .ce-nw{white-space:nowrap}.ce-feat{display:block;font-weight:400;color:#5b6578;font-size:11px}
 .ce-depth td,.ce-depth th{padding:2px 8px}.ce-depth thead th{text-align:right}
 .ce-depth thead th.ce-l{text-align:left}.ce-depth td.ce-v{text-align:right}
@@ -47,8 +49,9 @@ td.ce-none,.ce-none{background:#c4c4c4;color:#3d434d;text-align:center;font-styl
 def explanation_html(ex: LayerExplanation, title: str | None = None, unit: str = "nats",
                      sentences: Sequence[int] | None = None, full_page: bool = True) -> str:
     """One standalone UTF-8 HTML page (inline CSS, no script, no external resource): a legend,
-    then per sentence a table rows = features, cells = words coloured by the row-scaled kept
-    information; hover a word for its absolute numbers. ``full_page=False``: a fragment."""
+    then per sentence a table rows = features, cells = words with their kept information per
+    dimension, coloured on the row's scale; hover a word for the rest (against the sentence's mean
+    word, pieces, total, entropy). ``full_page=False``: a fragment."""
     title = title if title is not None else f"{ex.model}: what each feature keeps of each word"
     idx = range(len(ex)) if sentences is None else [_check(ex, b) for b in sentences]
     body = [f'<div class="ce-root"><h1>{_e(title)}</h1>', _legend(ex, unit)]
@@ -71,11 +74,13 @@ def _legend(ex: LayerExplanation, unit: str) -> str:
     return (
         '<div class="ce-legend"><p><span>0 = row min</span> <span class="ce-bar"></span> '
         "<span>1 = row max</span></p>"
-        f"<p>Colour = kept information log(σ<sub>max</sub>/σ) of the word, summed over its tokens' "
-        f"{ex.n_dims} dimensions, <b>scaled per row</b> (each feature: lightest = its least kept word, "
-        "darkest = its most kept word; a row whose words differ by less than 10 % of its largest value "
-        "stays pale): <b>darker = more kept</b>. Hover a word for the absolute kept "
-        f"information and the entropy H(X|s) in {_e(unit)} (low entropy = kept).</p><ul>"
+        f"<p>Number and colour = <b>kept information per dimension</b> ({_e(unit)}/dim): the mean over the "
+        f"word's pieces and their {ex.n_dims} dimensions of log(σ<sub>max</sub>/σ); high = kept, 0 = forgotten; a "
+        "word the tokenizer cut into pieces reads like one piece with the same σ. Colours are <b>scaled per "
+        "row</b> (each feature: lightest = its least kept word, darkest = its most kept word; a row whose words "
+        "differ by less than 10 % of its largest value stays pale): <b>darker = more kept</b>. The row label gives "
+        "the sentence's mean word. Hover a word for its value against that mean, its pieces, its total over "
+        f"pieces ({_e(unit)}) and its entropy H(X|s) (low = kept).</p><ul>"
         f'<li><span class="ce-ncx">&nbsp;word&nbsp;</span> {NC} not converged: dashed border; the optimiser\'s '
         "stationarity test did not pass, the numbers are approximate</li>"
         f'<li><span class="ce-sat">word</span><span class="ce-satm">{SAT}</span> saturated: fully forgotten '
@@ -106,13 +111,17 @@ def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
 
 def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     g, conv = ex.groupings[b], ex.converged[:, b].tolist()
-    kept, ent, sat = ex.word_kept(b, unit), ex.word_entropy(b, unit).tolist(), ex.word_saturated(b).tolist()
-    scaled, ranges = _scaled(kept).tolist(), [(min(r), max(r)) if r else (0.0, 0.0) for r in kept.tolist()]
-    narrow = [_narrow(r) for r in kept]
+    kept, sat = ex.word_kept(b, unit), ex.word_saturated(b).tolist()
+    scaled, narrow = _scaled(kept).tolist(), [_narrow(r) for r in kept]
+    rel, total = relative(kept).tolist(), ex.word_kept_total(b, unit).tolist()
+    ent, ent_total, pieces = ex.word_entropy(b, unit).tolist(), ex.word_entropy_total(b, unit).tolist(), \
+        ex.word_pieces(b).tolist()
+    mean = [sum(r) / len(r) if r else math.nan for r in kept.tolist()]
     sp = [ex.special_kept(b, unit).tolist(), ex.special_entropy(b, unit).tolist(),
           ex.saturated[:, b, list(g.specials)].tolist()]
     words, specials, kept = list(g.words), g.special_names(), kept.tolist()
     items = words + ([""] if specials else []) + specials  # the words, a gap, the specials
+    per = f"{unit}/dim"
     tables = []
     for chunk in _chunks(items):
         rows = []
@@ -120,25 +129,30 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
             cells = []
             for i in chunk:
                 if i < len(words):
-                    x, (lo, hi) = scaled[fi][i], ranges[fi]
-                    tip = (f"{words[i]} at {name}: kept {kept[fi][i]:.1f} {unit} (row {lo:.1f}–{hi:.1f}; scaled "
-                           f"{x:.2f})\nentropy H(X|s) = {ent[fi][i]:.1f} {unit}"
+                    x = scaled[fi][i]
+                    tip = (f"{words[i]} at {name}: kept {kept[fi][i]:.3f} {per}, {rel[fi][i]:.3f} × the sentence's "
+                           f"mean word ({mean[fi]:.3f} {per}; scaled {x:.2f})\n{pieces[i]} piece"
+                           f"{'s' if pieces[i] != 1 else ''}, kept in all {total[fi][i]:.1f} {unit}\nentropy H(X|s) "
+                           f"= {ent[fi][i]:.3f} {per} (in all {ent_total[fi][i]:.1f} {unit})"
                            + ("\nsaturated: fully forgotten" if sat[fi][i] else "")
                            + ("" if conv[fi] else "\nnot converged: approximate"))
                     text = _e(_short(words[i], 24))
                     if sat[fi][i]:
                         text = f'<span class="ce-sat">{text}</span><span class="ce-satm">{SAT}</span>'
+                    text += f'<span class="ce-num">{"0" if sat[fi][i] else _dim(kept[fi][i])}</span>'
                     style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
                     cells.append(f'<td class="ce-w" style="{style}" title="{_e(tip)}">{text}</td>')
                 elif i == len(words):
                     cells.append('<td class="ce-gap"></td>')
                 else:
                     s = i - len(words) - 1
-                    tip = (f"special token {specials[s]} at {name}: kept {sp[0][fi][s]:.1f} {unit}, entropy "
-                           f"H(X|s) = {sp[1][fi][s]:.1f} {unit}" + ("; saturated" if sp[2][fi][s] else ""))
-                    cells.append(f'<td class="ce-sp" title="{_e(tip)}">{_e(_short(specials[s], 24))}</td>')
-            label = _e(name) + ("" if conv[fi] else f'<span class="ce-ncl">{NC} not converged</span>') + (
-                '<span class="ce-narrow">spread &lt; 10 %: pale</span>' if narrow[fi] else "")
+                    tip = (f"special token {specials[s]} at {name}: kept {sp[0][fi][s]:.3f} {per}, entropy "
+                           f"H(X|s) = {sp[1][fi][s]:.3f} {per}" + ("; saturated" if sp[2][fi][s] else ""))
+                    cells.append(f'<td class="ce-sp" title="{_e(tip)}">{_e(_short(specials[s], 24))}'
+                                 f'<span class="ce-num">{_dim(sp[0][fi][s])}</span></td>')
+            label = (_e(name) + f'<span class="ce-feat">mean word {_dim(mean[fi])} {_e(per)}</span>'
+                     + ("" if conv[fi] else f'<span class="ce-ncl">{NC} not converged</span>')
+                     + ('<span class="ce-narrow">spread &lt; 10 %: pale</span>' if narrow[fi] else ""))
             tr = "<tr>" if conv[fi] else '<tr class="ce-nc">'
             rows.append(f'{tr}<th scope="row">{label}</th>{"".join(cells)}</tr>')
         tables.append('<div class="ce-scroll"><table class="ce-grid"><tbody>' + "\n".join(rows)
@@ -174,11 +188,12 @@ def _cmp_legend(cmp: ModelComparison) -> str:
         '<div class="ce-legend"><p><span>0 %</span> <span class="ce-bar"></span> '
         "<span>the sentence's largest share</span></p>"
         "<p>Per sentence, colour and number = each word unit's <b>share (%) of the kept information</b> "
-        f"log(σ<sub>max</sub>/σ) of the sentence's words, at each model's {_e(_at(cmp))}: "
-        "<b>darker = more kept</b>; one scale for all models of a sentence; a row sums to 100 % over the units "
-        "the model has. Word units: the models' tokenizers differ, so their words are aligned on the coarsest "
-        "segmentation all of them refine; a unit's value is the sum over the model's words in it. Hover a cell "
-        "for the unit's entropy per dimension (nats/dim).</p>"
+        f"per dimension of the sentence's units, at each model's {_e(_at(cmp))}: <b>darker = more kept</b>; one "
+        "scale for all models of a sentence; a row sums to 100 % over the units the model has (equal shares: every "
+        "unit kept alike). Word units: the models' tokenizers differ, so their words are aligned on the coarsest "
+        "segmentation all of them refine; a unit reads the mean of the model's words in it, each word the mean "
+        "over its pieces and dimensions of log(σ<sub>max</sub>/σ), so neither a tokenizer's pieces nor its extra "
+        "words make a unit darker. Hover a cell for the unit's entropy per dimension (nats/dim).</p>"
         "<p>Depth table: corpus entropy = the mean over a sentence's words (each model's own) of H(X<sub>word</sub>|s) per "
         "embedding dimension, then over the sentences, in <b>nats/dim</b> (low = kept; darker = lower), with a 95 % "
         "bootstrap interval over sentences; relative depth = layer l of N at l/N, the prediction at 1.25.</p><ul>"
@@ -252,7 +267,8 @@ def _cmp_section(cmp: ModelComparison, b: int) -> str:
                     cells.append(f'<td class="ce-none" title="{_e(tip)}">{NONE}</td>')
                     continue
                 x = v / top if top > 0 else 0.0
-                tip = (f"{units[u]} · {name} at {feature}: {v:.1f} % of the kept information of the sentence's words"
+                tip = (f"{units[u]} · {name} at {feature}: {v:.1f} % of the kept information per dimension of the "
+                       "sentence's units"
                        f"\nentropy per dimension {float(ent[m, u]):.3f} nats/dim"
                        + ("" if conv[m] else "\nnot converged: approximate"))
                 style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"

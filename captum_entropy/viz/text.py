@@ -13,8 +13,11 @@ import torch
 from torch import Tensor
 
 from . import _common
+from ..readings import kept_meaning
 from ._common import (NC, NONE, SAT, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
-                      _fmt, _pred, _short, _text)
+                      _pred, _short, _text)
+
+MEAN_ROW = "mean word"  # the last row of a sentence's table: the mean over its words
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
@@ -23,8 +26,10 @@ if TYPE_CHECKING:
 
 def explanation_table(ex: LayerExplanation, sentences: Sequence[int] | None = None, unit: str = "nats",
                       width: int = 100) -> str:
-    """Words × features of each sentence as text: kept information in ``unit`` (high = kept),
-    ``~`` = feature not converged, ``0×`` = saturated (fully forgotten); specials listed last."""
+    """Words × features of each sentence as text: kept information per dimension in ``unit``/dim
+    (:meth:`~captum_entropy.readings.WordReadings.word_kept`; high = kept), the sentence's mean
+    word under the words, ``~`` = feature not converged, ``0×`` = saturated (fully forgotten);
+    specials listed last."""
     idx = range(len(ex)) if sentences is None else [_check(ex, b) for b in sentences]
     return "\n\n".join(_table(ex, b, unit, width) for b in idx)
 
@@ -34,18 +39,17 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
     kept, sat = ex.word_kept(b, unit), ex.word_saturated(b)
     sp_kept, sp_sat = ex.special_kept(b, unit), ex.saturated[:, b, list(g.specials)]
     head = textwrap.wrap(f'[{b}] "{_text(ex, b)}"', width, subsequent_indent="    ")
-    head += textwrap.wrap(f"{_pred(ex, b)} | model: {ex.model} | kept information per word in {unit} "
-                          f"(log σ_max/σ summed over the word's tokens, {ex.n_dims} dims each; high = kept, "
-                          "0 = forgotten)", width, initial_indent="    ", subsequent_indent="    ")
+    head += textwrap.wrap(f"{_pred(ex, b)} | model: {ex.model} | {kept_meaning(ex.n_dims, unit)}", width,
+                          initial_indent="    ", subsequent_indent="    ")
     words = [_short(w, 18) for w in g.words]
     specials = [_short(s, 18) for s in g.special_names()]
-    lw = max([len(x) for x in words + specials + ["Σ words"]] + [8])
+    lw = max([len(x) for x in words + specials + [MEAN_ROW]] + [8])
     cw = max(9, min(12, max(len(n) for n in ex.layers) + 3))
     per = max(1, (width - lw - 1) // cw)
     per = math.ceil(len(ex.layers) / math.ceil(len(ex.layers) / per))  # blocks of equal size
 
     def cell(v: float, fi: int, saturated: bool) -> str:
-        num = "0" if saturated else _fmt(v)
+        num = "0" if saturated else _dim(v)
         return f"{num:>{cw - 2}}{(SAT if saturated else '') + ('' if conv[fi] else NC):<2}"
 
     out = head
@@ -58,9 +62,9 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
         out += [f"{'word':<{lw}} {header}".rstrip(), "-" * (lw + 1 + cw * len(cols))]
         for w, name in enumerate(words):
             out.append(f"{name:<{lw}} " + "".join(cell(float(kept[fi, w]), fi, bool(sat[fi, w])) for fi in cols))
-        out.append(f"{'Σ words':<{lw}} " + "".join(cell(float(kept[fi].sum()), fi, False) for fi in cols))
+        out.append(f"{MEAN_ROW:<{lw}} " + "".join(cell(float(kept[fi].mean()), fi, False) for fi in cols))
         if specials:
-            out.append("specials (not words; not in Σ words):")
+            out.append(f"specials (not words; not in the {MEAN_ROW}):")
             for s, name in enumerate(specials):
                 out.append(f"{name:<{lw}} "
                            + "".join(cell(float(sp_kept[fi, s]), fi, bool(sp_sat[fi, s])) for fi in cols))
@@ -88,28 +92,27 @@ def depth_table(ex: LayerExplanation, unit: str = "nats", *, seed: int = 0, n_re
                 width: int = 100) -> str:
     """Per feature (rows: shallow -> deep, then the output): relative depth, the corpus mean word
     entropy per dimension (:meth:`~captum_entropy.analysis.LayerExplanation.mean_word_entropy`,
-    the mean over sentences) with a 95 % bootstrap interval over sentences (seeded), the mean kept
-    information per word, and in how many of the B sentences the feature converged."""
+    the mean over sentences) with a 95 % bootstrap interval over sentences (seeded), the mean word's
+    kept information per dimension, and in how many of the B sentences the feature converged."""
     entropy = ex.mean_word_entropy(unit).numpy()  # (L, B)
-    kept = np.stack([ex.word_kept(b, unit).mean(-1).numpy() for b in range(len(ex))], 1) if len(ex) else \
-        np.zeros((len(ex.layers), 0))
+    kept = ex.mean_word_kept(unit).numpy() if len(ex) else np.zeros((len(ex.layers), 0))
     conv = ex.converged.sum(1).tolist()
     n_b = len(ex)
     out = textwrap.wrap(f"{ex.model}: entropy against depth over {n_b} sentence{'s' if n_b != 1 else ''} "
                         "(low entropy = kept)", width)
-    out += textwrap.wrap(f"entropy: mean word entropy H(X_word|s) per dimension ({ex.n_dims} dims), {unit}/dim, "
-                         "mean over the sentences, with a 95 % bootstrap interval over sentences; kept: mean kept "
-                         f"information per word, {unit} (log σ_max/σ summed over the word's tokens' dimensions; "
-                         "high = kept)", width, initial_indent="    ", subsequent_indent="    ")
+    out += textwrap.wrap(f"entropy: mean word entropy H(X_word|s) per dimension ({ex.n_dims} dims; each word the "
+                         f"mean over its pieces), {unit}/dim, mean over the sentences, with a 95 % bootstrap interval "
+                         f"over sentences; kept: the mean word's kept information per dimension, {unit}/dim (log "
+                         "σ_max/σ; high = kept)", width, initial_indent="    ", subsequent_indent="    ")
     names = [_short(n, 24, True) + ("" if conv[fi] == n_b else NC) for fi, n in enumerate(ex.layers)]
     lw = max([len(n) for n in names] + [len("feature")])
     head = (f"{'feature':<{lw}} {'depth':>6}  {f'entropy ({unit}/dim)':>18}  {'95 % interval':>16}  "
-            f"{f'kept/word ({unit})':>16}  {'converged':>9}")
+            f"{f'kept ({unit}/dim)':>16}  {'converged':>9}")
     out += [head, "-" * len(head)]
     mean_e, mean_k = _nanmean(entropy), _nanmean(kept)
     for fi in _depth_order(ex.depth):
         out.append(f"{names[fi]:<{lw}} {ex.depth[fi]:>6.2f}  {_dim(float(mean_e[fi])):>18}  "
-                   f"{_interval(entropy[fi], n_resamples, seed):>16}  {_fmt(float(mean_k[fi])):>16}  "
+                   f"{_interval(entropy[fi], n_resamples, seed):>16}  {_dim(float(mean_k[fi])):>16}  "
                    f"{f'{conv[fi]}/{n_b}':>9}")
     if any(c < n_b for c in conv):
         out += textwrap.wrap(f"{NC} not converged in some sentences (converged < {n_b}): the optimiser's "
@@ -135,10 +138,10 @@ def _corpus_block(cmp: ModelComparison, width: int, seed: int, n_resamples: int)
     n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.sentence_entropy()
     out = textwrap.wrap(f"{len(cmp.models)} models, {n_b} sentence{'s' if n_b != 1 else ''}: corpus entropy per "
                         "dimension against relative depth (low entropy = kept)", width)
-    out += textwrap.wrap("entropy: mean over a sentence's words (each model's own) of H(X_word|s) per embedding "
-                         "dimension, then over the sentences, in nats/dim, with a 95 % bootstrap interval over sentences; depth: "
-                         "layer l of N at l/N, the prediction at 1.25", width, initial_indent="    ",
-                         subsequent_indent="    ")
+    out += textwrap.wrap("entropy: mean over a sentence's words (each model's own; each word the mean over its "
+                         "pieces) of H(X_word|s) per embedding dimension, then over the sentences, in nats/dim, with "
+                         "a 95 % bootstrap interval over sentences; depth: layer l of N at l/N, the prediction at "
+                         "1.25", width, initial_indent="    ", subsequent_indent="    ")
     models = [_short(m, 20) for m in cmp.models]
     names = [[_short(n, 22, True) + ("" if int(c.sum()) == n_b else NC)
               for n, c in zip(cmp.layers[m], cmp.converged[m])] for m in range(len(cmp.models))]
@@ -178,8 +181,9 @@ def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
                                                       subsequent_indent="        ")]
     features = [cmp.layers[m][fis[m]] for m in range(n_m)]
     at = "output" if all(f == "output" for f in features) else "output (or last layer)"
-    out += textwrap.wrap(f"share (%) of the kept information of the sentence's words, at each model's {at} "
-                         "feature; each column sums to 100 over the units it has (high = kept)", width,
+    out += textwrap.wrap(f"share (%) of the kept information per dimension of the sentence's word units, at each "
+                         f"model's {at} feature (a unit: the mean of the model's words in it, each the mean over its "
+                         "pieces); each column sums to 100 over the units it has (high = kept)", width,
                          initial_indent="    ", subsequent_indent="    ")
     lw = max([len(u) for u in units] + [len("unit"), len("(feature)")])
     cw = [max(9, min(20, max(len(m), len(f) if at != "output" else 0) + 3)) for m, f in zip(cmp.models, features)]
@@ -219,10 +223,11 @@ def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
 
 def visualize_text_records(ex: LayerExplanation, b: int, feature: str, others: Mapping[str, Tensor],
                            true_label: Any) -> list:
-    """Rows for ``captum.attr.visualization.visualize_text``: ours (kept information at
-    ``feature``, scaled to [0, 1] by the row max), then each of ``others`` (name -> (T,) token
-    attributions) summed into the same words and scaled to [-1, 1] by its max |value|. Strings
-    are HTML-escaped, because ``visualize_text`` pastes them into its HTML as they are."""
+    """Rows for ``captum.attr.visualization.visualize_text``: ours (kept information per
+    dimension at ``feature``, each word the mean over its pieces, scaled to [0, 1] by the row
+    max), then each of ``others`` (name -> (T,) token attributions) summed over each word's
+    pieces (additive attributions add) and scaled to [-1, 1] by its max |value|. Strings are
+    HTML-escaped, because ``visualize_text`` pastes them into its HTML as they are."""
     from captum.attr import visualization
 
     b = _check(ex, b)
@@ -239,7 +244,7 @@ def visualize_text_records(ex: LayerExplanation, b: int, feature: str, others: M
             _e(name), float(values.sum()), words, conv)
 
     kept = ex.word_kept(b)[fi].detach().float().cpu()
-    rows = [record(kept, float(kept.max()) if kept.numel() else 0.0, f"kept information ({feature})",
+    rows = [record(kept, float(kept.max()) if kept.numel() else 0.0, f"kept per dim ({feature})",
                    float(ex.stationarity[fi, b]))]
     T = len(g.tokens)
     for name, attr in others.items():
