@@ -430,18 +430,22 @@ class RunResults:
 
     def table(self, unit: str = "nats"):
         """A pandas DataFrame, one row per (sentence, feature, word): the dataset row, its label,
-        the prediction, the feature and its depth, the word, its entropy, kept information and
-        share, saturation and the feature's convergence."""
+        the prediction, the feature and its depth, the word and its number of pieces (tokens),
+        ``entropy_per_dim`` and ``kept_per_dim`` (``unit``/dim, each the mean over the word's
+        pieces and dimensions: rank and compare words by these), ``share`` (kept_per_dim over
+        the sentence's sum), ``entropy_total`` and ``kept_total`` (``unit``, summed over the
+        word's pieces and dimensions), saturation and the feature's convergence."""
         import pandas as pd
 
         cols: dict[str, list] = {k: [] for k in ("row", "label", "prediction", "probability", "feature", "depth",
-                                                 "word_index", "word", "entropy", "kept", "share", "saturated",
-                                                 "converged")}
+                                                 "word_index", "word", "pieces", "entropy_per_dim", "kept_per_dim",
+                                                 "share", "entropy_total", "kept_total", "saturated", "converged")}
         for rows, ex in self.shards():
             for b, row in enumerate(rows):
-                words = ex.words(b)
+                words, pieces = ex.words(b), ex.word_pieces(b).tolist()
                 ent, kept, share, sat = (ex.word_entropy(b, unit), ex.word_kept(b, unit), ex.word_share(b),
                                          ex.word_saturated(b))
+                ent_total, kept_total = ex.word_entropy_total(b, unit), ex.word_kept_total(b, unit)
                 for f, feature in enumerate(ex.layers):
                     n = len(words)
                     cols["row"] += [row] * n
@@ -452,9 +456,12 @@ class RunResults:
                     cols["depth"] += [ex.depth[f]] * n
                     cols["word_index"] += list(range(n))
                     cols["word"] += words
-                    cols["entropy"] += ent[f].tolist()
-                    cols["kept"] += kept[f].tolist()
+                    cols["pieces"] += pieces
+                    cols["entropy_per_dim"] += ent[f].tolist()
+                    cols["kept_per_dim"] += kept[f].tolist()
                     cols["share"] += share[f].tolist()
+                    cols["entropy_total"] += ent_total[f].tolist()
+                    cols["kept_total"] += kept_total[f].tolist()
                     cols["saturated"] += sat[f].tolist()
                     cols["converged"] += [bool(ex.converged[f, b])] * n
         return pd.DataFrame(cols).sort_values("row", kind="stable").reset_index(drop=True)

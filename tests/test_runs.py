@@ -88,7 +88,7 @@ def test_a_run_in_dataset_order_equals_explaining_each_shard(setup, baseline):
         _same(ex, _trim(baseline.take(rows), ex.mask.shape[1]))
         for b, row in enumerate(rows):  # words read the same from the merged (wider) result
             assert baseline.words(row) == ex.words(b) and baseline.groupings[row].specials == ex.groupings[b].specials
-            for get in ("word_entropy", "word_kept", "word_share", "special_kept"):
+            for get in ("word_entropy", "word_kept", "word_share", "special_kept", "word_kept_total"):
                 assert torch.equal(getattr(baseline, get)(row), getattr(ex, get)(b)), get
     assert "<html" in baseline.to_html()
     table = results.table()
@@ -97,7 +97,10 @@ def test_a_run_in_dataset_order_equals_explaining_each_shard(setup, baseline):
     assert table["row"].is_monotonic_increasing and set(table["feature"]) == set(baseline.layers)
     first = table[(table.row == 1) & (table.feature == "output")]
     assert first["word"].tolist() == baseline.words(1)
-    torch.testing.assert_close(torch.tensor(first["kept"].tolist()), baseline.word_kept(1)[-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(first["kept_per_dim"].tolist()), baseline.word_kept(1)[-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(first["kept_total"].tolist()), baseline.word_kept_total(1)[-1], rtol=1e-6,
+                               atol=1e-3)
+    assert first["pieces"].tolist() == baseline.word_pieces(1).tolist()
 
 
 def _trim(ex: LayerExplanation, width: int) -> LayerExplanation:
