@@ -71,6 +71,29 @@ def test_training_fits_the_bundled_sentences_and_checkpoints_round_trip(name, tm
     assert back.test_accuracy == 0.5 and list(back.layers) == list(zm.layers)
 
 
+def test_the_training_bar_shows_the_loss_of_the_latest_steps(monkeypatch):
+    """An epoch of fewer than 100 steps (minilm's: 3200 sentences / 32) still updates ``loss=``."""
+    import tqdm.auto
+
+    from captum_entropy.zoo.train import optimize
+
+    shown: list[float] = []
+
+    class Bar(tqdm.auto.tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            shown.append(float(kwargs["loss"]))
+            return super().set_postfix(ordered_dict, refresh, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    xs = [torch.tensor([[1.0], [2.0]])] * 50
+    log = optimize(model, lambda x: (model(x) - 3 * x).pow(2).mean(), lambda epoch: xs, epochs=1, lr=0.1,
+                   progress=True)
+    assert len(shown) == len(log.steps) == 50
+    assert shown[-1] == pytest.approx(sum(log.steps) / 50, abs=1e-4) and len(set(shown)) == 50  # a running mean
+
+
 def test_missing_checkpoint_and_unknown_names_give_clear_errors():
     with pytest.raises(FileNotFoundError, match="captum-entropy train lstm"):
         load("lstm", train_if_missing=False)

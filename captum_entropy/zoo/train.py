@@ -66,7 +66,8 @@ def optimize(
     ``torch.manual_seed(seed)`` first; only parameters with ``requires_grad`` are trained;
     ``clip_norm`` clips the gradient norm, ``lr_lambda(step)`` scales ``lr`` (``LambdaLR``).
     ``desc`` is formatted with ``epoch`` and ``epochs`` for each epoch's progress bar (``total``:
-    its length when the batches have no ``len``). The model trains in train mode and is left in
+    its length when the batches have no ``len``); its ``loss=`` is the mean of the last 100 steps,
+    updated every step. The model trains in train mode and is left in
     eval mode, with no gradients held, also when a step raises.
     """
     from tqdm.auto import tqdm
@@ -94,8 +95,8 @@ def optimize(
                 log.steps.append(float(value.detach()))
                 weighted += log.steps[-1] * len(batch)
                 count += len(batch)
-                if len(log.steps) % 100 == 1:
-                    bar.set_postfix(loss=f"{sum(log.steps[-100:]) / len(log.steps[-100:]):.4f}")
+                recent = log.steps[-100:]  # every step; tqdm redraws at its own pace
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}", refresh=False)
             log.epochs.append(weighted / max(count, 1))
     finally:
         opt.zero_grad(set_to_none=True)
