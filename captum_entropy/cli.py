@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ly = sub.add_parser("layers", help="how much of the sentence each layer keeps, against depth",
                         description="Corpus-level entropy per layer (mean word entropy per dimension, with a "
-                        "95%% bootstrap interval) on held-out test sentences or your own; a depth figure.")
+                        "95% bootstrap interval) on held-out test sentences or your own; a depth figure.")
     ly.add_argument("--model", default="minilm", metavar="MODEL",
                     help=f"a zoo model ({', '.join(ZOO_MODELS)}; default minilm) or a local Hugging Face classifier folder")
     ly.add_argument("--sentences", type=int, default=16, help="held-out test sentences to use (default 16)")

@@ -12,7 +12,8 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as stop:
         main([command, "--help"])
     assert stop.value.code == 0
-    assert "usage: captum-entropy " + command in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: captum-entropy " + command in out and "%%" not in out
 
 
 @pytest.mark.parametrize("argv, message", [
