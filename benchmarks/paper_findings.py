@@ -102,8 +102,9 @@ def fmt(c, digits: int = 3) -> str:
 
 
 def share_on(ex: LayerExplanation, f: int, words: set[str], offset: int = 0) -> dict[int, tuple[float, float]]:
-    """Per sentence (by its index in the run) with at least one such word and one other: (share of
-    the kept information on them, their fraction of the sentence's words)."""
+    """Per sentence (by its index in the run) with at least one such word and one other: (their share
+    of the words' summed kept information per dimension, each word counted once whatever its pieces
+    (``word_share``), their fraction of the sentence's words)."""
     rows = {}
     for b in range(len(ex)):
         ws = ex.words(b)
@@ -123,7 +124,8 @@ def per_sentence(exs: list[LayerExplanation], fn) -> dict[int, Any]:
 
 
 def spread(ex: LayerExplanation, f: int, offset: int = 0, mass: float = 0.8) -> dict[int, float]:
-    """Per sentence: the smallest fraction of its words that holds ``mass`` of the kept information."""
+    """Per sentence: the smallest fraction of its words that holds ``mass`` of the words' summed kept
+    information per dimension (``word_share``: each word once, whatever its pieces)."""
     out = {}
     for b in range(len(ex)):
         s = torch.sort(ex.word_share(b)[f], descending=True).values
@@ -133,14 +135,14 @@ def spread(ex: LayerExplanation, f: int, offset: int = 0, mass: float = 0.8) -> 
 
 
 def log_sigma_spread(ex: LayerExplanation, f: int, offset: int = 0) -> dict[int, float]:
-    """Per sentence: the std over its word tokens (specials left out) of log σ (nats per dimension),
-    a scale-free contrast: 0 = every word tolerates the same noise."""
+    """Per sentence: the std over its words (specials left out) of the word's mean log σ over its
+    pieces and dimensions (nats per dimension), a scale-free contrast: 0 = every word tolerates the
+    same noise; a word cut into pieces counts once."""
     out = {}
     for b in range(len(ex)):
         g = ex.groupings[b]
-        pos = [p for p, w in enumerate(g.word_of) if w >= 0]
-        if len(pos) >= 2:
-            out[offset + b] = float(ex.log_sigma[f, b, pos].std())
+        if g.n_words >= 2:
+            out[offset + b] = float(g.mean(ex.log_sigma[f, b]).std())
     return out
 
 
@@ -162,14 +164,14 @@ def verdict(c, what_up: str, what_down: str) -> str:
 
 
 def depth_rows(exs: list[LayerExplanation]) -> list[list[float]]:
-    """Per feature: every sentence's mean word entropy per dimension (nats)."""
+    """Per feature: every sentence's mean word entropy per dimension (nats; each word the mean over its pieces)."""
     cols = [ex.mean_word_entropy() for ex in exs]
     return torch.cat(cols, 1).tolist()
 
 
 def specials(exs: list[LayerExplanation]) -> dict[str, list[list[float]]]:
     """Per special token name, per layer: per sentence its kept information per dimension over the
-    mean word's (1 = kept like an average word, 0 = forgotten)."""
+    mean word's (each word the mean over its pieces; 1 = kept like an average word, 0 = forgotten)."""
     out: dict[str, list[list[float]]] = {}
     for ex in exs:
         for b in range(len(ex)):
@@ -262,7 +264,9 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     if "minilm" in models:
         sp = specials(data["minilm"]["layers"])
         names = data["minilm"]["layers"][0].layers
-        table3 = ["| layer | [CLS] kept / mean word's kept [95 % CI] | [SEP] kept / mean word's kept [95 % CI] |",
+        table3 = ["Kept information per dimension of the special token over the sentence's mean word's (1 = kept "
+                  "like an average word, 0 = forgotten):", "",
+                  "| layer | [CLS] kept / mean word's kept [95 % CI] | [SEP] kept / mean word's kept [95 % CI] |",
                   "|---|---|---|"]
         fig3 = Figure(figsize=(6.5, 4))
         ax3 = fig3.subplots()
@@ -325,8 +329,12 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
               "(tolerance 0.05, σ_S fitted per model and layer on 256 training sentences). Intervals are 95 % "
               "bootstrap intervals over sentences (2000 resamples, percentile).", "",
               f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} of chunk "
-              "time on a 2-core CPU, partly while other jobs ran: upper bounds). Entropies are per dimension so models of different widths share a scale; the "
-              "kept information of a word is log(σ cap / σ) summed over its dimensions (0 = forgotten).", "",
+              "time on a 2-core CPU, partly while other jobs ran: upper bounds). Every word reading is per dimension "
+              "and the mean over the word's pieces: a word's kept information is the mean of log(σ cap / σ) over its "
+              "pieces and their dimensions (nats/dim; 0 = forgotten), its entropy likewise. A word minilm's tokenizer "
+              "cut into pieces therefore counts like one piece with the same σ (summed, a two-piece word would read "
+              "twice as kept before the model did anything), and models of different widths share a scale; the word "
+              "models have one piece per word.", "",
               "**Read with care.** (1) n is small where the feature is expensive (minilm's prediction: 4 sentences, "
               "so its intervals are rough and paired comparisons at the output rest on 3–4 sentences); the same "
               "measures at the last hidden layer use more sentences. (2) Kept information is measured from the σ "
@@ -345,8 +353,9 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
               "## 2. Sentiment words against function words", "",
               f"Sentiment words: VADER's lexicon (`vaderSentiment` 3.3.2), |valence| ≥ {SENTIMENT_MIN}; function "
               "words: the `stop-words` package's English list minus any word VADER scores. Per sentence with at least "
-              "one such word: the share of the words' kept information on them, and that share over their "
-              "fraction of the sentence's words (enrichment: 1 = no preference).", "", *table2, "",
+              "one such word: their share of the words' summed kept information per dimension (each word once), and "
+              "that share over their fraction of the sentence's words (enrichment = their mean kept per dimension "
+              "over the sentence's mean word: 1 = no preference).", "", *table2, "",
               "Paired over the same sentences (the paper: BERT relies on meaningful words, LSTM and CNN more on "
               "function words):", "", *table2b, "", *verdicts2, "",
               "## 3. [CLS] and [SEP] in the BERT model (minilm)", "", *table3, "",
