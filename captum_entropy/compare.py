@@ -183,7 +183,8 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
     return ModelComparison(
         models=[ex.model for ex in explanations], texts=list(texts) or [""] * n_b, units=units,
         layers=[list(ex.layers) for ex in explanations], depth=[list(ex.depth) for ex in explanations],
-        entropy=entropy, share=shares, mean_entropy=[ex.mean_word_entropy() for ex in explanations], converged=[ex.converged for ex in explanations],
+        entropy=entropy, share=shares, mean_entropy=[ex.mean_word_entropy() for ex in explanations],
+        converged=[ex.converged for ex in explanations],
         prediction=[ex.prediction for ex in explanations], probability=[ex.probability for ex in explanations],
         label_names=[list(ex.label_names) for ex in explanations],
     )

@@ -97,7 +97,8 @@ def test_a_run_in_dataset_order_equals_explaining_each_shard(setup, baseline):
     assert table["row"].is_monotonic_increasing and set(table["feature"]) == set(baseline.layers)
     first = table[(table.row == 1) & (table.feature == "output")]
     assert first["word"].tolist() == baseline.words(1)
-    torch.testing.assert_close(torch.tensor(first["kept_per_dim"].tolist()), baseline.word_kept(1)[-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(first["kept_per_dim"].tolist()), baseline.word_kept(1)[-1], rtol=0,
+                               atol=1e-5)
     torch.testing.assert_close(torch.tensor(first["kept_total"].tolist()), baseline.word_kept_total(1)[-1], rtol=1e-6,
                                atol=1e-3)
     assert first["pieces"].tolist() == baseline.word_pieces(1).tolist()

@@ -167,10 +167,12 @@ def test_heatmap_labels_markers_and_png(ex, tmp_path):
     fig = viz.plot_explanation(ex, "heatmap", 0)
     ax, bar = fig.axes[0], fig.axes[-1]
     assert ax.get_xlabel() == "word (sentence order)" and ax.get_ylabel() == "feature (shallow → deep)"
-    assert bar.get_ylabel() == "kept information per dimension,\nscaled per row (0 = row min,\n1 = row max; spread < 10 %: pale)"
+    assert bar.get_ylabel() == viz.figures.SCALE_LABEL == (
+        "kept information per dimension,\nscaled per row (0 = row min,\n1 = row max; spread < 10 %: pale)")
     assert [t.get_text() for t in ax.get_xticklabels()] == ex.words(0)
     rows = [t.get_text() for t in ax.get_yticklabels()]
-    assert rows[1].startswith("layer2 (not converged)\n") and rows[0] == f"layer1\n{_dim(27 / K)}–{_dim(69 / K)} nats/dim"
+    assert rows[1].startswith("layer2 (not converged)\n")
+    assert rows[0] == f"layer1\n{_dim(27 / K)}–{_dim(69 / K)} nats/dim"
     texts = [t.get_text() for t in ax.texts]
     assert texts.count("×") == 1 and _dim(41 / K) in texts and len(texts) == 4 * 5  # 4 features × 5 words
     assert any(p.get_hatch() == "///" for p in ax.patches)

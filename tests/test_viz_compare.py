@@ -135,8 +135,8 @@ def test_depth_table():
     out = viz.depth_table(ex)
     lines = out.splitlines()
     assert lines[0] == "bert: entropy against depth over 2 sentences (low entropy = kept)"
-    assert all(len(x) <= 100 for x in lines) and f"({K} dims; each word the mean over its pieces), nats/dim" in " ".join(
-        out.split())
+    assert all(len(x) <= 100 for x in lines)
+    assert f"({K} dims; each word the mean over its pieces), nats/dim" in " ".join(out.split())
     head = next(x for x in lines if x.startswith("feature "))
     assert "entropy (nats/dim)" in head and "kept (nats/dim)" in head and "converged" in head
     rows = [x.split() for x in lines[lines.index(head) + 2:][:4]]

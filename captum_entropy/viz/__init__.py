@@ -6,9 +6,10 @@ What the pictures show: the *kept information per dimension* of a word, the mean
 word, 0 = forgotten; "saturated" = every piece at the σ cap, fully forgotten; a word the
 tokenizer cut into pieces reads like one piece with the same σ), and the entropy per dimension
 (low = kept). Every word keeps most of what the cap allows, so words differ by a few per cent:
-colours are scaled per feature row and the numbers sit in cells, row labels and tooltips. Marks: ``~`` not converged (the optimiser's stationarity test
-did not pass), ``×`` saturated, ``—`` (grey) a model has no word there (it truncated the
-sentence). Matplotlib is imported only when a figure is drawn.
+colours are scaled per feature row and the numbers sit in cells, row labels and tooltips.
+Marks: ``~`` not converged (the optimiser's stationarity test did not pass), ``×`` saturated,
+``—`` (grey) a model has no word there (it truncated the sentence). Matplotlib is imported
+only when a figure is drawn.
 
 >>> import os, tempfile
 >>> path = write_text(os.path.join(tempfile.mkdtemp(), "note.txt"), "kept")

@@ -75,7 +75,8 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     panels = max(1, math.ceil(W / max(1, max_words)))
     per = max(1, math.ceil(W / panels))
     rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
-            + f"\n{_dim(float(r.min()))}–{_dim(float(r.max()))} {unit}/dim" + (" (spread < 10 %)" if _narrow(r) else "")
+            + f"\n{_dim(float(r.min()))}–{_dim(float(r.max()))} {unit}/dim"
+            + (" (spread < 10 %)" if _narrow(r) else "")
             for n, c, r in zip(ex.layers, conv, kept)]
     fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
@@ -115,8 +116,8 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     wide = fig.get_size_inches()[0] >= 12
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 2, fontsize=8,
                frameon=False)
-    fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model} · kept information per "
-                      f"dimension: mean of log(σ_max/σ) over the word's pieces and {ex.n_dims} dims"), fontsize=10)
+    fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model}\nkept information per dimension: "
+                      f"the mean of log(σ_max/σ) over the word's pieces and {ex.n_dims} dims"), fontsize=10)
     return fig
 
 
@@ -159,8 +160,9 @@ def plot_comparison(cmp: ModelComparison, kind: str = "depth", sentence: int = 0
     its own depths; the prediction at 1.25) with a 95 % bootstrap band over sentences;
     ``"words"`` = one sentence's word units × models, each cell the unit's share (%) of the kept
     information per dimension (``ModelComparison.share``) at the model's output feature
-    (``feature=`` another one), grey where a model has no word (it truncated the sentence). Keywords: depth: ``seed``, ``n_resamples``; words:
-    ``feature``, ``annotate`` (bool), ``max_units`` per panel (30), ``cmap``."""
+    (``feature=`` another one), grey where a model has no word (it truncated the sentence).
+    Keywords: depth: ``seed``, ``n_resamples``; words: ``feature``, ``annotate`` (bool),
+    ``max_units`` per panel (30), ``cmap``."""
     if kind not in COMPARISON_KINDS:
         raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(repr(k) for k in COMPARISON_KINDS)}")
     figure = _figure_class()
@@ -282,6 +284,6 @@ def _cmp_words(figure: type, cmp: ModelComparison, b: int, feature: str | None =
                frameon=False)
     at = feature or ("output" if all(cmp.layers[m][fi] == "output" for m, fi in enumerate(fis))
                      else "output (its last layer without one)")
-    fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per dimension per "
-                      f"word unit at each model's {at}"), fontsize=10)
+    fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per "
+                      f"dimension per word unit at each model's {at}"), fontsize=10)
     return fig

@@ -27,6 +27,7 @@ _CSS = """
 .ce-pred{margin:0 0 6px;color:#44516a}.ce-scroll{overflow-x:auto;max-width:100%%}
 .ce-grid{border-collapse:separate;border-spacing:2px;margin:4px 0 8px}
 .ce-grid th{text-align:left;font-weight:600;font-size:12px;padding:2px 8px 2px 0;max-width:11em;white-space:normal}
+.ce-grid tbody th[scope=row]{min-width:7em}
 .ce-grid td{padding:2px 5px;border:2px solid transparent;border-radius:3px;white-space:nowrap}
 .ce-ncl{display:block;color:#b03a2e;font-weight:400}
 .ce-narrow{display:block;color:#5a6270;font-weight:400}
@@ -105,8 +106,9 @@ def _pack(cost: list[int], budget: int) -> list[list[int]]:
 
 def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
     """Split cells into lines of at most ``budget`` characters (≈ 800 px at 14 px), so that a
-    1000 px window needs no horizontal scrolling."""
-    return _pack([min(len(s), 24) + 2 for s in items], budget)
+    1000 px window needs no horizontal scrolling; a cell is at least as wide as its number
+    ("4.862"), however short its word."""
+    return _pack([max(min(len(s), 24), 5 if s else 0) + 2 for s in items], budget)
 
 
 def _section(ex: LayerExplanation, b: int, unit: str) -> str:
