@@ -45,12 +45,14 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, explain_sentence
 from .objective import FeatureFn, SampledDistortion, linear_solution, linearize, noise, step_to_level, water_level
 
 _IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
 STOP_REASONS = ("converged", "max_steps", "linearized")
 SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
+UPDATES = ("newton", "fixed_draws", "adam")
 TIE_TOLERANCE = 1e-5  # relative: a distortion this close to τ is at τ; entropies this close are equal
 
 
@@ -78,7 +80,11 @@ class OptimSettings:
             of the Jacobian norms (features with more than ``exact_jacobian`` elements).
         exact_jacobian: a feature with at most this many elements gets its exact Jacobian
             (one backward row per element) and the control variate.
-        update: ``"newton"`` (default) or ``"adam"`` (penalised objective only; uses ``lr``).
+        update: the solver. ``"newton"`` (default): stochastic Newton steps on fresh draws.
+            ``"fixed_draws"``: the sample-average solver of :mod:`captum_entropy.fixed_draws`
+            (tolerance objective, one σ per token: draws fixed per sentence, a KKT test,
+            per-word error bars, several optima; experimental, see docs/method.md). ``"adam"``: the
+            authors' choice (penalised objective only; uses ``lr``).
         max_jump: largest change of log σ per step (newton update).
         curvature_decay: the newton update steps with an exponential moving average of the
             measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
@@ -88,6 +94,17 @@ class OptimSettings:
             (σ = cap · sigmoid(θ), the reference; Adam only).
         select: ``"average"`` (mean of log σ over the last window) or ``"min_loss"`` (the
             state after the step with the lowest single-sample loss, the reference; Adam only).
+        n_draws: fixed_draws: the draws a sentence starts with (antithetic pairs, even).
+        max_draws: fixed_draws: the draws are doubled up to this many while the median
+            standard error of the free words' log σ is above ``precision``.
+        precision: fixed_draws: the target median standard error of log σ (0.1 ≈ 10 % in σ).
+        starts: fixed_draws: solves per sentence: from the linearised σ, then with each of the
+            ``starts − 1`` most-kept words pushed to the cap (other optima).
+        ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
+            the best makes the sentence ``ambiguous``.
+        continuation: fixed_draws: fractions of τ solved first from the linearised start
+            (exact as τ → 0), e.g. ``(0.25,)``; ``()`` starts at τ.
+        max_iter: fixed_draws: most iterations of one solve.
     """
 
     method: str = "optimize"
@@ -107,6 +124,13 @@ class OptimSettings:
     lr_decay_steps: float | None = 50.0
     parametrization: str = "log"
     select: str = "average"
+    n_draws: int = 32
+    max_draws: int = 256
+    precision: float = 0.1
+    starts: int = 2
+    ambiguity_gap: float = 0.1
+    continuation: tuple[float, ...] = (0.25,)
+    max_iter: int = 40
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -125,8 +149,17 @@ class OptimSettings:
         for name in ("per_element", "early_stop"):
             need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
 
-        for name in ("max_steps", "check_every", "n_probes"):
+        for name in ("max_steps", "check_every", "n_probes", "max_iter", "starts"):
             positive_int(name)
+        positive_int("n_draws", 2)
+        need(self.n_draws % 2 == 0, f"n_draws must be even (antithetic pairs), got {self.n_draws}")
+        need(_is_int(self.max_draws) and self.max_draws >= self.n_draws,
+             f"max_draws must be an int >= n_draws ({self.n_draws}), got {self.max_draws!r}")
+        for name in ("precision", "ambiguity_gap"):
+            v = getattr(self, name)
+            need(_is_real(v) and math.isfinite(v) and v > 0, f"{name} must be a positive number, got {v!r}")
+        need(isinstance(self.continuation, (tuple, list)) and all(_is_real(f) and 0 < f < 1 for f in self.continuation),
+             f"continuation must be a tuple of fractions of τ in (0, 1), e.g. (0.25,) or (), got {self.continuation!r}")
         need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
              f"n_samples must be an int >= 1 or None (automatic, the default), got {self.n_samples!r}")
         positive_int("exact_jacobian", 0)
@@ -146,10 +179,10 @@ class OptimSettings:
         need(self.init in ("linear", "random"), f"init must be 'linear' or 'random', got {self.init!r}")
         need(self.parametrization in ("log", "sigmoid"), f"parametrization must be 'log' or 'sigmoid', got {self.parametrization!r}")
         need(self.select in ("average", "min_loss"), f"select must be 'average' or 'min_loss', got {self.select!r}")
-        need(self.update in ("newton", "adam"), f"update must be 'newton' or 'adam', got {self.update!r}")
+        need(self.update in UPDATES, f"update must be one of {UPDATES}, got {self.update!r}")
         need(
             self.update == "adam" or (self.parametrization == "log" and self.select == "average"),
-            "update='newton' works on log σ with iterate averaging: parametrization='sigmoid' and "
+            f"update={self.update!r} works on log σ: parametrization='sigmoid' and "
             "select='min_loss' need update='adam'",
         )
         need(math.isfinite(self.max_jump) and self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
@@ -185,6 +218,12 @@ class SigmaFit:
     init_sigma: Tensor = field(repr=False)  # σ before the first step
     linear_sigma: Tensor = field(repr=False)  # the linearised closed form
     linear_log_se: Tensor = field(repr=False)  # Monte-Carlo standard error of log(linear_sigma)
+    log_sigma_se: Tensor = field(repr=False)  # standard error of log σ from the draws (NaN: not measured)
+    ambiguous: Tensor = field(repr=False)  # (B,) bool: another optimum within ambiguity_gap
+    ambiguity_gap: Tensor = field(repr=False)  # (B,) objective gap to the runner-up optimum, nats/dim (NaN: none)
+    alternative_sigma: Tensor = field(repr=False)  # σ of the runner-up optimum (= sigma if none)
+    trades: Tensor = field(repr=False)  # (B, T) bool: words whose σ differs between the two optima
+    n_draws: Tensor = field(repr=False)  # (B,) noise draws behind the answer (per step for newton/adam)
 
 
 # -- the optimiser ------------------------------------------------------------------------------
@@ -256,6 +295,12 @@ def fit_sigma(
             level, gap = pull[rows], torch.zeros_like(d)
         return _stationarity_step(g.masked_fill(~ok, 0.0), level, cap - u), gap
 
+    if s.method == "optimize" and s.update == "fixed_draws":
+        if tolerance is None or s.per_element:
+            raise ValueError("update='fixed_draws' solves the tolerance objective with one σ per token: pass "
+                             "tolerance (not entropy_weight) and per_element=False, or use update='newton'")
+        return _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, valid, generators, s,
+                            budget, progress)
     state = _State(b, s, u0, dev, dtype, residual if s.update == "newton" else None)
     if s.method == "optimize":
         dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
@@ -276,6 +321,65 @@ def fit_sigma(
         sigma=sigma, saturated=saturated, steps=state.steps, converged=state.converged, stop_reason=state.reason,
         stationarity=state.stat, distortion=state.dist, losses=state.losses, init_sigma=nan(torch.exp(u0)),
         linear_sigma=nan(torch.exp(u_lin)), linear_log_se=nan(lin_se),
+        log_sigma_se=nan(lin_se if s.method == "linearized" else torch.full_like(u, math.nan)),
+        ambiguous=torch.zeros(b, dtype=torch.bool, device=dev), ambiguity_gap=torch.full((b,), math.nan, dtype=dtype, device=dev),
+        alternative_sigma=sigma.clone(), trades=torch.zeros((b, t), dtype=torch.bool, device=dev),
+        n_draws=torch.full((b,), 0 if s.method == "linearized" else (s.n_samples or 0), dtype=torch.long, device=dev),
+    )
+
+
+def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, valid, generators, s, budget,
+                 progress) -> SigmaFit:
+    """Each sentence solved on its own fixed draws by :func:`captum_entropy.fixed_draws.explain_sentence`."""
+    b, t, _ = values.shape
+    dev = values.device
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    fd = FixedDrawSettings(
+        n_draws=s.n_draws, max_draws=s.max_draws, precision=s.precision, starts=s.starts,
+        ambiguity_gap=s.ambiguity_gap, continuation=tuple(s.continuation),
+        solve=SolveSettings(tol=s.tol, max_iter=s.max_iter, radius=s.max_jump),
+    )
+    nan_t = lambda: torch.full((b, t, 1), math.nan, dtype=dtype, device=dev)  # noqa: E731
+    u_out, se_out, alt_out = nan_t(), nan_t(), nan_t()
+    trades = torch.zeros((b, t), dtype=torch.bool, device=dev)
+    scalars = {k: torch.full((b,), math.nan, dtype=dtype, device=dev) for k in ("kkt", "dist", "gap")}
+    steps = torch.zeros(b, dtype=torch.long, device=dev)
+    draws = torch.zeros(b, dtype=torch.long, device=dev)
+    converged = torch.zeros(b, dtype=torch.bool, device=dev)
+    ambiguous = torch.zeros(b, dtype=torch.bool, device=dev)
+    losses = torch.full((b, s.max_steps), math.nan, dtype=dtype, device=dev)
+    for i in range(b):
+        idx = mask[i].nonzero().flatten()
+        jac = lin.jac[i] if lin.jac is not None and bool(lin.has_jac[i]) else None
+        row = torch.tensor([i], device=dev)
+        problem = FixedDrawProblem(
+            values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))), clean[i], jac,
+            generators[i], torch.float64 if values.dtype == torch.float64 else dtype,
+        )
+        sol = explain_sentence(problem, u_lin[i, idx, 0].double(), float(log_cap[i, 0, 0]), float(budget[i]), fd)
+        u_out[i, idx, 0] = sol.u.to(dtype)
+        se_out[i, idx, 0] = sol.se.to(dtype)
+        alt_out[i, idx, 0] = sol.alternative.to(dtype)
+        trades[i, idx] = sol.trades
+        scalars["kkt"][i], scalars["dist"][i], scalars["gap"][i] = sol.kkt, sol.distortion, sol.gap
+        steps[i], draws[i], converged[i], ambiguous[i] = sol.iterations, sol.n_draws, sol.converged, sol.ambiguous
+        merits = torch.tensor(sol.merits[: s.max_steps], dtype=dtype)
+        losses[i, : len(merits)] = merits
+        if progress is not None:
+            progress(i + 1)
+    saturated = (u_out >= log_cap + math.log(SATURATION)) & valid
+    u_out = torch.where(saturated, log_cap, u_out)
+    nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
+    sigma = nan(torch.exp(u_out))
+    if not torch.isfinite(sigma[valid]).all():
+        raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
+    reason = torch.where(converged, STOP_REASONS.index("converged"), STOP_REASONS.index("max_steps"))
+    return SigmaFit(
+        sigma=sigma, saturated=saturated, steps=steps, converged=converged, stop_reason=reason,
+        stationarity=scalars["kkt"], distortion=scalars["dist"], losses=losses, init_sigma=nan(torch.exp(u_lin)),
+        linear_sigma=nan(torch.exp(u_lin)), linear_log_se=nan(lin_se), log_sigma_se=nan(se_out.masked_fill(saturated, 0.0)),
+        ambiguous=ambiguous, ambiguity_gap=scalars["gap"], alternative_sigma=nan(torch.exp(alt_out.clamp_max(log_cap))),
+        trades=trades, n_draws=draws,
     )
 
 

@@ -42,6 +42,15 @@ class EntropyResult:
         linear_log_se: Monte-Carlo standard error of ``log(linear_sigma)`` (0 where the
             Jacobian is exact), like ``sigma``.
         n_dims: K, the number of dimensions per token.
+        log_sigma_se: standard error of log σ from the noise draws, like ``sigma`` (0 at the
+            cap; NaN where the solver does not measure it: ``update="newton"``/``"adam"``).
+        ambiguous: (B,) bool: another optimum within ``ambiguity_gap`` keeps other words (the
+            sentence has two ways to its feature: redundant evidence).
+        ambiguity_gap: (B,) objective gap to the runner-up optimum, nats per dimension (NaN:
+            no other optimum was found).
+        alternative_sigma: σ of the runner-up optimum, like ``sigma`` (= ``sigma`` if none).
+        trades: (B, T) bool: the words whose σ differs between the two optima.
+        n_draws: (B,) the noise draws behind each answer.
         layer_shape: shape of the layer value the noise went on, (B, T, ...).
         layer: name of the explained feature (``"output"`` or the target layer's name).
         settings: the settings used, JSON-serialisable.
@@ -62,10 +71,45 @@ class EntropyResult:
     linear_sigma: Tensor
     linear_log_se: Tensor
     n_dims: int
+    log_sigma_se: Tensor | None = None
+    ambiguous: Tensor | None = None
+    ambiguity_gap: Tensor | None = None
+    alternative_sigma: Tensor | None = None
+    trades: Tensor | None = None
+    n_draws: Tensor | None = None
     layer_shape: tuple[int, ...] = ()
     layer: str = "output"
     settings: dict[str, Any] = field(default_factory=dict)
     layer_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        b = self.sigma.shape[0]
+        dev = self.sigma.device
+        if self.log_sigma_se is None:
+            self.log_sigma_se = torch.full_like(self.sigma, math.nan)
+        if self.ambiguous is None:
+            self.ambiguous = torch.zeros(b, dtype=torch.bool, device=dev)
+        if self.ambiguity_gap is None:
+            self.ambiguity_gap = torch.full((b,), math.nan, dtype=self.sigma.dtype, device=dev)
+        if self.alternative_sigma is None:
+            self.alternative_sigma = self.sigma.clone()
+        if self.trades is None:
+            self.trades = torch.zeros(self.mask.shape, dtype=torch.bool, device=dev)
+        if self.n_draws is None:
+            self.n_draws = torch.zeros(b, dtype=torch.long, device=dev)
+
+    @property
+    def log_sigma_interval(self) -> tuple[Tensor, Tensor]:
+        """(low, high) 95 % interval of log σ per word (B, T): ``log σ ± 1.96·SE`` (mean over K)."""
+        centre = self.sigma.log().mean(-1)
+        half = 1.96 * self.log_sigma_se.mean(-1)
+        return centre - half, centre + half
+
+    def ordered(self) -> Tensor:
+        """(B, T, T) bool: word i is kept more than word j and their 95 % intervals of log σ do
+        not overlap (NaN errors: no pair is ordered)."""
+        low, high = self.log_sigma_interval
+        return (high[:, :, None] < low[:, None, :]) & self.mask[:, :, None] & self.mask[:, None, :]
 
     @property
     def stop_reasons(self) -> list[str]:
@@ -143,7 +187,7 @@ class EntropyResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save to one safetensors file with JSON metadata, written atomically."""
-        tensors = {name: getattr(self, name) for name in _TENSORS}
+        tensors = {name: getattr(self, name) for name in _TENSORS + _OPTIONAL}
         meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer,
                 "settings": self.settings, "layer_dtype": self.layer_dtype}
         save_tensors(path, tensors, meta)
@@ -157,7 +201,7 @@ class EntropyResult:
         missing = [n for n in _TENSORS if n not in tensors] + [k for k in ("n_dims", "layer") if k not in meta]
         if missing:
             raise bad_file(path, what, f"it lacks {missing} (it has tensors {sorted(tensors)[:8]})")
-        extra = sorted(set(tensors) - set(_TENSORS))
+        extra = sorted(set(tensors) - set(_TENSORS) - set(_OPTIONAL))
         if extra:
             raise bad_file(path, what, f"it has unexpected tensors {extra[:8]}")
         n_dims, shape, layer = meta["n_dims"], meta.get("layer_shape", []), meta["layer"]
@@ -185,6 +229,7 @@ _TENSORS = (
     "sigma", "mask", "max_sigma", "saturated", "steps", "converged", "losses", "init_sigma",
     "stop_reason", "stationarity", "distortion", "linear_sigma", "linear_log_se",
 )
+_OPTIONAL = ("log_sigma_se", "ambiguous", "ambiguity_gap", "alternative_sigma", "trades", "n_draws")  # older files lack them
 
 
 def _dtype(name: str) -> torch.dtype:

@@ -144,6 +144,9 @@ class Settings:
             )
         if s.entropy_weight is None and s.optim.update == "adam":
             raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight=, or use update='newton'")
+        if s.optim.update == "fixed_draws" and (s.tolerance is None or s.optim.per_element):
+            raise ValueError("update='fixed_draws' solves the tolerance objective with one σ per token: pass tolerance "
+                             "(not entropy_weight) and per_element=False, or use update='newton'")
         if s.internal_batch_size is not None and not (_is_int(s.internal_batch_size) and s.internal_batch_size >= 1):
             raise ValueError(f"internal_batch_size must be a positive int or None, got {s.internal_batch_size!r}")
         if s.mask is not None and s.pad_token_id is not None:
@@ -161,7 +164,8 @@ class Settings:
     def describe(self, preset: str | None) -> dict[str, Any]:
         """JSON-serialisable summary stored with results."""
         return {
-            "preset": preset, **asdict(self.optim), "tolerance": self.tolerance,
+            "preset": preset, **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.optim).items()},
+            "tolerance": self.tolerance,
             "entropy_weight": self.entropy_weight, "seed": self.seed,
             "feature_std": "given" if self.feature_std is not None else "self-normalised",
         }

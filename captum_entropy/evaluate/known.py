@@ -9,6 +9,9 @@
 * :func:`linear_model`: a bag-of-embeddings logistic model (logit = w·mean of the embeddings),
   where word t's exact contribution to the predicted logit is ``w·e_t / n``: the score is
   Spearman's ρ with it (signed) and with its absolute value.
+* :class:`RedundantEvidence`: two words carry the same evidence and the output saturates, so
+  either one alone is enough: the objective has two optima (keep word 2, or keep word 5), and
+  no common σ is one of them (:func:`redundant_sentences` makes its inputs).
 
 >>> import torch
 >>> g = GatedEmbedding(torch.nn.Embedding(5, 2), keep=torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0]))
@@ -152,3 +155,25 @@ def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor |
                     row["rho_abs"] = float(spearmanr(s, np.abs(truth)).statistic) if ok else float("nan")
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+class RedundantEvidence(nn.Module):
+    """``3·tanh(logsumexp(2·x_2·v, 2·x_5·v)/2 − 2)`` of a 10-word sentence: words 2 and 5 carry
+    the same evidence along ``v``, the output saturates, every other word is ignored."""
+
+    def __init__(self, dims: int = 16):
+        super().__init__()
+        self.emb = nn.Identity()
+        v = torch.randn(dims, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("v", v / v.norm())
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = 2 * (self.emb(x)[:, [2, 5]] @ self.v.to(x.dtype))
+        return 3 * torch.tanh(torch.logsumexp(e, dim=1) / 2 - 2)
+
+
+def redundant_sentences(model: RedundantEvidence, n: int = 3, seed: int = 1) -> Tensor:
+    """(n, 10, dims) inputs: small noise everywhere, ``3·v`` added to words 2 and 5."""
+    x = 0.3 * torch.randn(n, 10, model.v.shape[0], generator=torch.Generator().manual_seed(seed))
+    x[:, [2, 5]] += 3 * model.v
+    return x

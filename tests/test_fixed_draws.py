@@ -1,0 +1,186 @@
+"""The fixed-draw solver: closed forms, several optima, error bars, batching and seeds."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from captum_entropy import EntropyAttribution
+from captum_entropy.evaluate.known import RedundantEvidence as Redundant
+from captum_entropy.evaluate.known import redundant_sentences
+from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, explain_sentence, model_step
+from captum_entropy.objective import linear_solution
+
+
+class LinearLogit(nn.Module):
+    """One logit ``Σ_i w_i·x_i`` (x_i ∈ R^K): D is exactly ``Σ_i ‖w_i‖²σ_i²``."""
+
+    def __init__(self, tokens: int = 6, dims: int = 4, seed: int = 0):
+        super().__init__()
+        self.emb = nn.Identity()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("w", torch.randn(tokens, dims, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        return (self.emb(x) * self.w).sum((1, 2))[:, None]
+
+
+def closed_form(w: torch.Tensor, tau: float, cap: float) -> torch.Tensor:
+    a = w.pow(2).sum(-1)
+    valid = torch.ones(1, len(a), 1, dtype=torch.bool)
+    return linear_solution(a[None, :, None], valid, torch.tensor(math.log(cap), dtype=torch.float64),
+                           tolerance=torch.tensor([tau], dtype=torch.float64))[0, :, 0]
+
+
+def problem_for(f, x, seed: int, exact_jacobian: bool) -> FixedDrawProblem:
+    """A FixedDrawProblem for the one sentence x (T, K) under f (R, T, K) -> (R, M)."""
+    x = x[None].double()
+    clean = f(x)[0]
+    jac = None
+    if exact_jacobian:
+        xx = x.clone().requires_grad_(True)
+        rows = [torch.autograd.grad(f(xx)[0, m], xx, retain_graph=True)[0][0] for m in range(len(clean))]
+        jac = torch.stack(rows)
+    return FixedDrawProblem(x, torch.arange(x.shape[1]), f, clean, jac, torch.Generator().manual_seed(seed),
+                            torch.float64)
+
+
+def test_linear_feature_closed_form_from_a_start_far_from_it():
+    model, tau, cap = LinearLogit(), 0.05, 10.0
+    x = torch.randn(6, 4, dtype=torch.float64)
+    truth = closed_form(model.w, tau, cap)
+    start = truth + torch.tensor([1.5, -2.0, 0.7, -0.3, 2.5, -1.0], dtype=torch.float64)  # far, some past the cap
+    sol = explain_sentence(problem_for(model, x, 0, True), start, math.log(cap), tau,
+                           FixedDrawSettings(continuation=(), solve=SolveSettings(tol=1e-5)))
+    assert sol.converged
+    torch.testing.assert_close(sol.u, truth, atol=1e-3, rtol=0)
+    assert float(sol.se.max()) < 1e-6  # the control variate makes a linear feature exact: no sampling error
+
+
+def test_words_at_the_cap_are_released_by_the_kkt_sign():
+    """A word whose slot is pinned at the cap while the budget needs it is brought down."""
+    g = torch.tensor([1.0, 1.0, 4.0], dtype=torch.float64)
+    h = torch.diag(2 * g)  # the linear feature's curvature in log σ
+    room = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)  # word 2 sits at the cap
+    step = model_step(g, h, d=3.0, tau=1.0, room=room)
+    assert step[2] < 0  # it costs most: it comes down, it is not dragged and not left up
+    new = g * torch.exp(2 * step)  # the linear model's distortion per word after the step
+    assert abs(float(new.sum()) / 2 - 1.0) < 0.3
+
+
+@pytest.mark.xfail(strict=True, reason="measured 85 % coverage (255/300): the delta method on 16 antithetic pairs "
+                   "under-covers; issue 21 point 3 is open")
+def test_error_bars_are_calibrated_on_a_linear_feature_sampled_without_the_control_variate():
+    """Without the exact Jacobian the answer on 32 draws scatters around the closed form: the
+    95 % interval from the delta method covers it 90–99 % of the time."""
+    model, tau, cap = LinearLogit(tokens=5, dims=8, seed=1), 0.05, 1e3
+    x = torch.randn(5, 8, dtype=torch.float64)
+    truth = closed_form(model.w, tau, cap)
+    covered, total = 0, 0
+    settings = FixedDrawSettings(n_draws=32, max_draws=32, starts=1, continuation=())
+    for seed in range(60):
+        sol = explain_sentence(problem_for(model, x, seed, False), truth, math.log(cap), tau, settings)
+        assert sol.converged
+        covered += int(((sol.u - truth).abs() <= 1.96 * sol.se).sum())
+        total += len(truth)
+    assert 0.90 <= covered / total <= 0.99, covered / total
+
+
+def redundant_result():
+    model = Redundant()
+    x = redundant_sentences(model)
+    return EntropyAttribution(model, model.emb).explain(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2,
+                                                        update="fixed_draws")
+
+
+def test_redundant_evidence_keeps_one_word_never_a_common_sigma():
+    res = redundant_result()
+    kept2, kept5 = res.saturated[:, 2], res.saturated[:, 5]
+    assert (kept2 ^ kept5).all(), res.sigma[:, [2, 5], 0]  # exactly one of the two is forgotten
+    others = [0, 1, 3, 4, 6, 7, 8, 9]
+    assert res.saturated[:, others].all()
+    assert res.converged.all()
+
+
+@pytest.mark.xfail(strict=True, reason="the second start finds the other optimum on 1 of 3 sentences (gap 0.16); "
+                   "issue 21 point 2 is open")
+def test_redundant_evidence_flags_the_other_optimum():
+    res = redundant_result()
+    assert res.ambiguous.all() and (res.ambiguity_gap < 0.1).all()
+    assert res.trades[:, [2, 5]].all() and not res.trades[:, [0, 1, 3, 4, 6, 7, 8, 9]].any()
+    # the alternative keeps the other word
+    alt_kept5 = res.alternative_sigma[:, 5, 0] < 9.0
+    assert (alt_kept5 == kept5).all()
+
+
+def tiny_classifier():
+    torch.manual_seed(0)
+    emb = nn.Embedding(30, 8)
+    head = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = emb, head
+
+        def forward(self, ids, mask):
+            h = self.emb(ids) * mask[..., None]
+            return self.head(h.sum(1) / mask.sum(1, keepdim=True))
+
+    return Model().eval()
+
+
+def test_batched_equals_alone_and_seeds_agree_within_their_error_bars():
+    model = tiny_classifier()
+    ids = torch.tensor([[3, 5, 7, 9, 0], [4, 8, 12, 0, 0], [1, 2, 3, 4, 5]])
+    mask = (ids > 0).long()
+    mask[2] = 1
+    ea = EntropyAttribution(model, model.emb)
+    kw = dict(target=1, feature_std=torch.ones(2), additional_forward_args=(mask,), update="fixed_draws")
+    batch = ea.explain(ids, **kw)
+    for b in range(3):
+        n = int(mask[b].sum())
+        alone = ea.explain(ids[b : b + 1, :n], target=1, feature_std=torch.ones(2), additional_forward_args=(mask[b : b + 1, :n],), update="fixed_draws")
+        torch.testing.assert_close(alone.sigma[0], batch.sigma[b, :n], rtol=1e-5, atol=0)
+        assert bool(alone.ambiguous[0]) == bool(batch.ambiguous[b])
+    other = ea.explain(ids, **kw, seed=1)
+    m = batch.mask
+    z = (batch.sigma.log() - other.sigma.log())[m].abs() / (batch.log_sigma_se[m] ** 2 + other.log_sigma_se[m] ** 2).sqrt().clamp_min(1e-9)
+    assert float((z < 3).float().mean()) >= 0.9
+    assert (batch.n_draws >= 32).all() and batch.converged.all()
+
+
+class HiddenSaturation(nn.Module):
+    """``tanh(9·(v·x_0)²) + Σ_{i≥1} w_i·mean_k x_ik``: word 0 has no gradient at the clean point
+    (the linearisation sends it to the cap) nor at the cap, yet at the cap it moves the feature
+    far beyond the tolerance (the trap of tests/test_optimizer.py)."""
+
+    def __init__(self, dims: int = 8):
+        super().__init__()
+        self.emb = nn.Identity()
+        self.register_buffer("v", torch.ones(dims) / dims**0.5)
+        self.register_buffer("w", torch.tensor([0.0, 2.0, -1.0, 0.5]))
+
+    def forward(self, x):
+        x = self.emb(x)
+        return torch.tanh(9 * (x[:, 0] @ self.v) ** 2) + (self.w[None, 1:] * x[:, 1:].mean(-1)).sum(-1)
+
+
+def test_a_converged_answer_is_feasible_on_fresh_draws_and_a_cut_short_one_is_not_converged():
+    model = HiddenSaturation()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 8, generator=g) * 0.3
+    x[:, 0] = 0.0
+    ea = EntropyAttribution(model, model.emb)
+    kw = dict(feature_std=torch.tensor(0.5), max_sigma=3.0, update="fixed_draws")
+    res = ea.explain(x, **kw)
+    eps = torch.randn(4000, 4, 8, generator=torch.Generator().manual_seed(7))
+    for b in range(3):
+        with torch.no_grad():
+            d = float(((model(x[b][None] + res.sigma[b][None] * eps) - model(x[b][None])) ** 2).mean() / 0.25)
+        if bool(res.converged[b]):
+            assert d < 2 * 0.05, (b, d)
+    with pytest.warns(Warning):
+        short = ea.explain(x, **kw, max_iter=1, continuation=(), starts=1)
+    assert not (short.converged & (short.steps > 1)).any()
