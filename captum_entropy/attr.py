@@ -189,6 +189,8 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                     steps=fit.steps, converged=fit.converged, losses=fit.losses, init_sigma=fit.init_sigma,
                     stop_reason=fit.stop_reason, stationarity=fit.stationarity, distortion=fit.distortion,
                     linear_sigma=fit.linear_sigma, linear_log_se=fit.linear_log_se,
+                    log_sigma_se=fit.log_sigma_se, ambiguous=fit.ambiguous, ambiguity_gap=fit.ambiguity_gap,
+                    alternative_sigma=fit.alternative_sigma, trades=fit.trades & mask, n_draws=fit.n_draws,
                     n_dims=values3.shape[-1], layer_shape=tuple(values.shape), layer=problem.name,
                     settings={**layer_cfg.describe(preset), "mask": mask_source},
                     layer_dtype=str(values.dtype).removeprefix("torch."),
@@ -212,7 +214,9 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         if cfg.show_progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=math.ceil(batch / chunk) * cfg.optim.max_steps, desc=f"entropy[{problem.name}]")
+            per_chunk = None if cfg.optim.update == "fixed_draws" else cfg.optim.max_steps
+            bar = tqdm(total=batch if per_chunk is None else math.ceil(batch / chunk) * per_chunk,
+                       desc=f"entropy[{problem.name}]", unit="sentence" if per_chunk is None else "step")
         fits = []
         try:
             for start in range(0, batch, chunk):
@@ -224,6 +228,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                     bar.update(n - done[0])
                     done[0] = n
 
+                base = bar.n if bar is not None else 0
                 fits.append(
                     fit_sigma(
                         values3[ids], mask[ids], lambda x, rows, ids=ids: problem.feature(run, x, ids[rows]),
@@ -233,6 +238,8 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                         progress=tick if bar is not None else None,
                     )
                 )
+                if bar is not None and per_chunk is not None:
+                    bar.update(base + per_chunk - bar.n)  # a chunk that stopped early is done, not at "5 %"
         finally:
             if bar is not None:
                 bar.close()
@@ -247,7 +254,16 @@ def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
     if cfg.optim.method != "optimize":
         return
     failed = (~result.converged).nonzero().flatten().tolist()
-    if failed and cfg.optim.early_stop:
+    if failed and cfg.optim.update == "fixed_draws":
+        warnings.warn(
+            f"{result.layer}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the KKT test "
+            f"on their fixed draws within max_iter={cfg.optim.max_iter} iterations (result.stationarity: "
+            f"{[round(float(result.stationarity[i]), 3) for i in failed[:5]]}, tol={cfg.optim.tol}); raise max_iter, "
+            "or check result.converged before using these rows",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    elif failed and cfg.optim.early_stop:
         warnings.warn(
             f"{result.layer}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the "
             f"stationarity test in max_steps={cfg.optim.max_steps} (result.stationarity: "
