@@ -144,3 +144,13 @@ def test_words_at_the_cap_come_down_when_they_hold_the_distortion_above_the_tole
         assert d < 2 * TAU, (b, d)
     assert not res.saturated[:, 0].any()
     assert (res.sigma[:, 1:] > 1e-2).all()
+
+
+def test_a_progress_bar_that_stops_early_ends_at_done(capsys):
+    """A sentence that converges after a few steps closes its bar at 100 %, not at "5 %"."""
+    model, x = SaturatingLogit(), sentences(2)
+    res = EntropyAttribution(model, model.emb).explain(
+        x, feature_std=torch.tensor(0.2), max_sigma=3.0, tolerance=1e-4, show_progress=True)
+    assert int(res.steps.max()) < 100  # it stopped early (a tiny tolerance is linear)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in bar and "100/100" in bar, bar
