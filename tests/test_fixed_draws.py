@@ -11,6 +11,7 @@ from captum_entropy.evaluate.known import RedundantEvidence as Redundant
 from captum_entropy.evaluate.known import redundant_sentences
 from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, explain_sentence, model_step
 from captum_entropy.objective import linear_solution
+from tests.test_optimizer import HiddenSaturation
 
 
 class LinearLogit(nn.Module):
@@ -149,22 +150,6 @@ def test_batched_equals_alone_and_seeds_agree_within_their_error_bars():
     z = (batch.sigma.log() - other.sigma.log())[m].abs() / (batch.log_sigma_se[m] ** 2 + other.log_sigma_se[m] ** 2).sqrt().clamp_min(1e-9)
     assert float((z < 3).float().mean()) >= 0.9
     assert (batch.n_draws >= 32).all() and batch.converged.all()
-
-
-class HiddenSaturation(nn.Module):
-    """``tanh(9·(v·x_0)²) + Σ_{i≥1} w_i·mean_k x_ik``: word 0 has no gradient at the clean point
-    (the linearisation sends it to the cap) nor at the cap, yet at the cap it moves the feature
-    far beyond the tolerance (the trap of tests/test_optimizer.py)."""
-
-    def __init__(self, dims: int = 8):
-        super().__init__()
-        self.emb = nn.Identity()
-        self.register_buffer("v", torch.ones(dims) / dims**0.5)
-        self.register_buffer("w", torch.tensor([0.0, 2.0, -1.0, 0.5]))
-
-    def forward(self, x):
-        x = self.emb(x)
-        return torch.tanh(9 * (x[:, 0] @ self.v) ** 2) + (self.w[None, 1:] * x[:, 1:].mean(-1)).sum(-1)
 
 
 def test_a_converged_answer_is_feasible_on_fresh_draws_and_a_cut_short_one_is_not_converged():
