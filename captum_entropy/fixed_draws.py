@@ -192,6 +192,7 @@ class FixedDrawProblem:
         psi[:, -1].index_add_(0, pairs, sampled_d)
         return _Eval(u, d, g, h, psi / 2)
 
+
 # -- the quadratic model -----------------------------------------------------------------------
 
 
