@@ -200,7 +200,7 @@ def _psd(h: Tensor) -> Tensor:
     """``h`` with its eigenvalues floored at a small share of the largest (a positive-definite model)."""
     h = 0.5 * (h + h.T)
     lam, vec = torch.linalg.eigh(h)
-    floor = max(float(lam.abs().max()), 1e-300) * 1e-6
+    floor = max(float(lam.abs().max()) * 1e-6, 1e-12)  # absolute floor: a flat objective (H = 0) too
     return (vec * lam.clamp_min(floor)) @ vec.T
 
 
@@ -226,7 +226,11 @@ def model_step(g: Tensor, h: Tensor, d: float, tau: float, room: Tensor) -> Tens
             continue
         hff = h[free][:, free]
         b = g[free] + h[free][:, pinned] @ room[pinned]
-        chol = torch.linalg.cholesky(hff)
+        chol, info = torch.linalg.cholesky_ex(hff)
+        jitter = 1e-12
+        while int(info) != 0 and jitter < 1e6:  # rounding at the floor: add to the diagonal until it factors
+            chol, info = torch.linalg.cholesky_ex(hff + jitter * (1 + float(hff.diagonal().abs().max())) * torch.eye(len(hff), dtype=hff.dtype, device=hff.device))
+            jitter *= 100
         p = torch.cholesky_solve(torch.ones_like(b)[:, None], chol)[:, 0]
         q = torch.cholesky_solve(b[:, None], chol)[:, 0]
         c0 = d + float(g[pinned] @ room[pinned]) + 0.5 * float(room[pinned] @ h[pinned][:, pinned] @ room[pinned])
@@ -346,7 +350,7 @@ def solve(problem: FixedDrawProblem, u0: Tensor, cap: float, tau: float, s: Solv
             return ev, res, it, True
         h = _psd(ev.h)
         if pair is not None:
-            h = _secant(h, *pair)
+            h = _psd(_secant(h, *pair))  # a secant pair of tiny or odd curvature must not leave h indefinite
         step = model_step(ev.g, h, ev.d, tau, cap - ev.u)
         big = float(step.abs().max())
         if big > radius:

@@ -9,7 +9,7 @@ from torch import nn
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence as Redundant
 from captum_entropy.evaluate.known import redundant_sentences
-from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, explain_sentence, model_step
+from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, _psd, explain_sentence, model_step
 from captum_entropy.objective import linear_solution
 from tests.test_optimizer import HiddenSaturation
 
@@ -68,6 +68,15 @@ def test_words_at_the_cap_are_released_by_the_kkt_sign():
     assert step[2] < 0  # it costs most: it comes down, it is not dragged and not left up
     new = g * torch.exp(2 * step)  # the linear model's distortion per word after the step
     assert abs(float(new.sum()) / 2 - 1.0) < 0.3
+
+
+def test_a_flat_or_indefinite_model_gives_a_step_not_a_crash():
+    """H = 0 (the draws see no curvature) or an indefinite H (a secant update gone wrong: it
+    crashed a MiniLM solve in cholesky) still gives a finite step."""
+    g = torch.tensor([1e-3, 0.0, 2e-3], dtype=torch.float64)
+    room = torch.ones(3, dtype=torch.float64)
+    for h in (_psd(torch.zeros(3, 3, dtype=torch.float64)), -torch.eye(3, dtype=torch.float64)):
+        assert torch.isfinite(model_step(g, h, d=0.2, tau=0.05, room=room)).all()
 
 
 @pytest.mark.xfail(strict=True, reason="measured 85 % coverage (255/300): the delta method on 16 antithetic pairs "
