@@ -198,8 +198,11 @@ class FixedDrawProblem:
 
 def _psd(h: Tensor) -> Tensor:
     """``h`` with its eigenvalues floored at a small share of the largest (a positive-definite model)."""
-    h = 0.5 * (h + h.T)
-    lam, vec = torch.linalg.eigh(h)
+    h = torch.nan_to_num(0.5 * (h + h.T), nan=0.0, posinf=0.0, neginf=0.0)
+    try:
+        lam, vec = torch.linalg.eigh(h)
+    except RuntimeError:  # ill-conditioned beyond LAPACK: keep the diagonal
+        return torch.diag(h.diagonal().abs().clamp_min(max(float(h.diagonal().abs().max()) * 1e-6, 1e-12)))
     floor = max(float(lam.abs().max()) * 1e-6, 1e-12)  # absolute floor: a flat objective (H = 0) too
     return (vec * lam.clamp_min(floor)) @ vec.T
 
@@ -307,7 +310,9 @@ def _secant(h: Tensor, step: Tensor, dg: Tensor) -> Tensor:
     sy = float(step @ dg)
     theta = 1.0 if sy >= 0.2 * shs else 0.8 * shs / (shs - sy)
     y = theta * dg + (1 - theta) * hs
-    return h - torch.outer(hs, hs) / shs + torch.outer(y, y) / float(step @ y)
+    sy = float(step @ y)
+    out = h - torch.outer(hs, hs) / shs + torch.outer(y, y) / sy if sy > 1e-12 * shs else h
+    return out if bool(torch.isfinite(out).all()) else h
 
 
 # -- one start ---------------------------------------------------------------------------------

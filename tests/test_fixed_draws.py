@@ -9,7 +9,7 @@ from torch import nn
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence as Redundant
 from captum_entropy.evaluate.known import redundant_sentences
-from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, _psd, explain_sentence, model_step
+from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, _psd, _secant, explain_sentence, model_step
 from captum_entropy.objective import linear_solution
 from tests.test_optimizer import HiddenSaturation
 
@@ -77,6 +77,11 @@ def test_a_flat_or_indefinite_model_gives_a_step_not_a_crash():
     room = torch.ones(3, dtype=torch.float64)
     for h in (_psd(torch.zeros(3, 3, dtype=torch.float64)), -torch.eye(3, dtype=torch.float64)):
         assert torch.isfinite(model_step(g, h, d=0.2, tau=0.05, room=room)).all()
+    # a secant pair with no curvature (step ⟂ change of gradient) leaves h as it was, finite
+    h = torch.eye(3, dtype=torch.float64)
+    bent = _secant(h, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.isfinite(_psd(bent)).all()
+    assert torch.isfinite(_psd(torch.full((3, 3), math.inf, dtype=torch.float64))).all()
 
 
 @pytest.mark.xfail(strict=True, reason="measured 85 % coverage (255/300): the delta method on 16 antithetic pairs "
