@@ -127,7 +127,8 @@ class FixedDrawProblem:
         self.cv_words = (u < self.cap - 1e-6).to(self.dtype)
         sq, lsq = self._sampled(u, grad=False)[:2]
         dx, dl = sq - sq.mean(), lsq - lsq.mean()
-        self.beta = float(((dx * dl).sum() / (dl * dl).sum().clamp_min(1e-300)).clamp(0.0, 1.0))
+        beta = float(((dx * dl).sum() / (dl * dl).sum().clamp_min(1e-300)).clamp(0.0, 1.0))
+        self.beta = beta if math.isfinite(beta) else 0.0
 
     def _noisy(self, u: Tensor) -> tuple[Tensor, Tensor]:
         sigma = torch.exp(u).to(self.dtype)  # (P,)
@@ -255,7 +256,7 @@ def model_step(g: Tensor, h: Tensor, d: float, tau: float, room: Tensor) -> Tens
         if not release.any():
             break
         pinned = pinned & ~(torch.arange(p_n, device=g.device) == int(torch.where(release, pull, torch.ones_like(pull)).argmin()))
-    return delta
+    return delta if bool(torch.isfinite(delta).all()) else torch.zeros_like(delta)  # no step rather than a NaN one
 
 
 def kkt_residual(g: Tensor, u: Tensor, cap: float, d: float, tau: float) -> float:
