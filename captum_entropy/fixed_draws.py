@@ -62,6 +62,11 @@ class Solution:
     merits: list[float]  # −objective per accepted iteration of the main start
 
 
+def below_cap(u: Tensor, cap: float) -> Tensor:
+    """The words free to move: log σ below the cap."""
+    return u < cap - 1e-6
+
+
 @dataclass
 class _Eval:
     u: Tensor
@@ -95,7 +100,7 @@ class FixedDrawProblem:
         self.eps = torch.empty((0, len(idx), self.k), device=values.device, dtype=dtype)
         self.w = torch.empty((0, self.m), device=values.device, dtype=dtype)
         self.beta = 0.0
-        self.cap = math.inf  # set by explain_sentence
+        self.cap = math.inf  # log of the σ cap, set by explain_sentence (words at it stay out of the control variate)
         self.cv_words = torch.ones(len(idx), device=values.device, dtype=dtype)  # words in the control variate
         self._pairs = torch.empty((0,), dtype=torch.long, device=values.device)  # pair index of each draw
 
@@ -124,7 +129,7 @@ class FixedDrawProblem:
             self.beta = 0.0
             return
         # words at the cap are far outside the linear regime: the linear term is theirs to miss
-        self.cv_words = (u < self.cap - 1e-6).to(self.dtype)
+        self.cv_words = below_cap(u, self.cap).to(self.dtype)
         sq, lsq = self._sampled(u, grad=False)[:2]
         dx, dl = sq - sq.mean(), lsq - lsq.mean()
         beta = float(((dx * dl).sum() / (dl * dl).sum().clamp_min(1e-300)).clamp(0.0, 1.0))
@@ -264,7 +269,7 @@ def kkt_residual(g: Tensor, u: Tensor, cap: float, d: float, tau: float) -> floa
 
     ``c`` is the free words' common gradient (their geometric mean): zero at a KKT point."""
     gap = 0.5 * math.log(max(d, 1e-300) / tau)
-    free = u < cap - 1e-6
+    free = below_cap(u, cap)
     g = g.clamp_min(1e-300)
     if not free.any():
         return abs(min(gap, 0.0)) if d <= tau * (1 + 1e-6) else abs(gap)
@@ -280,7 +285,7 @@ def standard_errors(ev: _Eval, cap: float) -> Tensor:
     The per-pair sampled gradient and distortion carry the sampling error; their Jacobian in
     ``(u_F, c)`` is ``[[H_FF, −1], [g_Fᵀ, 0]]``. Words at the cap get 0."""
     u, h, g, psi = ev.u, _psd(ev.h), ev.g, ev.psi
-    free = u < cap - 1e-6
+    free = below_cap(u, cap)
     se = torch.zeros_like(u, dtype=torch.float64)
     nf = int(free.sum())
     n = psi.shape[0]
@@ -332,12 +337,11 @@ def _merit(u: Tensor, d: float, tau: float) -> float:
     return float(u.mean()) - abs(0.5 * math.log(max(d, 1e-300) / tau))
 
 
-def _to_level(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, radius: float, d: float | None = None) -> Tensor:
+def _to_level(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, radius: float) -> Tensor:
     """Shift every free word by ``½·log(τ/D)`` (one forward pass), under the cap."""
-    if d is None:
-        d = problem.evaluate(u, grad=False).d
+    d = problem.evaluate(u, grad=False).d
     t = max(-radius, min(radius, 0.5 * math.log(tau / max(d, 1e-300))))
-    free = u < cap - 1e-6
+    free = below_cap(u, cap)
     if not free.any():
         free = torch.ones_like(free)
     return torch.where(free, (u + t).clamp_max(cap), u)
@@ -405,7 +409,7 @@ def _precise(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, s: Fi
         ev, res, n_it, ok = solve(problem, u, cap, tau, s.solve, merits)
         iters += n_it
         se = standard_errors(ev, cap)
-        free = ev.u < cap - 1e-6
+        free = below_cap(ev.u, cap)
         median = float(se[free].median()) if free.any() else 0.0
         if median <= s.precision or problem.n_draws * 2 > s.max_draws:
             return ev, res, ok, se, iters
@@ -430,7 +434,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
     best = _precise(problem, u, cap, tau, s, merits)
     iters += best[-1]
     ev = best[0]
-    free = ev.u < cap - 1e-6
+    free = below_cap(ev.u, cap)
     others: list[_Eval] = []
     order = torch.argsort(ev.u)
     for k in range(min(s.starts - 1, int(free.sum()))):
@@ -458,7 +462,6 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
     ev, res, ok, se, _ = best
     value = _merit(ev.u, ev.d, tau)
     runner, gap, trades = ev.u, math.nan, torch.zeros_like(ev.u, dtype=torch.bool)
-    ambiguous = False
     for other in others:
         moved = (other.u - ev.u).abs() > torch.maximum(torch.full_like(se, TRADE), 3 * se)
         if not moved.any():
@@ -466,8 +469,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
         this_gap = value - _merit(other.u, other.d, tau)
         if math.isnan(gap) or this_gap < gap:
             runner, gap, trades = other.u, this_gap, moved
-    if not math.isnan(gap) and gap <= s.ambiguity_gap:
-        ambiguous = True
+    ambiguous = not math.isnan(gap) and gap <= s.ambiguity_gap
     return Solution(
         u=ev.u, se=se, objective=value, distortion=ev.d, kkt=res, converged=ok, iterations=iters,
         n_draws=problem.n_draws, ambiguous=ambiguous, gap=gap, alternative=runner, trades=trades, merits=merits,

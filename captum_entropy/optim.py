@@ -124,13 +124,13 @@ class OptimSettings:
     lr_decay_steps: float | None = 50.0
     parametrization: str = "log"
     select: str = "average"
-    n_draws: int = 32
-    max_draws: int = 256
-    precision: float = 0.1
-    starts: int = 2
-    ambiguity_gap: float = 0.1
-    continuation: tuple[float, ...] = (0.25,)
-    max_iter: int = 40
+    n_draws: int = FixedDrawSettings.n_draws
+    max_draws: int = FixedDrawSettings.max_draws
+    precision: float = FixedDrawSettings.precision
+    starts: int = FixedDrawSettings.starts
+    ambiguity_gap: float = FixedDrawSettings.ambiguity_gap
+    continuation: tuple[float, ...] = FixedDrawSettings.continuation
+    max_iter: int = SolveSettings.max_iter
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -311,12 +311,8 @@ def fit_sigma(
 
     with torch.no_grad():
         u = state.result()
-        saturated = (u >= log_cap + math.log(SATURATION)) & valid
-        u = torch.where(saturated, log_cap, u)
-        nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
-        sigma = nan(torch.exp(u))
-        if not torch.isfinite(sigma[valid]).all():
-            raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
+        sigma, saturated = _answer(u, log_cap, valid)
+    nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
     return SigmaFit(
         sigma=sigma, saturated=saturated, steps=state.steps, converged=state.converged, stop_reason=state.reason,
         stationarity=state.stat, distortion=state.dist, losses=state.losses, init_sigma=nan(torch.exp(u0)),
@@ -326,6 +322,16 @@ def fit_sigma(
         alternative_sigma=sigma.clone(), trades=torch.zeros((b, t), dtype=torch.bool, device=dev),
         n_draws=torch.full((b,), 0 if s.method == "linearized" else (s.n_samples or 0), dtype=torch.long, device=dev),
     )
+
+
+def _answer(u: Tensor, log_cap: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """σ (NaN on padding) and the saturation flags from log σ: within :data:`SATURATION` of the
+    cap counts as at the cap, and is reported exactly there."""
+    saturated = (u >= log_cap + math.log(SATURATION)) & valid
+    sigma = torch.exp(torch.where(saturated, log_cap, u)).masked_fill(~valid, math.nan)
+    if not torch.isfinite(sigma[valid]).all():
+        raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
+    return sigma, saturated
 
 
 def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, valid, generators, s, budget,
@@ -354,7 +360,7 @@ def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, v
         row = torch.tensor([i], device=dev)
         problem = FixedDrawProblem(
             values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))), clean[i], jac,
-            generators[i], torch.float64 if values.dtype == torch.float64 else dtype,
+            generators[i], dtype,
         )
         sol = explain_sentence(problem, u_lin[i, idx, 0].double(), float(log_cap[i, 0, 0]), float(budget[i]), fd)
         u_out[i, idx, 0] = sol.u.to(dtype)
@@ -367,12 +373,8 @@ def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, v
         losses[i, : len(merits)] = merits
         if progress is not None:
             progress(i + 1)
-    saturated = (u_out >= log_cap + math.log(SATURATION)) & valid
-    u_out = torch.where(saturated, log_cap, u_out)
+    sigma, saturated = _answer(u_out, log_cap, valid)
     nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
-    sigma = nan(torch.exp(u_out))
-    if not torch.isfinite(sigma[valid]).all():
-        raise FloatingPointError("σ became non-finite; this is a bug, please report it with the inputs")
     reason = torch.where(converged, STOP_REASONS.index("converged"), STOP_REASONS.index("max_steps"))
     return SigmaFit(
         sigma=sigma, saturated=saturated, steps=steps, converged=converged, stop_reason=reason,
