@@ -1,4 +1,5 @@
-"""Atomic writes of tensors + JSON metadata with safetensors (never pickle)."""
+"""Atomic file writes (a crash leaves the old file or none, never half a file) and tensors + JSON
+metadata in safetensors (never pickle). A leaf: every writer in the package comes through here."""
 
 from __future__ import annotations
 
@@ -6,25 +7,56 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
-from safetensors.torch import save_file, safe_open
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
-    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically: a crash leaves no half file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> str:
+    """Call ``write(f)`` on a temp file in ``path``'s folder, then move it onto ``path`` (keeping
+    an existing file's permissions); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"json": json.dumps(meta)})
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return str(path)
+
+
+def leftover_temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temp files that writes of ``path`` killed mid-way left behind (safe to delete)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
+
+
+def write_text(path: str | os.PathLike, text: str) -> str:
+    """Write UTF-8 ``text`` atomically; returns the path.
+
+    >>> import os, tempfile
+    >>> p = write_text(os.path.join(tempfile.mkdtemp(), "a", "note.txt"), "kept")
+    >>> open(p, encoding="utf-8").read()
+    'kept'
+    """
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``meta`` to ``path`` atomically: a crash leaves no half file."""
+    data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                             metadata={"json": json.dumps(meta)})
+    return Path(atomic_write(path, lambda f: f.write(data)))
 
 
 def load_tensors(

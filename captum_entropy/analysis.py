@@ -28,13 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from ._io import load_tensors, save_tensors
+from ._names import OUTPUT, OUTPUT_DEPTH  # noqa: F401  (re-exported)
 from .errors import ConvergenceWarning, NotComparableWarning
 from .readings import UNITS, WordReadings  # noqa: F401  (UNITS: re-exported)
 from .result import EntropyResult
 from .words import WordGrouping, group_tokens
 
-OUTPUT = "output"
-OUTPUT_DEPTH = 1.25  # where the prediction sits on the relative-depth axis: after the last layer (1.0)
 _TENSORS = ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated", "converged",
             "stationarity", "distortion", "steps", "prediction", "probability", "target")
 

@@ -236,7 +236,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_models
+    from .comparison import compare_models
     from .viz import save_figure
 
     if len(args.models) < 2:
@@ -322,7 +322,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     merged.save(to)
     paths = [str(to)]
     if args.csv:
-        from .viz import write_text
+        from ._io import write_text
 
         paths.append(write_text(args.csv, results.table().to_csv(index=False)))
     print(repr(results))
@@ -331,7 +331,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .zoo import checkpoint_path, train
+    from .zoo.registry import checkpoint_path, train
 
     zm = train(args.model, seed=args.seed, epochs=args.epochs)
     print(f"{args.model}: test accuracy {zm.test_accuracy:.3f} on {zm.meta['test_examples']} held-out sentences "

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ._names import OUTPUT
 from .analysis import LayerExplanation, explain_layers
 from .stats import FeatureStats
 
@@ -62,7 +63,7 @@ class Explainer:
         if isinstance(stats, (str, Path)):
             stats = FeatureStats.load(stats)
         self.stats = stats if stats is not None else feature_stats(self.zoo_model, stats_texts)
-        needed = list(self.layers) + (["output"] if output else [])
+        needed = list(self.layers) + ([OUTPUT] if output else [])
         missing = [n for n in needed if n not in self.stats.std_]
         if missing:
             raise ValueError(f"the feature statistics lack {missing} (they have {sorted(self.stats.std_)}); "
@@ -155,7 +156,7 @@ def feature_stats(zm: Any, texts: Sequence[str] | None = None, batch_size: int =
     for i in range(0, len(texts), batch_size):
         ids, mask = zm.tokenize(texts[i:i + batch_size])
         batches.append((ids.to(device), mask.to(device)))
-    stats = FeatureStats().fit(zm.forward, batches, layers={**zm.layers, "output": None}, mask_index=1,
+    stats = FeatureStats().fit(zm.forward, batches, layers={**zm.layers, OUTPUT: None}, mask_index=1,
                                model_name=zm.name)
     try:
         stats.save(path)

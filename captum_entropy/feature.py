@@ -21,7 +21,8 @@ from .checks import CleanWatch, explain_failure
 from .errors import NotComparableWarning
 from .hooks import capture, capture_all, first_tensor, on_module_start, replace, stoppable
 from .settings import MAX_SIGMA_FACTOR, Settings
-from .stats import OUTPUT, FeatureStats, floor_std
+from ._names import OUTPUT
+from .stats import FeatureStats, floor_std
 
 
 def format_inputs(inputs: Any) -> tuple[Tensor, ...]:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ._io import bad_file, load_tensors, save_tensors
+from ._names import OUTPUT
 from .entropy import entropy_from_sigma, nats_to_bits
 from .optim import STOP_REASONS
 
@@ -78,7 +79,7 @@ class EntropyResult:
     trades: Tensor | None = None
     n_draws: Tensor | None = None
     layer_shape: tuple[int, ...] = ()
-    layer: str = "output"
+    layer: str = OUTPUT
     settings: dict[str, Any] = field(default_factory=dict)
     layer_dtype: str = "float32"
 

@@ -36,7 +36,7 @@ import torch
 
 from .analysis import LayerExplanation
 from .errors import ConvergenceWarning
-from .viz import write_text
+from ._io import leftover_temp_files, write_text
 
 RUN_FORMAT = "captum_entropy.run/1"
 NOT_IDENTITY = ("show_progress", "internal_batch_size")  # display and memory: they never change a number
@@ -272,7 +272,7 @@ def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, tex
     done = set()
     for k in mine:
         path = shard_path(out, k)
-        for tmp in path.parent.glob(path.name + "*.tmp"):
+        for tmp in leftover_temp_files(path):
             tmp.unlink(missing_ok=True)
         if not path.is_file():
             continue

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from ._io import bad_file, load_tensors, save_tensors
+from ._names import OUTPUT
 from .checks import IdsWatch
 from .hooks import capture_all, first_tensor, no_dropout, on_module_start, stoppable
 
-OUTPUT = "output"  # the name under which the model output's statistics are kept
 
 
 class TinyStdWarning(UserWarning):

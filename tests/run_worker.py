@@ -4,6 +4,7 @@ MODE: ``mid-shard`` (half of shard SHARD's bytes in its temporary file), ``befor
 shard's file in place, its index line never written), ``torn-index`` (half of its index line).
 """
 
+import io
 import json
 import os
 import signal
@@ -19,17 +20,20 @@ def _die() -> None:
 
 def _install(mode: str, shard: int) -> None:
     name = f"shard-{shard:06d}"
-    save_file, append = _io.save_file, runs._append
+    atomic_write, append = _io.atomic_write, runs._append
     if mode == "mid-shard":
-        def cut_save(tensors, tmp, metadata=None):
-            save_file(tensors, tmp, metadata=metadata)
-            if name in str(tmp):
-                with open(tmp, "rb") as f:
-                    data = f.read()
-                with open(tmp, "wb") as f:
-                    f.write(data[: len(data) // 2])
+        def cut_write(path, write):
+            if name not in str(path):
+                return atomic_write(path, write)
+
+            def half(f):
+                whole = io.BytesIO()
+                write(whole)
+                f.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+                f.flush()
                 _die()
-        _io.save_file = cut_save
+            return atomic_write(path, half)
+        _io.atomic_write = cut_write
     elif mode in ("before-index", "torn-index"):
         def cut_append(index, record):
             if record["shard"] == shard:

@@ -124,7 +124,7 @@ def test_checkpoint_round_trip_is_safetensors(tmp_path):
 
 
 def test_training_is_seeded_and_leaves_the_model_in_eval_mode():
-    """The zoo's loop (zoo.train.optimize): same seed, same weights; eval mode, no gradients kept."""
+    """The zoo's loop (zoo.training.optimize): same seed, same weights; eval mode, no gradients kept."""
     cfg = rv.ReversalTrainConfig(steps=20, batch_size=16, eval_size=20)
     models = [rv.build_model(SMALL, rv.ModelConfig("lstm", dim=8, hidden=16)) for _ in range(2)]
     reports = [rv.train_reversal(m, cfg, progress=False) for m in models]

@@ -15,7 +15,7 @@ import torch
 
 from captum_entropy import viz
 from captum_entropy.analysis import LayerExplanation
-from captum_entropy.compare import ModelComparison, compare_models
+from captum_entropy.comparison import ModelComparison, compare_models
 from captum_entropy.viz import _common, figures
 from captum_entropy.viz._common import _bootstrap, _dim
 

@@ -8,7 +8,7 @@ import torch
 from captum_entropy import EntropyAttribution
 from captum_entropy.zoo import MODEL_NAMES, build, from_hf_classifier, load, save_model
 from captum_entropy.zoo.data import Example
-from captum_entropy.zoo.train import TrainConfig, accuracy, fit
+from captum_entropy.zoo.training import TrainConfig, accuracy, fit
 
 SENTENCES = (Path(__file__).parents[1] / "captum_entropy" / "data" / "sentences.txt").read_text().splitlines()
 LABELS = [1 - i % 2 for i in range(len(SENTENCES))]  # the bundled sentences alternate positive / negative
@@ -75,7 +75,7 @@ def test_the_training_bar_shows_the_loss_of_the_latest_steps(monkeypatch):
     """An epoch of fewer than 100 steps (minilm's: 3200 sentences / 32) still updates ``loss=``."""
     import tqdm.auto
 
-    from captum_entropy.zoo.train import optimize
+    from captum_entropy.zoo.training import optimize
 
     shown: list[float] = []
 

@@ -105,7 +105,7 @@ class Evaluation:
         """JSON (atomic; no pickle): the rows with their curves and scores, and the facts."""
         import json
 
-        from ..viz import write_text
+        from .._io import write_text
 
         return write_text(path, json.dumps({"format": FORMAT, "meta": self.meta, "rows": self.rows}))
 
@@ -171,7 +171,7 @@ class Evaluation:
 
     def to_csv(self, path: str) -> str:
         """The long table as CSV (atomic)."""
-        from ..viz import write_text
+        from .._io import write_text
 
         return write_text(path, self.frame().to_csv(index=False))
 

@@ -91,7 +91,7 @@ def linear_model(seed: int = 0, epochs: int = 3, progress: bool = False):
     from ..zoo import LABEL_NAMES, ZooModel, load_polarity
     from ..zoo.models import glove_init
     from ..zoo.text import WordTokenizer
-    from ..zoo.train import TrainConfig, fit
+    from ..zoo.training import TrainConfig, fit
 
     train = load_polarity("train")
     tok = WordTokenizer.from_texts([e.text for e in train])

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._names import OUTPUT
 from ..words import WordGrouping
 
 
@@ -158,7 +159,7 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
 
     zm = task.zoo_model
     module = None if layer is None else zm.layers[layer]
-    std = None if task.stats is None else task.stats["output" if layer is None else layer]
+    std = None if task.stats is None else task.stats[OUTPUT if layer is None else layer]
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

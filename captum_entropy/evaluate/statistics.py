@@ -16,20 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``values`` (NaN dropped) and its percentile bootstrap interval (seeded)."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        raise ValueError("bootstrap_ci got no finite values")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+from .._bootstrap import bootstrap_ci  # noqa: F401  (the one bootstrap; part of this module's API)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

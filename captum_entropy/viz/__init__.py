@@ -1,5 +1,5 @@
 """Tables, figures and an HTML page of a :class:`~captum_entropy.analysis.LayerExplanation` and of
-a :class:`~captum_entropy.compare.ModelComparison` (several models, aligned by word).
+a :class:`~captum_entropy.comparison.ModelComparison` (several models, aligned by word).
 
 What the pictures show: the *kept information per dimension* of a word, the mean of
 ``log(σ_max/σ)`` over its pieces and their dimensions (nats/dim; high = the feature kept the

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -14,11 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._bootstrap import bootstrap_ci
+from .._io import atomic_write, write_text  # noqa: F401  (write_text: re-exported by viz)
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..analysis import LayerExplanation
-    from ..compare import ModelComparison
+    from ..comparison import ModelComparison
 
 NC, SAT = "~", "×"  # marks: not converged, saturated (fully forgotten)
 NONE = "—"  # a unit where a model has no word (it truncated the sentence)
@@ -90,10 +92,8 @@ MIN_SPREAD = 0.1  # a row's colours span at least this fraction of its largest v
 
 def _bootstrap(values: np.ndarray, n: int, seed: int) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the mean (seeded resample,
-    :func:`~captum_entropy.evaluate.statistics.bootstrap_ci`); NaN below :data:`MIN_BOOTSTRAP`
-    finite values."""
-    from ..evaluate.statistics import bootstrap_ci
-
+    :func:`~captum_entropy._bootstrap.bootstrap_ci`); NaN below :data:`MIN_BOOTSTRAP` finite
+    values."""
     v = values[np.isfinite(values)]
     if v.size < MIN_BOOTSTRAP:
         return math.nan, math.nan
@@ -138,33 +138,9 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _atomic(path: str | os.PathLike, write: Any) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(path)
-
-
-def write_text(path: str | os.PathLike, text: str) -> str:
-    """Write UTF-8 ``text`` atomically (a temp file in the same folder, then ``os.replace``)."""
-    data = text.encode("utf-8")
-    return _atomic(path, lambda f: f.write(data))
-
-
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> str:
     """Save ``fig`` atomically as PNG, SVG or PDF (by the suffix); returns the path."""
     fmt = Path(path).suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
         raise ValueError(f"save_figure writes .png, .svg or .pdf, not {Path(path).name!r}")
-    return _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))

@@ -1,5 +1,5 @@
 """Matplotlib figures: words × features heatmap of one sentence, entropy against depth; for a
-:class:`~captum_entropy.compare.ModelComparison`, entropy against relative depth per model and one
+:class:`~captum_entropy.comparison.ModelComparison`, entropy against relative depth per model and one
 sentence's word units × models.
 
 Matplotlib is imported inside the functions (the package imports without it); the figures are
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._names import OUTPUT, OUTPUT_DEPTH
 from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim, _narrow, _pred, _scaled,
                       _short, _text)
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ..analysis import LayerExplanation
-    from ..compare import ModelComparison
+    from ..comparison import ModelComparison
 
 KINDS = ("heatmap", "depth")
 COMPARISON_KINDS = ("depth", "words")
@@ -155,7 +156,7 @@ def _depth(figure: type, ex: LayerExplanation, unit: str = "nats", seed: int = 0
 # -- ModelComparison ---------------------------------------------------------------------------
 
 def plot_comparison(cmp: ModelComparison, kind: str = "depth", sentence: int = 0, **kwargs: Any) -> Figure:
-    """A matplotlib Figure (no pyplot, never shown) of a :class:`~captum_entropy.compare.ModelComparison`:
+    """A matplotlib Figure (no pyplot, never shown) of a :class:`~captum_entropy.comparison.ModelComparison`:
     ``"depth"`` = corpus entropy per dimension against relative depth, one line per model (each at
     its own depths; the prediction at 1.25) with a 95 % bootstrap band over sentences;
     ``"words"`` = one sentence's word units × models, each cell the unit's share (%) of the kept
@@ -177,7 +178,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 def _cmp_depth(figure: type, cmp: ModelComparison, seed: int = 0, n_resamples: int = 2000) -> Figure:
     from matplotlib.lines import Line2D
 
-    from ..analysis import OUTPUT_DEPTH
 
     fig = figure(figsize=(8.5, 5.2), layout="constrained")
     ax = fig.add_subplot()
@@ -282,7 +282,7 @@ def _cmp_words(figure: type, cmp: ModelComparison, b: int, feature: str | None =
     wide = fig.get_size_inches()[0] >= 12
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 1, fontsize=8,
                frameon=False)
-    at = feature or ("output" if all(cmp.layers[m][fi] == "output" for m, fi in enumerate(fis))
+    at = feature or (OUTPUT if all(cmp.layers[m][fi] == OUTPUT for m, fi in enumerate(fis))
                      else "output (its last layer without one)")
     fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per "
                       f"dimension per word unit at each model's {at}"), fontsize=10)

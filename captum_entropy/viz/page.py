@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .._names import OUTPUT
 from ..readings import relative
 from ._common import (NC, NONE, RGB, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
                       _narrow, _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
-    from ..compare import ModelComparison
+    from ..comparison import ModelComparison
 
 
 _CSS = """
@@ -167,7 +168,7 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
 # -- ModelComparison ---------------------------------------------------------------------------
 
 def comparison_html(cmp: ModelComparison, title: str | None = None, full_page: bool = True) -> str:
-    """One standalone UTF-8 HTML page of a :class:`~captum_entropy.compare.ModelComparison`
+    """One standalone UTF-8 HTML page of a :class:`~captum_entropy.comparison.ModelComparison`
     (inline CSS, no script, no external resource): a legend, a table of corpus entropy per
     dimension against relative depth per model, then per sentence a word units × models table
     coloured by each unit's share of the kept information at the model's output feature, and
@@ -181,7 +182,7 @@ def comparison_html(cmp: ModelComparison, title: str | None = None, full_page: b
 
 def _at(cmp: ModelComparison) -> str:
     fis = [cmp.feature_index(m) for m in range(len(cmp.models))]
-    return ("output" if all(cmp.layers[m][fi] == "output" for m, fi in enumerate(fis))
+    return (OUTPUT if all(cmp.layers[m][fi] == OUTPUT for m, fi in enumerate(fis))
             else "output (its last layer where it has no output)")
 
 

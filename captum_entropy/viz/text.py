@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._names import OUTPUT
 from . import _common
 from ..readings import kept_meaning
 from ._common import (NC, NONE, SAT, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
@@ -21,7 +22,7 @@ MEAN_ROW = "mean word"  # the last row of a sentence's table: the mean over its 
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
-    from ..compare import ModelComparison
+    from ..comparison import ModelComparison
 
 
 def explanation_table(ex: LayerExplanation, sentences: Sequence[int] | None = None, unit: str = "nats",
@@ -180,13 +181,13 @@ def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
         line for p in preds for line in textwrap.wrap(f"predicted by {p}", width, initial_indent="    ",
                                                       subsequent_indent="        ")]
     features = [cmp.layers[m][fis[m]] for m in range(n_m)]
-    at = "output" if all(f == "output" for f in features) else "output (or last layer)"
+    at = OUTPUT if all(f == OUTPUT for f in features) else f"{OUTPUT} (or last layer)"
     out += textwrap.wrap(f"share (%) of the kept information per dimension of the sentence's word units, at each "
                          f"model's {at} feature (a unit: the mean of the model's words in it, each the mean over its "
                          "pieces); each column sums to 100 over the units it has (high = kept)", width,
                          initial_indent="    ", subsequent_indent="    ")
     lw = max([len(u) for u in units] + [len("unit"), len("(feature)")])
-    cw = [max(9, min(20, max(len(m), len(f) if at != "output" else 0) + 3)) for m, f in zip(cmp.models, features)]
+    cw = [max(9, min(20, max(len(m), len(f) if at != OUTPUT else 0) + 3)) for m, f in zip(cmp.models, features)]
     blocks: list[list[int]] = [[]]  # models side by side while they fit in ``width``
     for m in range(n_m):
         if blocks[-1] and lw + 1 + sum(cw[k] for k in blocks[-1]) + cw[m] > width:
@@ -199,7 +200,7 @@ def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
                        else f"    model {cols[0] + 1} of {n_m}:")
         header = "".join(f"{_short(cmp.models[m], cw[m] - 3):>{cw[m] - 2}}{'' if conv[m] else NC:<2}" for m in cols)
         out.append(f"{'unit':<{lw}} {header}")
-        if at != "output":
+        if at != OUTPUT:
             out.append(f"{'(feature)':<{lw}} "
                        + "".join(f"{_short(features[m], cw[m] - 3, True):>{cw[m] - 2}}  " for m in cols))
         out.append("-" * (lw + 1 + sum(cw[m] for m in cols)))

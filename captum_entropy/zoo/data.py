@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .._io import write_text
+
 LABEL_NAMES = ("negative", "positive")
 """Class names of the polarity corpus; the index is the label."""
 
@@ -234,18 +236,12 @@ def _parse_source(raw: bytes) -> list[Example]:
 
 
 def _write_csv_atomic(path: Path, examples: Iterable[Example]) -> None:
-    """Write a ``text,label`` CSV to a temp file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with open(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["text", "label"])
-            writer.writerows((e.text, e.label) for e in examples)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a ``text,label`` CSV atomically (:func:`~captum_entropy._io.write_text`)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    writer.writerows((e.text, e.label) for e in examples)
+    write_text(path, out.getvalue())
 
 
 # --------------------------------------------------------------------------- your own data

@@ -21,7 +21,7 @@ from .._names import ZOO_MODELS
 from .data import LABEL_NAMES, cache_dir, cache_write_error, load_polarity
 from .models import WordModelConfig, build_word_model, glove_init
 from .text import WordTokenizer
-from .train import TrainConfig, accuracy, fit
+from .training import TrainConfig, accuracy, fit
 
 MODEL_NAMES = ZOO_MODELS
 TRAINING = {

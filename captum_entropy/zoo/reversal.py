@@ -4,7 +4,7 @@ Output ``t`` of a length-``n`` sequence is input ``n−1−t``, so the right att
 (``benchmarks/reverse_task.py`` scores methods against it, :mod:`captum_entropy.evaluate.ground_truth`).
 :func:`make_batch` draws seeded sequences; :class:`ReverseLSTM` (encoder–decoder, no attention)
 and :class:`ReverseTransformer` (encoder only) are trained by :func:`train_reversal` through the
-zoo's loop (:func:`~captum_entropy.zoo.train.optimize`) and saved in the zoo's checkpoint format
+zoo's loop (:func:`~captum_entropy.zoo.training.optimize`) and saved in the zoo's checkpoint format
 (:func:`save_reversal` / :func:`load_reversal`: safetensors + JSON, never pickle). Token ids:
 ``PAD = 0``, ``BOS = 1`` (the LSTM decoder's start), symbols ``2 … n_symbols+1``; right-padded.
 
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .registry import read_checkpoint, write_checkpoint
-from .train import optimize
+from .training import optimize
 
 PAD = 0
 BOS = 1
