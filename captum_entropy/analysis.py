@@ -306,7 +306,7 @@ def explain_layers(
         model=model_name, layers=names, depth=relative_depth(names),
         texts=list(texts) if texts is not None else [""] * mask.shape[0], groupings=groupings,
         token_entropy=torch.stack([r.token_entropy for r in results]).float().cpu(),
-        token_kept=torch.stack([r.kept_information for r in results]).float().cpu(),
+        token_kept=torch.stack([r.token_kept for r in results]).float().cpu(),
         log_sigma=torch.stack([r.sigma.log().mean(-1) for r in results]).float().cpu(),
         mask=mask.cpu(), max_sigma=results[0].max_sigma.float().cpu(),
         saturated=torch.stack([r.saturated for r in results]).cpu(),

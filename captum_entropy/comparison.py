@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from ._deprecated import renamed
 from ._io import load_tensors, save_tensors
 from ._names import OUTPUT
 from .analysis import LayerExplanation
@@ -90,7 +91,9 @@ class ModelComparison:
         return [e.mean(-1) for e in self.mean_entropy]
 
     def sentence_entropy(self) -> list[Tensor]:
-        """Per model, (L_m, B): :attr:`mean_entropy`, the mean word entropy per dimension of each sentence."""
+        """Deprecated: the field :attr:`mean_entropy` (per model, (L_m, B): each sentence's mean word
+        entropy per dimension)."""
+        renamed("ModelComparison.sentence_entropy()", "ModelComparison.mean_entropy")
         return list(self.mean_entropy)
 
     def feature_index(self, m: int, feature: str | None = None) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._deprecated import renamed
 from .entropy import nats_to_bits
 from .words import WordGrouping
 
@@ -127,13 +128,23 @@ class WordReadings:
         """(L, S): the entropy of each special token, summed over its dimensions (nats)."""
         return to_unit(self.groupings[b].special_values(self.token_entropy[:, b]), unit)
 
-    def sentence_entropy(self, unit: str = "nats") -> Tensor:
-        """(L, B): Σ over the words (specials left out) of :meth:`word_entropy_total`."""
+    def total_word_entropy(self, unit: str = "nats") -> Tensor:
+        """(L, B): Σ over the sentence's words (specials left out) of :meth:`word_entropy_total`."""
         return torch.stack([self.word_entropy_total(b, unit).sum(-1) for b in range(len(self))], 1)
 
-    def sentence_kept(self, unit: str = "nats") -> Tensor:
-        """(L, B): the kept information of all the sentence's words, in all (Σ :meth:`word_kept_total`)."""
+    def total_word_kept(self, unit: str = "nats") -> Tensor:
+        """(L, B): Σ over the sentence's words (specials left out) of :meth:`word_kept_total`."""
         return torch.stack([self.word_kept_total(b, unit).sum(-1) for b in range(len(self))], 1)
+
+    def sentence_entropy(self, unit: str = "nats") -> Tensor:
+        """Deprecated spelling of :meth:`total_word_entropy`."""
+        renamed("sentence_entropy()", "total_word_entropy()")
+        return self.total_word_entropy(unit)
+
+    def sentence_kept(self, unit: str = "nats") -> Tensor:
+        """Deprecated spelling of :meth:`total_word_kept`."""
+        renamed("sentence_kept()", "total_word_kept()")
+        return self.total_word_kept(unit)
 
     def mean_word_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:
         """(L, B): the mean over the sentence's words of :meth:`word_entropy` (per dimension, so

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._deprecated import renamed
 from ._io import bad_file, load_tensors, save_tensors
 from ._names import OUTPUT
 from .entropy import entropy_from_sigma, nats_to_bits
@@ -136,17 +137,23 @@ class EntropyResult:
         """(B, T, K): information the feature keeps about each element, ``log(max_sigma/σ)`` nats.
 
         The entropy of an element at the cap minus its entropy: ≥ 0, 0 = fully forgotten, and
-        0 on padding. Captum's orientation (high = important); ``.sum(-1)`` is
-        :attr:`kept_information`.
+        0 on padding. Captum's orientation (high = important); ``.sum(-1)`` is :attr:`token_kept`.
         """
         log_ratio = torch.log(self.max_sigma.to(self.sigma.dtype))[:, None, None] - torch.log(self.sigma)
         kept = torch.nan_to_num(log_ratio, nan=0.0).clamp_min(0.0)
         return kept.expand(*kept.shape[:2], self.n_dims)
 
     @property
-    def kept_information(self) -> Tensor:
-        """(B, T): information the feature keeps about each word, in nats (0 = forgotten, 0 on padding)."""
+    def token_kept(self) -> Tensor:
+        """(B, T): information the feature keeps about each token, in nats summed over its
+        dimensions (0 = forgotten, 0 on padding); the mirror of :attr:`token_entropy`."""
         return self.kept.sum(-1)
+
+    @property
+    def kept_information(self) -> Tensor:
+        """Deprecated spelling of :attr:`token_kept`."""
+        renamed("EntropyResult.kept_information", "EntropyResult.token_kept")
+        return self.token_kept
 
     def attribution(self, quantity: str = "kept") -> Tensor:
         """:attr:`kept` (or ``quantity="entropy"``: :attr:`entropy`) shaped like the layer value,
@@ -164,9 +171,15 @@ class EntropyResult:
         return self.entropy.sum(-1)
 
     @property
-    def sentence_entropy(self) -> Tensor:
-        """(B,): Σ_i H(X_i|s) over real tokens, nats."""
+    def sentence_entropy_total(self) -> Tensor:
+        """(B,): Σ_i H(X_i|s) over the real tokens (specials included), nats."""
         return torch.nansum(self.token_entropy, dim=-1)
+
+    @property
+    def sentence_entropy(self) -> Tensor:
+        """Deprecated spelling of :attr:`sentence_entropy_total`."""
+        renamed("EntropyResult.sentence_entropy", "EntropyResult.sentence_entropy_total")
+        return self.sentence_entropy_total
 
     @property
     def max_token_entropy(self) -> Tensor:
@@ -178,9 +191,9 @@ class EntropyResult:
         return nats_to_bits(self.token_entropy)
 
     def importance(self, normalize: bool = True) -> Tensor:
-        """(B, T): :attr:`kept_information` (high = important, 0 on padding); with ``normalize``
+        """(B, T): :attr:`token_kept` (high = important, 0 on padding); with ``normalize``
         each row is divided by its largest value, ready for Captum's ``visualize_text``."""
-        kept = self.kept_information
+        kept = self.token_kept
         if not normalize:
             return kept
         top = kept.amax(-1, keepdim=True)

@@ -64,7 +64,7 @@ def test_one_call_equals_separate_single_layer_calls():
         pred = bert_logits(model)(ids, mask).argmax(-1)
         out = EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
             ids, target=pred, additional_forward_args=(mask,), feature_std=stats["output"], **QUICK)
-    torch.testing.assert_close(ex.token_kept[2], out.kept_information.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ex.token_kept[2], out.token_kept.float(), rtol=1e-5, atol=1e-5)
     assert torch.equal(ex.prediction, pred) and torch.equal(ex.target, pred)
 
 
@@ -85,8 +85,12 @@ def test_words_add_their_tokens_and_specials_are_kept_apart(hf_bert, minilm_toke
         assert float(ex.word_kept_total(0)[f].sum() + ex.special_kept_total(0)[f].sum()) == pytest.approx(
             float(total), rel=1e-6)
         torch.testing.assert_close(ex.special_kept(0)[f] * K, ex.special_kept_total(0)[f])
-    torch.testing.assert_close(ex.sentence_entropy()[:, 1], ex.word_entropy_total(1).sum(-1))
-    torch.testing.assert_close(ex.sentence_kept()[:, 1], ex.word_kept_total(1).sum(-1))
+    torch.testing.assert_close(ex.total_word_entropy()[:, 1], ex.word_entropy_total(1).sum(-1))
+    torch.testing.assert_close(ex.total_word_kept()[:, 1], ex.word_kept_total(1).sum(-1))
+    with pytest.deprecated_call(match="total_word_entropy"):
+        assert torch.equal(ex.sentence_entropy(), ex.total_word_entropy())
+    with pytest.deprecated_call(match="total_word_kept"):
+        assert torch.equal(ex.sentence_kept(), ex.total_word_kept())
     torch.testing.assert_close(ex.mean_word_entropy()[:, 1], ex.word_entropy(1).mean(-1))
     torch.testing.assert_close(ex.mean_word_entropy(per_dim=False)[:, 1], ex.word_entropy_total(1).mean(-1))
     torch.testing.assert_close(ex.word_share(1).sum(-1), torch.ones(len(ex.layers)))

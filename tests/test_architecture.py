@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "captum_entropy"
 
 FLOORS: list[set[str]] = [
     # leaves: shared names, file writers, the bootstrap, warnings, closed forms, words
-    {"_names", "_io", "_bootstrap", "_moved", "errors", "entropy", "words"},
+    {"_names", "_io", "_bootstrap", "_deprecated", "errors", "entropy", "words"},
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},
@@ -32,7 +32,7 @@ FLOORS: list[set[str]] = [
     {"evaluate.methods", "evaluate.ground_truth"},
     {"evaluate.known", "evaluate.coherency", "evaluate.harness"},
     {"evaluate", "demo"},
-    {"cli", "compare", "zoo.train"},  # the command; the old module paths (stand-ins, see _moved)
+    {"cli", "compare", "zoo.train"},  # the command; the old module paths (stand-ins, see _deprecated)
 ]
 FLOOR = {name: i for i, floor in enumerate(FLOORS) for name in floor}
 

@@ -99,7 +99,11 @@ def test_result_save_load_and_importance(bert, tmp_path):
     b = 1
     assert torch.equal(imp[b][valid[b]].argsort(), (-res.token_entropy[b][valid[b]]).argsort())
     gap = res.max_token_entropy[:, None] - res.token_entropy
-    assert torch.allclose(res.kept_information[valid], gap[valid], atol=1e-4)
+    assert torch.allclose(res.token_kept[valid], gap[valid], atol=1e-4)
     assert torch.allclose(res.bits(), res.token_entropy / torch.log(torch.tensor(2.0)), equal_nan=True)
     assert res.entropy.shape == (5, 7, 16)
-    assert torch.allclose(res.sentence_entropy, torch.nansum(res.token_entropy, 1))
+    assert torch.allclose(res.sentence_entropy_total, torch.nansum(res.token_entropy, 1))
+    with pytest.deprecated_call(match="token_kept"):  # the old spellings still work, and say the new one
+        assert torch.equal(res.kept_information, res.token_kept)
+    with pytest.deprecated_call(match="sentence_entropy_total"):
+        assert torch.equal(res.sentence_entropy, res.sentence_entropy_total)

@@ -166,7 +166,7 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
         result = ea.explain(task.ids, target=None if layer else task.target, additional_forward_args=(task.mask,),
                             feature_std=std, mask=task.mask,
                             **{"show_progress": False, "seed": task.seed, **task.settings.get("entropy", {})})
-    return result.kept_information
+    return result.token_kept
 
 
 def entropy_logit(task: Task) -> Tensor:

@@ -4,6 +4,6 @@
 names from this module still works, with a ``DeprecationWarning`` naming the new module.
 """
 
-from .._moved import moved_module
+from .._deprecated import moved_module
 
 moved_module(__name__, "captum_entropy.zoo.training", "captum_entropy.zoo.registry:train")

@@ -1,4 +1,6 @@
-"""Old module paths that are now functions of the same name: one object that is both.
+"""Old spellings that still work, with a ``DeprecationWarning`` naming the new one: renamed
+attributes and methods (:func:`renamed`), and old module paths that are now functions of the same
+name (:func:`moved_module`: one object that is both).
 
 ``captum_entropy.compare`` is the function that explains texts with several models and compares
 them; the module that defines it is :mod:`captum_entropy.comparison`. Before, the module was also
@@ -45,3 +47,9 @@ def moved_module(old: str, new: str, function: str) -> None:
     module.__class__ = _MovedModule
     module._new = new
     module._function = function
+
+
+def renamed(old: str, new: str, stacklevel: int = 3) -> None:
+    """Warn that ``old`` is now spelt ``new`` (call it from the old spelling's body)."""
+    warnings.warn(f"{old} is renamed {new}; the old name will go in a later release", DeprecationWarning,
+                  stacklevel=stacklevel)
