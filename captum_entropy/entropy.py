@@ -13,6 +13,7 @@ Pure tensor functions, no model. Entropies are in nats unless a name says bits.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -72,14 +73,20 @@ def entropy_to_importance(
 ) -> Tensor:
     """Turn word entropies (low = kept) into importances (high = kept) for ``visualize_text``.
 
-    ``importance = max_entropy − H``: the information a word keeps relative to a word that is
-    fully forgotten (``max_entropy``, the entropy at the σ cap; default: each row's largest
-    finite entropy). With ``normalize`` each row is divided by its largest value, giving [0, 1].
-    NaN (padding) stays NaN.
+    ``importance = max_entropy − H``: the information a word keeps, measured (as everywhere in
+    the package, :meth:`EntropyResult.importance` included) from a word that is fully forgotten,
+    ``max_entropy`` = the entropy at the σ cap (:attr:`EntropyResult.max_token_entropy`). With
+    ``normalize`` each row is divided by its largest value, giving [0, 1]. NaN (padding) stays NaN.
+    Without ``max_entropy`` (deprecated) the reference is each row's largest finite entropy.
 
-    >>> entropy_to_importance(torch.tensor([[1.0, 3.0, 2.0]]))
-    tensor([[1.0000, 0.0000, 0.5000]])
+    >>> entropy_to_importance(torch.tensor([[1.0, 3.0, 2.0]]), max_entropy=4.0)
+    tensor([[1.0000, 0.3333, 0.6667]])
     """
+    if max_entropy is None:
+        warnings.warn(
+            "entropy_to_importance without max_entropy measures from each row's largest entropy, not from the "
+            "σ cap as EntropyResult.importance() does; pass max_entropy=result.max_token_entropy (a later "
+            "release will require it)", DeprecationWarning, stacklevel=2)
     h = token_entropy
     if max_entropy is None:
         ref = torch.nan_to_num(h, nan=-math.inf).amax(dim=-1, keepdim=True)

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from captum_entropy import (
@@ -55,3 +56,21 @@ def test_importance_orders_inversely_and_keeps_padding():
     imp = entropy_to_importance(h, max_entropy=torch.tensor([5.0]))
     assert torch.isnan(imp[0, 3])
     assert imp[0, 1] == 1.0 and imp[0, 2] == 0.0 and imp[0, 1] > imp[0, 0] > imp[0, 2]
+
+
+def test_importance_is_measured_from_the_cap_as_the_result_does():
+    """entropy_to_importance with the cap's entropy is EntropyResult.importance(); without it the
+    reference is the row's largest entropy, which now warns."""
+    from captum_entropy import EntropyResult
+
+    sigma = torch.tensor([[[0.5], [2.0], [1.0]]])
+    b, t = sigma.shape[:2]
+    zeros = torch.zeros(b, t)
+    res = EntropyResult(sigma=sigma, mask=torch.ones(b, t, dtype=torch.bool), max_sigma=torch.tensor([4.0]),
+                        saturated=zeros.bool(), steps=torch.zeros(b), converged=torch.ones(b, dtype=torch.bool),
+                        losses=torch.zeros(b, 1), init_sigma=sigma, stop_reason=torch.zeros(b), stationarity=torch.zeros(b),
+                        distortion=torch.zeros(b), linear_sigma=sigma, linear_log_se=zeros, n_dims=4)
+    torch.testing.assert_close(entropy_to_importance(res.token_entropy, max_entropy=res.max_token_entropy),
+                               res.importance())
+    with pytest.deprecated_call(match="max_entropy"):
+        entropy_to_importance(res.token_entropy)
