@@ -52,9 +52,10 @@ from captum.testing.helpers.basic_models import (
     BasicModel_MultiLayer_TrueMultiInput,
 )
 from torch import Tensor, nn
-from torch.nn.modules import module as torch_module
 
 from captum_entropy import EntropyAttribution
+
+from .invariants import hooks_on, snapshot
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::captum_entropy.ConvergenceWarning"),
@@ -296,34 +297,6 @@ def _batch(args: dict) -> int:
 # Hooks and the model's state
 
 
-LOCAL_HOOKS = (
-    "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-    "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-)
-GLOBAL_HOOKS = (
-    "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks",
-    "_global_forward_hooks_with_kwargs", "_global_forward_hooks_always_called",
-)
-
-
-def global_hooks() -> dict:
-    return {name: len(getattr(torch_module, name)) for name in GLOBAL_HOOKS if hasattr(torch_module, name)}
-
-
-def leftover_hooks(model: nn.Module, globals_before: dict) -> dict:
-    """Every hook left on a module or a parameter of ``model``, and any global hook that was added."""
-    left = {
-        f"{name or 'model'}.{attr}": len(getattr(mod, attr))
-        for name, mod in model.named_modules()
-        for attr in LOCAL_HOOKS
-        if len(getattr(mod, attr, None) or ())
-    }
-    left.update({f"{n}._backward_hooks": len(p._backward_hooks)
-                 for n, p in model.named_parameters() if p._backward_hooks})
-    left.update({f"torch.nn.modules.module.{k}": v for k, v in global_hooks().items() if v != globals_before.get(k)})
-    return left
-
-
 def prepare(model: nn.Module) -> nn.Module:
     """Training mode, a stale .grad and a frozen parameter: all of it must survive an attribution."""
     model.train()
@@ -331,25 +304,6 @@ def prepare(model: nn.Module) -> nn.Module:
     params[0].grad = torch.full_like(params[0], 0.5)
     params[-1].requires_grad_(False)
     return model
-
-
-def snapshot(model: nn.Module) -> tuple:
-    return (
-        {k: v.detach().clone() for k, v in model.state_dict().items()},
-        {n: (None if p.grad is None else p.grad.clone(), p.requires_grad) for n, p in model.named_parameters()},
-        {n: m.training for n, m in model.named_modules()},
-    )
-
-
-def assert_untouched(model: nn.Module, before: tuple) -> None:
-    state, grads, modes = snapshot(model)
-    assert state.keys() == before[0].keys() and all(torch.equal(state[k], before[0][k]) for k in state)
-    for n, (g, rg) in grads.items():
-        g0, rg0 = before[1][n]
-        assert rg == rg0, f"{n}.requires_grad changed"
-        same_grad = (g is None and g0 is None) or (g is not None and g0 is not None and torch.equal(g, g0))
-        assert same_grad, f"{n}.grad changed"
-    assert modes == before[2], "training flags changed"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,12 +338,11 @@ def test_a_normal_run_leaves_no_hooks_and_the_model_as_it_was(case, ali):
     _skip_if_not_applicable(case, ali)
     model, args = case.build()
     prepare(model)
-    globals_before = global_hooks()
     for run in (run_lig, run_ea):
         before = snapshot(model)
         run(case, model, ali, **args)
-        assert leftover_hooks(model, globals_before) == {}, run.__name__
-        assert_untouched(model, before)
+        assert hooks_on(model) == {}, run.__name__
+        before.assert_unchanged()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,14 +480,13 @@ class FailsOnCall(nn.Module):
 
 def _check_error_cleanup(case: Case, model: nn.Module, ali: bool, args: dict, expected: dict) -> None:
     prepare(model)
-    globals_before = global_hooks()
     for name, run in (("lig", run_lig), ("ea", run_ea)):
         before = snapshot(model)
         error, match = expected[name]
         with pytest.raises(error, match=match):
             run(case, model, ali, **args)
-        assert leftover_hooks(model, globals_before) == {}, name
-        assert_untouched(model, before)
+        assert hooks_on(model) == {}, name
+        before.assert_unchanged()
 
 
 def _has_target(case: Case, ali: bool) -> bool:
@@ -576,14 +528,13 @@ def test_no_hooks_left_when_the_layer_raises_mid_run(case, ali, call):
     wrapper = FailsOnCall(layer_of(model, case.layer), call)
     set_layer(model, case.layer, wrapper)
     prepare(model)
-    globals_before = global_hooks()
     for name, run, n in (("lig", run_lig, 2), ("ea", run_ea, call)):
         wrapper.calls, wrapper.n = 0, n
         before = snapshot(model)
         with pytest.raises(AssertionError, match=f"on call {n}"):
             run(case, model, ali, **args)
-        assert leftover_hooks(model, globals_before) == {}, name
-        assert_untouched(model, before)
+        assert hooks_on(model) == {}, name
+        before.assert_unchanged()
 
 
 def test_no_hooks_left_when_an_in_place_layer_refuses_the_noise():
@@ -609,10 +560,11 @@ def test_a_list_of_layers_is_refused_without_leaving_hooks():
     # LIG takes a list of layers (basic_layer_ig_multi_layer_multi_output); ours takes one layer (target_layer
     # takes a list, of features to preserve)
     model = BasicModel_MultiLayer_TrueMultiInput()
-    globals_before = global_hooks()
+    before = snapshot(model)
     with pytest.raises(TypeError, match="layer must be an nn.Module"):
         EntropyAttribution(model, [model.m1, model.m234])
-    assert leftover_hooks(model, globals_before) == {}
+    assert hooks_on(model) == {}
+    before.assert_unchanged()
 
 
 def test_internal_batch_size_changes_nothing():

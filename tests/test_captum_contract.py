@@ -8,6 +8,7 @@ from torch import nn
 
 from captum_entropy import EntropyAttribution
 
+from .invariants import snapshot
 from .tiny_models import LinearMap, bert_logits, tiny_bert
 
 FAST = dict(max_steps=30)
@@ -120,40 +121,15 @@ def test_noise_on_layer_input_works_with_keyword_calls():
     assert torch.allclose(on_output.sigma, on_input.sigma, rtol=1e-5)
 
 
-def _snapshot(model):
-    return (
-        {k: v.detach().clone() for k, v in model.state_dict().items()},
-        {n: (p.grad.clone() if p.grad is not None else None, p.requires_grad) for n, p in model.named_parameters()},
-        {n: m.training for n, m in model.named_modules()},
-    )
-
-
-def _hooks_left(model):
-    from torch.nn.modules import module as m
-
-    local = sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in model.modules())
-    return local + len(m._global_forward_hooks) + len(m._global_forward_pre_hooks)
-
-
-def _assert_same(model, snap):
-    state, grads, modes = _snapshot(model)
-    assert all(torch.equal(state[k], snap[0][k]) for k in state)
-    for n, (g, rg) in grads.items():
-        g0, rg0 = snap[1][n]
-        assert rg == rg0 and ((g is None and g0 is None) or torch.equal(g, g0)), n
-    assert modes == snap[2]
-
-
 def test_model_untouched_and_dropout_off_during_the_run(bert_batch):
     ids, mask = bert_batch
     model = tiny_bert(dropout=0.5).train()
     model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
     model.bert.pooler.dense.weight.requires_grad_(False)
-    before, hooks = _snapshot(model), _hooks_left(model)
+    before = snapshot(model)
     f = bert_logits(model)
     trained = EntropyAttribution(f, model.bert.embeddings).explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
-    _assert_same(model, before)
-    assert _hooks_left(model) == hooks
+    before.assert_unchanged()
     model.eval()
     evaluated = EntropyAttribution(f, model.bert.embeddings).explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     assert torch.equal(torch.nan_to_num(trained.sigma), torch.nan_to_num(evaluated.sigma))  # dropout was off
@@ -162,7 +138,7 @@ def test_model_untouched_and_dropout_off_during_the_run(bert_batch):
 def test_model_untouched_after_an_exception_mid_run(bert_batch):
     ids, mask = bert_batch
     model = tiny_bert().train()
-    before, hooks = _snapshot(model), _hooks_left(model)
+    before = snapshot(model)
     calls = [0]
 
     def flaky(i, a):
@@ -173,5 +149,4 @@ def test_model_untouched_after_an_exception_mid_run(bert_batch):
 
     with pytest.raises(RuntimeError, match="boom"):
         EntropyAttribution(flaky, model.bert.embeddings).attribute(ids, additional_forward_args=(mask,), mask=mask, **FAST)
-    _assert_same(model, before)
-    assert _hooks_left(model) == hooks
+    before.assert_unchanged()
