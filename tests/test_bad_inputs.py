@@ -3,9 +3,9 @@
 Each case is ``make(world) -> call``: ``make`` builds what the case needs on fresh tiny models
 (and may ``world.track`` extra ones), then every model is snapshotted and ``call()`` must raise
 the expected error (or emit the expected warning) with a message matching the regex, which
-names both the problem and the fix. Afterwards, for every case: no forward or forward-pre hook
-is left on any module (nor a global one), the weights, ``.grad``, ``requires_grad`` flags and
-training flags are as they were.
+names both the problem and the fix. Afterwards, for every case, every model is as it was
+(``tests/invariants.py``: weights, ``.grad``, ``requires_grad`` and training flags, no hook of
+any kind added or removed, none global either), no hook is on it at all and no ``.grad`` is set.
 
 Related cases tested elsewhere (kept there, referenced here; ``test_references_exist`` checks
 that they are still there): see ``REFERENCES``.
@@ -27,10 +27,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torch.nn.modules import module as torch_module
 
 from captum_entropy import EntropyAttribution, EntropyResult, FeatureStats, TinyStdWarning
 
+from .invariants import Snapshot, hooks_on, same_tensor, snapshot
 from .tiny_models import LinearMap, bert_logits, padded_batch, tiny_bert
 
 FAST = dict(max_steps=5)
@@ -113,40 +113,11 @@ class World:
         return save_model(zm, self.tmp / "cnn.safetensors")
 
 
-def _snapshot(models: list[nn.Module]):
-    state = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
-    grads = [[(p.grad is None, p.requires_grad) for p in m.parameters()] for m in models]
-    modes = [[x.training for x in m.modules()] for m in models]
-    return state, grads, modes
-
-
-def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.is_floating_point():
-        return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
-    return torch.equal(a, b)
-
-
-def _hooks(models: list[nn.Module]) -> list[str]:
-    left = [f"{type(x).__name__}: {len(x._forward_hooks)} forward, {len(x._forward_pre_hooks)} pre"
-            for m in models for x in m.modules() if x._forward_hooks or x._forward_pre_hooks]
-    return left
-
-
-def _global_hooks() -> tuple[int, int]:
-    return len(torch_module._global_forward_hooks), len(torch_module._global_forward_pre_hooks)
-
-
-def _assert_untouched(models, before, global_before) -> None:
-    state, grads, modes = _snapshot(models)
-    for i, (now, then) in enumerate(zip(state, before[0])):
-        assert now.keys() == then.keys(), f"model {i}: state_dict keys changed"
-        changed = [k for k in now if not _same_tensor(now[k], then[k])]
-        assert not changed, f"model {i}: weights changed: {changed[:5]}"
-    assert grads == before[1], ".grad was set or requires_grad changed"
-    assert all(g for m in grads for g, _ in m), ".grad was set"
-    assert modes == before[2], "training flags changed"
-    assert _hooks(models) == [], f"hooks left: {_hooks(models)}"
-    assert _global_hooks() == global_before, "a global module hook was left"
+def _assert_untouched(before: Snapshot) -> None:
+    """The shared check (tests/invariants.py), and on top: no hook at all, no .grad anywhere."""
+    before.assert_unchanged()
+    assert hooks_on(*before.models) == {}, f"hooks left: {hooks_on(*before.models)}"
+    assert all(p.grad is None for m in before.models for p in m.parameters()), ".grad was set"
 
 
 # --------------------------------------------------------------------------- the cases
@@ -662,7 +633,7 @@ CACHE_CASES = [
 
 
 def _run_case(world: World, call, expected, match) -> None:
-    before, global_before = _snapshot(world.models), _global_hooks()
+    before = snapshot(*world.models)
     if issubclass(expected, Warning):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -676,7 +647,7 @@ def _run_case(world: World, call, expected, match) -> None:
             warnings.simplefilter("ignore")  # NotComparableWarning etc. are not the point here
             with pytest.raises(expected, match=match):
                 call()
-    _assert_untouched(world.models, before, global_before)
+    _assert_untouched(before)
 
 
 @pytest.mark.parametrize("make, expected, match", CASES)
@@ -697,14 +668,14 @@ def test_bad_cache(make, expected, match, tmp_path, monkeypatch):
 def test_length_one_inputs_work(tmp_path):
     w = World(tmp_path)
     one = w.track(LinearMap(1, 3, 2))
-    before, global_before = _snapshot(w.models), _global_hooks()
+    before = snapshot(*w.models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         attr = w.ea().attribute(w.ids[:, :1], additional_forward_args=(w.mask[:, :1],), feature_std=torch.ones(2), **FAST)
         single = EntropyAttribution(one, one.emb).attribute(torch.randn(2, 1, 3), feature_std=torch.ones(2), **FAST)
     assert attr.shape == (4, 1, 16) and torch.isfinite(attr).all()
     assert single.shape == (2, 1, 3) and torch.isfinite(single).all()
-    _assert_untouched(w.models, before, global_before)
+    _assert_untouched(before)
 
 
 def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp_path):
@@ -713,7 +684,7 @@ def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp
     trained.train()
     trained.bert.encoder.layer[1].eval()  # a mixed state, restored exactly
     w.track(trained)
-    before, global_before = _snapshot(w.models), _global_hooks()
+    before = snapshot(*w.models)
     kw = dict(additional_forward_args=(w.mask,), feature_std=torch.ones(2), **FAST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -721,14 +692,14 @@ def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp
         b = EntropyAttribution(w.f, w.bert.bert.embeddings).explain(w.ids, **kw)  # the same weights, eval mode
     assert torch.equal(a.sigma.nan_to_num(), b.sigma.nan_to_num())  # dropout was off during the call
     assert trained.training and not trained.bert.encoder.layer[1].training
-    _assert_untouched(w.models, before, global_before)
+    _assert_untouched(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
 def test_half_precision_models_work_on_cpu(dtype, tmp_path):
     w = World(tmp_path)
     half = w.track(copy.deepcopy(w.bert).to(dtype))
-    before, global_before = _snapshot(w.models), _global_hooks()
+    before = snapshot(*w.models)
     layer = lambda m: m.bert.encoder.layer[0]  # noqa: E731
     kw = dict(additional_forward_args=(w.mask,), feature_std=torch.full((16,), 0.5), max_steps=8)
     with warnings.catch_warnings():
@@ -741,14 +712,14 @@ def test_half_precision_models_work_on_cpu(dtype, tmp_path):
     real = w.mask.bool()
     ratio = res_low.sigma[real] / res_full.sigma[real]
     assert (ratio - 1).abs().median() < 0.1, "half precision moved σ by more than 10 %"
-    _assert_untouched(w.models, before, global_before)
+    _assert_untouched(before)
 
 
 def test_short_runs_keep_the_default_check_every_and_an_explicit_one_up_to_max_steps_works(tmp_path):
     # check_every left to its default (5) is never an error: max_steps=1 is a quick look whose
     # stationarity test does not run; check_every = max_steps (given) runs it once, at the end
     w = World(tmp_path)
-    before, global_before = _snapshot(w.models), _global_hooks()
+    before = snapshot(*w.models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quick = w.explain_lin(feature_std=torch.ones(2), max_steps=1)
@@ -760,7 +731,7 @@ def test_short_runs_keep_the_default_check_every_and_an_explicit_one_up_to_max_s
     assert torch.isnan(guan.stationarity).all() and (guan.steps == 3).all()
     for res in (quick, once, guan, linear):
         assert torch.isfinite(res.sigma[res.mask]).all()
-    _assert_untouched(w.models, before, global_before)
+    _assert_untouched(before)
 
 
 class AfterTarget(nn.Module):
@@ -790,13 +761,13 @@ def test_what_comes_after_the_target_layer_is_not_held_against_it(after, tmp_pat
     w = World(tmp_path)
     model = w.track(AfterTarget(after).eval())
     ids = torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
-    before, global_before = _snapshot(w.models), _global_hooks()
+    before = snapshot(*w.models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = EntropyAttribution(model, model.emb, target_layer=model.block).explain(
             ids, feature_std=torch.ones(4), **FAST)
     assert torch.isfinite(res.sigma).all()
-    _assert_untouched(w.models, before, global_before)
+    _assert_untouched(before)
 
 
 def test_paths_in_result_files_are_never_opened(tmp_path):
@@ -879,7 +850,7 @@ def test_valid_files_still_load_exactly(tmp_path):
     res.save(tmp_path / "r.safetensors")
     back = EntropyResult.load(tmp_path / "r.safetensors")
     for name in ("sigma", "mask", "max_sigma", "steps", "losses", "stationarity", "linear_sigma"):
-        assert _same_tensor(getattr(back, name), getattr(res, name)), name
+        assert same_tensor(getattr(back, name), getattr(res, name)), name
     assert (back.layer, back.layer_shape, back.n_dims, back.settings) == (res.layer, res.layer_shape, res.n_dims, res.settings)
     assert torch.equal(back.attribution(), res.attribution())
 
