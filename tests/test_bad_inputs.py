@@ -828,11 +828,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     res.save(path)
     good = path.read_bytes()
 
-    def crash(tensors, filename, metadata=None):  # half a file, then the process dies
-        Path(filename).write_bytes(good[: len(good) // 2])
-        raise KeyboardInterrupt
+    real_write = _io.atomic_write
 
-    monkeypatch.setattr(_io, "save_file", crash)
+    def crash(path, write):  # the real atomic write, whose writer writes half a file, then the process dies
+        def half_then_die(f):
+            f.write(good[: len(good) // 2])
+            raise KeyboardInterrupt
+
+        return real_write(path, half_then_die)
+
+    monkeypatch.setattr(_io, "atomic_write", crash)
     with pytest.raises(KeyboardInterrupt):
         res.save(path)
     assert path.read_bytes() == good and sorted(p.name for p in path.parent.iterdir()) == ["result.safetensors"]
