@@ -1,11 +1,11 @@
-"""The bad-input matrix: every case names the problem and the fix, and leaves the model as it was.
+"""The bad-input matrix of the public API: every case names the problem and the fix, and leaves the
+model as it was; and the unusual inputs that must work.
 
-Each case is ``make(world) -> call``: ``make`` builds what the case needs on fresh tiny models
-(and may ``world.track`` extra ones), then every model is snapshotted and ``call()`` must raise
-the expected error (or emit the expected warning) with a message matching the regex, which
-names both the problem and the fix. Afterwards, for every case, every model is as it was
-(``tests/invariants.py``: weights, ``.grad``, ``requires_grad`` and training flags, no hook of
-any kind added or removed, none global either), no hook is on it at all and no ``.grad`` is set.
+The cases cover batches, padding and length, integer/float mix-ups and token ids, NaN and inf,
+precision, targets, ``layer``/``target_layer``, ``feature_std``, nonsense settings and
+``FeatureStats.fit``; how a case runs and what is checked after it: ``tests/bad_input_world.py``.
+The same matrix goes on for saved files (``tests/test_saved_files.py``) and the cache folder
+(``tests/test_cache_folder.py``).
 
 Related cases tested elsewhere (kept there, referenced here; ``test_references_exist`` checks
 that they are still there): see ``REFERENCES``.
@@ -14,26 +14,18 @@ that they are still there): see ``REFERENCES``.
 from __future__ import annotations
 
 import copy
-import errno
-import io
-import json
-import os
-import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from captum_entropy import EntropyAttribution, EntropyResult, FeatureStats, TinyStdWarning
+from captum_entropy import EntropyAttribution, FeatureStats, TinyStdWarning
 
-from .invariants import Snapshot, hooks_on, same_tensor, snapshot
-from .tiny_models import LinearMap, bert_logits, padded_batch, tiny_bert
-
-FAST = dict(max_steps=5)
+from .bad_input_world import FAST, P, World, assert_untouched, run_case
+from .invariants import snapshot
+from .tiny_models import LinearMap, bert_logits
 
 REFERENCES = [
     "tests/test_errors.py::test_empty_inputs",
@@ -53,71 +45,6 @@ REFERENCES = [
     "tests/test_captum_dropin.py::test_a_tied_embedding_is_explained_and_left_as_it_was",
     "tests/test_captum_contract.py::test_model_untouched_after_an_exception_mid_run",
 ]
-
-
-# --------------------------------------------------------------------------- the world of one case
-
-
-class World:
-    """Fresh tiny models for one case; every tracked model is checked after the case."""
-
-    _base = None
-
-    def __init__(self, tmp: Path) -> None:
-        if World._base is None:
-            World._base = tiny_bert()
-        self.bert = copy.deepcopy(World._base)
-        self.bert.bert.pooler.dense.weight.requires_grad_(False)  # a flag that must stay as it is
-        self.f = bert_logits(self.bert)
-        self.ids, self.mask = padded_batch()
-        self.lin = LinearMap(4, 3, 2)
-        self.x = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))
-        self.tmp = tmp
-        self.models: list[nn.Module] = [self.bert, self.lin]
-
-    def track(self, model: nn.Module) -> nn.Module:
-        self.models.append(model)
-        return model
-
-    def ea(self, target_layer=None) -> EntropyAttribution:
-        return EntropyAttribution(self.f, self.bert.bert.embeddings, target_layer=target_layer)
-
-    def explain(self, **kw):
-        kw = {**FAST, **kw}
-        ids = kw.pop("ids", self.ids)
-        extra = kw.pop("extra", (self.mask,))
-        return self.ea(kw.pop("target_layer", None)).explain(ids, additional_forward_args=extra, **kw)
-
-    def explain_lin(self, **kw):
-        x = kw.pop("x", self.x)
-        return EntropyAttribution(self.lin, self.lin.emb).explain(x, **{**FAST, **kw})
-
-    def result_file(self) -> Path:
-        path = self.tmp / "result.safetensors"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.explain_lin(feature_std=torch.ones(2)).save(path)
-        return path
-
-    def stats_file(self) -> Path:
-        path = self.tmp / "stats.safetensors"
-        FeatureStats().fit(self.f, [(self.ids, self.mask)], layers={"l1": self.bert.bert.encoder.layer[0]},
-                           mask_index=1).save(path)
-        return path
-
-    def checkpoint(self) -> Path:
-        from captum_entropy.zoo import build, save_model
-
-        zm = build("cnn", ["a fine film", "a dull film"], glove=False, config=dict(dim=6, filters=4))
-        self.track(zm.model)
-        return save_model(zm, self.tmp / "cnn.safetensors")
-
-
-def _assert_untouched(before: Snapshot) -> None:
-    """The shared check (tests/invariants.py), and on top: no hook at all, no .grad anywhere."""
-    before.assert_unchanged()
-    assert hooks_on(*before.models) == {}, f"hooks left: {hooks_on(*before.models)}"
-    assert all(p.grad is None for m in before.models for p in m.parameters()), ".grad was set"
 
 
 # --------------------------------------------------------------------------- the cases
@@ -282,145 +209,6 @@ def _tiny_std_most_dims(w: World):
     return lambda: w.explain(target_layer=w.bert.bert.encoder.layer[0], feature_std=std)
 
 
-def _cut(path: Path, keep: float = 0.5) -> Path:
-    raw = path.read_bytes()
-    path.write_bytes(raw[: int(len(raw) * keep)])
-    return path
-
-
-def _random_bytes(w: World) -> Path:
-    path = w.tmp / "random.safetensors"
-    path.write_bytes(os.urandom(4096))
-    return path
-
-
-def _safetensors(w: World, tensors: dict, meta) -> Path:
-    path = w.tmp / "crafted.safetensors"
-    save_file(tensors, str(path), metadata=None if meta is None else {"json": meta if isinstance(meta, str) else json.dumps(meta)})
-    return path
-
-
-def _result_missing_keys(w: World):
-    from safetensors.torch import load_file
-
-    src = w.result_file()
-    tensors = load_file(str(src))
-    del tensors["converged"], tensors["losses"]
-    meta = {"n_dims": 3, "layer": "output", "layer_shape": [2, 4, 3]}
-    path = _safetensors(w, tensors, meta)
-    return lambda: EntropyResult.load(path)
-
-
-def _result_meta(w: World, **change):
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(w.result_file()))
-    meta = {"n_dims": 3, "layer": "output", "layer_shape": [2, 4, 3], "layer_dtype": "float32", **change}
-    path = _safetensors(w, tensors, meta)
-    return lambda: EntropyResult.load(path)
-
-
-def _checkpoint_missing_keys(w: World):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from captum_entropy.zoo import load
-
-    src = w.checkpoint()
-    with safe_open(str(src), framework="pt") as f:
-        meta = f.metadata()
-    state = load_file(str(src))
-    state.pop(next(k for k in state if k.startswith("head")))
-    save_file(state, str(src), metadata=meta)
-    return lambda: load("cnn", path=src, train_if_missing=False)
-
-
-def _checkpoint_meta(w: World):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from captum_entropy.zoo import load
-
-    src = w.checkpoint()
-    with safe_open(str(src), framework="pt") as f:
-        meta = json.loads(f.metadata()["json"])
-    del meta["config"]
-    save_file(load_file(str(src)), str(src), metadata={"json": json.dumps(meta)})
-    return lambda: load("cnn", path=src, train_if_missing=False)
-
-
-def _checkpoint_cut(w: World):
-    from captum_entropy.zoo import load
-
-    path = _cut(w.checkpoint())
-    return lambda: load("cnn", path=path, train_if_missing=False)
-
-
-def _polarity_archive(folder: Path) -> tuple[Path, str]:
-    import hashlib
-
-    from captum_entropy.zoo import data as D
-
-    raw = b"\xef\xbb\xbf" + b'"1","a fine film . "\r\n"-1","a dull film . "'
-    path = folder / D.POLARITY_ARCHIVE
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo(D.POLARITY_MEMBER)
-        info.size = len(raw)
-        tar.addfile(info, io.BytesIO(raw))
-    return path, hashlib.sha256(raw).hexdigest()
-
-
-def _cache_unwritable(w: World, monkeypatch, err: OSError):
-    from captum_entropy.zoo import data as D
-
-    cache = w.tmp / "cache"
-    cache.mkdir()
-    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(cache))
-    archive, digest = _polarity_archive(w.tmp)
-    real = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kw):  # noqa: A002  what a read-only or full folder does
-        if dir is not None and Path(dir) == cache:
-            raise err
-        return real(*args, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    return lambda: D.fetch_polarity(archive=archive, sha256=digest)
-
-
-def _cache_is_a_file(w: World, monkeypatch):
-    from captum_entropy.zoo import data as D
-
-    blocker = w.tmp / "a_file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(blocker / "cache"))
-    archive, digest = _polarity_archive(w.tmp)
-    return lambda: D.fetch_polarity(archive=archive, sha256=digest)
-
-
-def _save_model_read_only(w: World, monkeypatch):
-    from captum_entropy.zoo import build, save_model
-
-    cache = w.tmp / "ro_cache"
-    (cache / "models").mkdir(parents=True)
-    monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(cache))
-    zm = build("cnn", ["a fine film", "a dull film"], glove=False, config=dict(dim=6, filters=4))
-    w.track(zm.model)
-    real = tempfile.mkstemp
-
-    def refuse(*args, dir=None, **kw):  # noqa: A002
-        if dir is not None and Path(dir).is_relative_to(cache):
-            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
-        return real(*args, dir=dir, **kw)
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    return lambda: save_model(zm)
-
-
-P = pytest.param
-FIX_CHECKPOINT = r"train again \(`captum-entropy train cnn`"
-FIX_FILE = r"write it again with \.save\(\)"
-
 CASES = [
     # --- batch, padding, length
     P(lambda w: lambda: w.explain(ids=w.ids[:0], extra=(w.mask[:0],)), ValueError,
@@ -580,86 +368,14 @@ CASES = [
     P(lambda w: _stats_fit(w, w.ids.float(), layers={"l1": w.bert.bert.encoder.layer[0]}), TypeError,
       r"FeatureStats\.fit, batch 0: .*word_embeddings \(Embedding\) is an nn\.Embedding and got a float32 tensor.*"
       r"pass the ids as a torch\.long", id="stats-float-token-ids"),
-    # --- files: results, statistics, checkpoints
-    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_cut(w.result_file())), ValueError,
-      r"not a complete safetensors file .*cut short.*" + FIX_FILE, id="result-file-cut-in-half"),
-    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_random_bytes(w)), ValueError,
-      r"not a complete safetensors file.*" + FIX_FILE, id="result-file-random-bytes"),
-    P(_result_missing_keys, ValueError, r"is not an EntropyResult file: it lacks \['converged', 'losses'\].*write it again",
-      id="result-file-missing-keys"),
-    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_safetensors(w, {"sigma": torch.ones(1)}, "{not json")), ValueError,
-      r"metadata is not valid JSON.*" + FIX_FILE, id="result-file-bad-json"),
-    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(_safetensors(w, {"sigma": torch.ones(1)}, [1, 2])), ValueError,
-      r"JSON metadata is a list, not an object.*" + FIX_FILE, id="result-file-json-not-an-object"),
-    P(lambda w: _result_meta(w, layer_dtype="os.system"), ValueError, r"not a torch dtype: 'os\.system'.*write it again",
-      id="result-file-dtype-not-a-dtype"),
-    P(lambda w: _result_meta(w, n_dims="3"), ValueError, r"metadata .* has the wrong types.*write it again",
-      id="result-file-wrong-metadata-types"),
-    P(lambda w: _result_meta(w, layer_shape=[5, 4, 3]), ValueError, r"tensors do not fit together.*write it again",
-      id="result-file-inconsistent-shapes"),
-    P(lambda w: (lambda p: lambda: EntropyResult.load(p))(w.stats_file()), ValueError,
-      r"not an EntropyResult file: it lacks .*load it with the matching class", id="result-load-of-a-stats-file"),
-    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(_cut(w.stats_file(), 0.3)), ValueError,
-      r"cannot read .* as a FeatureStats file: it is not a complete safetensors file.*" + FIX_FILE,
-      id="stats-file-cut-short"),
-    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(_safetensors(w, {"std/l": torch.ones(3)}, {"rel_floor": "x"})),
-      ValueError, r"not a FeatureStats file: its rel_floor is 'x'.*write it again", id="stats-file-wrong-metadata"),
-    P(lambda w: (lambda p: lambda: FeatureStats.load(p))(w.result_file()), ValueError,
-      r"not a FeatureStats file: its tensors are .* not 'std/NAME'.*matching class", id="stats-load-of-a-result-file"),
-    P(_checkpoint_cut, ValueError, r"as a cnn checkpoint: it is not a complete safetensors file.*" + FIX_CHECKPOINT,
-      id="checkpoint-cut-in-half"),
-    P(lambda w: (lambda p: lambda: __import__("captum_entropy.zoo", fromlist=["load"]).load(
-        "cnn", path=p, train_if_missing=False))(_random_bytes(w)), ValueError,
-      r"not a complete safetensors file.*" + FIX_CHECKPOINT, id="checkpoint-random-bytes"),
-    P(_checkpoint_missing_keys, ValueError, r"does not fit the zoo model 'cnn' \(.*Missing key.*head.*" + FIX_CHECKPOINT,
-      id="checkpoint-missing-keys"),
-    P(_checkpoint_meta, ValueError, r"does not fit the zoo model 'cnn' \(missing metadata 'config'\).*" + FIX_CHECKPOINT,
-      id="checkpoint-wrong-metadata"),
 ]
-
-# cases that need pytest's monkeypatch (the cache folder)
-CACHE_CASES = [
-    P(lambda w, mp: _cache_unwritable(w, mp, PermissionError(errno.EACCES, "Permission denied")), PermissionError,
-      r"cannot write to the cache folder .* \(\$CAPTUM_ENTROPY_CACHE=.*\): Permission denied; set \$CAPTUM_ENTROPY_CACHE "
-      r"to a writable folder", id="cache-read-only"),
-    P(lambda w, mp: _cache_unwritable(w, mp, OSError(errno.ENOSPC, "No space left on device")), OSError,
-      r"cannot write to the cache folder .*: the disk is full; set \$CAPTUM_ENTROPY_CACHE to a writable folder with free space",
-      id="cache-full"),
-    P(_cache_is_a_file, OSError, r"cannot write to the cache folder .*CAPTUM_ENTROPY_CACHE=.*set \$CAPTUM_ENTROPY_CACHE",
-      id="cache-path-under-a-file"),
-    P(_save_model_read_only, PermissionError,
-      r"cannot write to the cache folder .*models.*Permission denied; set \$CAPTUM_ENTROPY_CACHE", id="checkpoint-save-read-only-cache"),
-]
-
-
-def _run_case(world: World, call, expected, match) -> None:
-    before = snapshot(*world.models)
-    if issubclass(expected, Warning):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            warnings.simplefilter("always", expected)
-            with pytest.warns(expected, match=match):
-                out = call()
-        values = out.sigma[out.mask] if isinstance(out, EntropyResult) else out
-        assert torch.isfinite(values).all()
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # NotComparableWarning etc. are not the point here
-            with pytest.raises(expected, match=match):
-                call()
-    _assert_untouched(before)
 
 
 @pytest.mark.parametrize("make, expected, match", CASES)
 def test_bad_input(make, expected, match, tmp_path):
     world = World(tmp_path)
-    _run_case(world, make(world), expected, match)
+    run_case(world, make(world), expected, match)
 
-
-@pytest.mark.parametrize("make, expected, match", CACHE_CASES)
-def test_bad_cache(make, expected, match, tmp_path, monkeypatch):
-    world = World(tmp_path)
-    _run_case(world, make(world, monkeypatch), expected, match)
 
 
 # --------------------------------------------------------------------------- inputs that must work
@@ -675,7 +391,7 @@ def test_length_one_inputs_work(tmp_path):
         single = EntropyAttribution(one, one.emb).attribute(torch.randn(2, 1, 3), feature_std=torch.ones(2), **FAST)
     assert attr.shape == (4, 1, 16) and torch.isfinite(attr).all()
     assert single.shape == (2, 1, 3) and torch.isfinite(single).all()
-    _assert_untouched(before)
+    assert_untouched(before)
 
 
 def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp_path):
@@ -692,7 +408,7 @@ def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp
         b = EntropyAttribution(w.f, w.bert.bert.embeddings).explain(w.ids, **kw)  # the same weights, eval mode
     assert torch.equal(a.sigma.nan_to_num(), b.sigma.nan_to_num())  # dropout was off during the call
     assert trained.training and not trained.bert.encoder.layer[1].training
-    _assert_untouched(before)
+    assert_untouched(before)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
@@ -712,7 +428,7 @@ def test_half_precision_models_work_on_cpu(dtype, tmp_path):
     real = w.mask.bool()
     ratio = res_low.sigma[real] / res_full.sigma[real]
     assert (ratio - 1).abs().median() < 0.1, "half precision moved σ by more than 10 %"
-    _assert_untouched(before)
+    assert_untouched(before)
 
 
 def test_short_runs_keep_the_default_check_every_and_an_explicit_one_up_to_max_steps_works(tmp_path):
@@ -731,7 +447,7 @@ def test_short_runs_keep_the_default_check_every_and_an_explicit_one_up_to_max_s
     assert torch.isnan(guan.stationarity).all() and (guan.steps == 3).all()
     for res in (quick, once, guan, linear):
         assert torch.isfinite(res.sigma[res.mask]).all()
-    _assert_untouched(before)
+    assert_untouched(before)
 
 
 class AfterTarget(nn.Module):
@@ -767,20 +483,7 @@ def test_what_comes_after_the_target_layer_is_not_held_against_it(after, tmp_pat
         res = EntropyAttribution(model, model.emb, target_layer=model.block).explain(
             ids, feature_std=torch.ones(4), **FAST)
     assert torch.isfinite(res.sigma).all()
-    _assert_untouched(before)
-
-
-def test_paths_in_result_files_are_never_opened(tmp_path):
-    # every string a result file carries is data: a "layer" that looks like a path is just a name
-    w = World(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = w.explain_lin(feature_std=torch.ones(2))
-    res.layer, res.settings = str(tmp_path / "missing" / "evil.safetensors"), {"stats": "/etc/shadow"}
-    res.save(tmp_path / "r.safetensors")
-    back = EntropyResult.load(tmp_path / "r.safetensors")
-    assert back.layer == res.layer and back.settings == res.settings
-    assert not (tmp_path / "missing").exists()
+    assert_untouched(before)
 
 
 def test_references_exist():
@@ -791,82 +494,9 @@ def test_references_exist():
 
 
 def test_the_matrix_has_at_least_30_cases():
-    assert len(CASES) + len(CACHE_CASES) >= 30
-    ids = [p.id for p in CASES + CACHE_CASES]
+    from .test_cache_folder import CACHE_CASES
+    from .test_saved_files import FILE_CASES
+
+    assert len(CASES) + len(FILE_CASES) + len(CACHE_CASES) >= 30
+    ids = [p.id for p in CASES + FILE_CASES + CACHE_CASES]
     assert len(ids) == len(set(ids))
-
-
-# --------------------------------------------------------------------------- untrusted files, atomic writes
-
-
-def test_no_pickle_anywhere_in_the_package():
-    # results, statistics and checkpoints are safetensors + JSON; torch.load only with weights_only=True
-    import re
-
-    package = Path(__file__).parents[1] / "captum_entropy"
-    offences = []
-    for path in sorted(package.rglob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        for m in re.finditer(r"torch\.load\(([^)]*)\)", text):
-            if "weights_only=True" not in m.group(1):
-                offences.append(f"{path.name}: torch.load without weights_only=True")
-        if re.search(r"^\s*(import|from)\s+(pickle|cPickle|dill|joblib|cloudpickle)\b", text, re.M):
-            offences.append(f"{path.name}: imports a pickle library")
-        if re.search(r"allow_pickle\s*=\s*True", text):
-            offences.append(f"{path.name}: numpy allow_pickle=True")
-    assert offences == []
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    from captum_entropy import _io
-
-    w = World(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = w.explain_lin(feature_std=torch.ones(2))
-    path = tmp_path / "out" / "result.safetensors"
-    res.save(path)
-    good = path.read_bytes()
-
-    real_write = _io.atomic_write
-
-    def crash(path, write):  # the real atomic write, whose writer writes half a file, then the process dies
-        def half_then_die(f):
-            f.write(good[: len(good) // 2])
-            raise KeyboardInterrupt
-
-        return real_write(path, half_then_die)
-
-    monkeypatch.setattr(_io, "atomic_write", crash)
-    with pytest.raises(KeyboardInterrupt):
-        res.save(path)
-    assert path.read_bytes() == good and sorted(p.name for p in path.parent.iterdir()) == ["result.safetensors"]
-    assert torch.equal(EntropyResult.load(path).sigma, res.sigma)
-
-
-def test_valid_files_still_load_exactly(tmp_path):
-    # the checks on loading reject nothing that save() writes
-    from captum_entropy.zoo import load
-
-    w = World(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = w.explain(target_layer=[w.bert.bert.encoder.layer[0]], mask=w.mask)[0]
-    res.save(tmp_path / "r.safetensors")
-    back = EntropyResult.load(tmp_path / "r.safetensors")
-    for name in ("sigma", "mask", "max_sigma", "steps", "losses", "stationarity", "linear_sigma"):
-        assert same_tensor(getattr(back, name), getattr(res, name)), name
-    assert (back.layer, back.layer_shape, back.n_dims, back.settings) == (res.layer, res.layer_shape, res.n_dims, res.settings)
-    assert torch.equal(back.attribution(), res.attribution())
-
-    stats = FeatureStats().fit(w.f, [(w.ids, w.mask)], layers={"l1": w.bert.bert.encoder.layer[0], "output": None},
-                               mask_index=1, model_name="tiny")
-    stats.save(tmp_path / "s.safetensors")
-    loaded = FeatureStats.load(tmp_path / "s.safetensors")
-    assert loaded.n_ == stats.n_ and loaded.meta_ == stats.meta_ and loaded.rel_floor == stats.rel_floor
-    assert all(torch.equal(loaded.std_[k], stats.std_[k]) and torch.equal(loaded.mean_[k], stats.mean_[k]) for k in stats.std_)
-
-    path = w.checkpoint()
-    zm = load("cnn", path=path, train_if_missing=False)
-    ids, mask = torch.tensor([[2, 3, 0]]), torch.tensor([[1, 1, 0]])
-    assert torch.equal(zm.forward(ids, mask), w.models[-1](ids, mask))
