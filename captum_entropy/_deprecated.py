@@ -49,6 +49,15 @@ def moved_module(old: str, new: str, function: str) -> None:
     module._function = function
 
 
+def renamed_keyword(function: str, old: str, new: str, old_value: Any, new_value: Any) -> Any:
+    """The value of keyword ``new``, taking ``old_value`` (with a warning) when the caller used
+    the old keyword ``old`` (a value other than ``None``)."""
+    if old_value is None:
+        return new_value
+    renamed(f"{function}({old}=...)", f"{function}({new}=...)", stacklevel=4)
+    return old_value
+
+
 def renamed(old: str, new: str, stacklevel: int = 3) -> None:
     """Warn that ``old`` is now spelt ``new`` (call it from the old spelling's body)."""
     warnings.warn(f"{old} is renamed {new}; the old name will go in a later release", DeprecationWarning,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import fields
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence, overload
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -18,11 +18,12 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from .errors import ConvergenceWarning, NotComparableWarning
-from .feature import Feature, ModelRunner, format_inputs, max_sigma, sentence_seeds, token_mask
+from .feature import Feature, ModelRunner, format_inputs, sentence_seeds, token_mask
+from .feature import max_sigma as sigma_cap
 from .hooks import no_dropout
 from .optim import SigmaFit, fit_sigma
 from .result import EntropyResult
-from .settings import DEFAULT_TOLERANCE, Settings
+from .settings import DEFAULT, DEFAULT_TOLERANCE, Settings, given
 from .stats import module_names
 
 __all__ = ["ConvergenceWarning", "EntropyAttribution", "NotComparableWarning", "Settings", "DEFAULT_TOLERANCE"]
@@ -96,6 +97,56 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         """``return_convergence_delta=True`` gives, per example, how far σ is from its optimum."""
         return True
 
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        return_convergence_delta: Literal[False] = False,
+        quantity: str = "kept",
+        *,
+        preset: str | None = None,
+        tolerance: float | None = DEFAULT,
+        feature_std: Any = DEFAULT,
+        mask: Tensor | None = DEFAULT,
+        pad_token_id: int | None = DEFAULT,
+        max_sigma: float | Tensor | None = DEFAULT,
+        method: str = DEFAULT,
+        max_steps: int = DEFAULT,
+        n_samples: int | None = DEFAULT,
+        seed: int = DEFAULT,
+        internal_batch_size: int | None = DEFAULT,
+        show_progress: bool = DEFAULT,
+        **settings: Any,
+    ) -> Tensor | list[Tensor]: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        *,
+        return_convergence_delta: Literal[True],
+        quantity: str = "kept",
+        preset: str | None = None,
+        tolerance: float | None = DEFAULT,
+        feature_std: Any = DEFAULT,
+        mask: Tensor | None = DEFAULT,
+        pad_token_id: int | None = DEFAULT,
+        max_sigma: float | Tensor | None = DEFAULT,
+        method: str = DEFAULT,
+        max_steps: int = DEFAULT,
+        n_samples: int | None = DEFAULT,
+        seed: int = DEFAULT,
+        internal_batch_size: int | None = DEFAULT,
+        show_progress: bool = DEFAULT,
+        **settings: Any,
+    ) -> tuple[Tensor | list[Tensor], Tensor | list[Tensor]]: ...
+
     @log_usage()
     def attribute(
         self,
@@ -105,6 +156,19 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         return_convergence_delta: bool = False,
         quantity: str = "kept",
+        *,
+        preset: str | None = None,
+        tolerance: float | None = DEFAULT,
+        feature_std: Any = DEFAULT,
+        mask: Tensor | None = DEFAULT,
+        pad_token_id: int | None = DEFAULT,
+        max_sigma: float | Tensor | None = DEFAULT,
+        method: str = DEFAULT,
+        max_steps: int = DEFAULT,
+        n_samples: int | None = DEFAULT,
+        seed: int = DEFAULT,
+        internal_batch_size: int | None = DEFAULT,
+        show_progress: bool = DEFAULT,
         **settings: Any,
     ) -> Tensor | list[Tensor] | tuple[Any, Any]:
         r"""Information the feature keeps about each element of the layer, shaped like the layer.
@@ -129,15 +193,32 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             return_convergence_delta: also return, per example, ``stationarity``: the RMS step
                 in log σ the optimiser would still take (NaN for ``method="linearized"``).
             quantity: ``"kept"`` (default) or ``"entropy"``.
-            **settings: ``preset="guan2019"`` and any field of :class:`Settings` or
-                :class:`~captum_entropy.optim.OptimSettings` (``tolerance``, ``feature_std``,
-                ``max_steps``, ...).
+            preset: ``None`` (the fast default) or ``"guan2019"`` (the authors' settings); the
+                keywords you pass win over the preset's.
+            tolerance: τ, how much the normalised feature may change (default 0.05).
+            feature_std: σ_S, the feature's std over data (tensor, :class:`FeatureStats`, dict
+                or list; default ``None``: self-normalised, with a warning).
+            mask, pad_token_id: padding (default: an attention mask found among the inputs).
+            max_sigma: the σ cap (default: 10 × the embedding weights' std).
+            method: ``"optimize"`` (default) or ``"linearized"`` (the closed form, no steps).
+            max_steps, n_samples: the optimiser's budget (default 100 steps; draws per step 64
+                for a logit, 16 for a layer).
+            seed: base seed of every sentence's noise stream (default 0).
+            internal_batch_size: most sentences optimised at once (memory; answers unchanged).
+            show_progress: a tqdm progress bar (default False).
+            **settings: any other field of :class:`Settings` or
+                :class:`~captum_entropy.optim.OptimSettings` (``entropy_weight``, ``update``,
+                ``tol``, ``amp``, ...), each documented there.
 
         Returns:
             the attributions (a tensor, or a list for a list ``target_layer``), and with
             ``return_convergence_delta`` a pair ``(attributions, delta)``.
         """
-        results = self.explain(inputs, target, additional_forward_args, attribute_to_layer_input, **settings)
+        chosen = given(tolerance=tolerance, feature_std=feature_std, mask=mask, pad_token_id=pad_token_id,
+                       max_sigma=max_sigma, method=method, max_steps=max_steps, n_samples=n_samples, seed=seed,
+                       internal_batch_size=internal_batch_size, show_progress=show_progress)
+        results = self.explain(inputs, target, additional_forward_args, attribute_to_layer_input, preset=preset,
+                               **chosen, **settings)
         many = isinstance(results, list)
         results = results if many else [results]
         attrs = [r.attribution(quantity) for r in results]
@@ -154,16 +235,32 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         target: Any = None,
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
+        *,
         preset: str | None = None,
+        tolerance: float | None = DEFAULT,
+        feature_std: Any = DEFAULT,
+        mask: Tensor | None = DEFAULT,
+        pad_token_id: int | None = DEFAULT,
+        max_sigma: float | Tensor | None = DEFAULT,
+        method: str = DEFAULT,
+        max_steps: int = DEFAULT,
+        n_samples: int | None = DEFAULT,
+        seed: int = DEFAULT,
+        internal_batch_size: int | None = DEFAULT,
+        show_progress: bool = DEFAULT,
         **settings: Any,
     ) -> EntropyResult | list[EntropyResult]:
-        """Like :meth:`attribute` but returns :class:`EntropyResult` (σ, kept information and
-        entropies per word, convergence, loss curves, saturation, padding), one per target layer.
+        """Like :meth:`attribute` (the same keywords) but returns :class:`EntropyResult` (σ, kept
+        information and entropies per word, convergence, loss curves, saturation, padding), one
+        per target layer.
 
         Works inside ``torch.no_grad()`` (gradients are switched on where the optimiser needs
         them); the model's weights, ``.grad``, ``requires_grad`` and training flags are left as
         they were (dropout is off during the call)."""
-        cfg = Settings.from_kwargs(preset, **settings)
+        cfg = Settings.from_kwargs(preset, **given(
+            tolerance=tolerance, feature_std=feature_std, mask=mask, pad_token_id=pad_token_id, max_sigma=max_sigma,
+            method=method, max_steps=max_steps, n_samples=n_samples, seed=seed,
+            internal_batch_size=internal_batch_size, show_progress=show_progress), **settings)
         args = format_inputs(inputs)
         extra = _format_additional_forward_args(additional_forward_args) or ()
         batch = args[0].shape[0]
@@ -176,7 +273,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             mask, mask_source = token_mask(
                 cfg, args, extra, values3, lambda m: run.ignores(m, values, self._targets, clean_features)
             )
-            cap = max_sigma(cfg, self.layer, attribute_to_layer_input, values3, mask)
+            cap = sigma_cap(cfg, self.layer, attribute_to_layer_input, values3, mask)
             seeds = sentence_seeds(args, mask, cfg.seed)
             results = []
             for idx, module in enumerate(self._targets):

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-output", action="store_true", help="skip the prediction (the slowest feature)")
         p.add_argument("--bits", action="store_true", help="print bits instead of nats")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--stats-file", help="sentences (one per line) to fit the feature statistics σ_S on "
+        p.add_argument("--feature-std-file", "--stats-file", dest="feature_std_file",
+                       help="sentences (one per line) to fit σ_S, the features' std, on "
                        "(default: 256 training sentences of the embedded polarity corpus; cached)")
 
     ex = sub.add_parser("explain", help="which words each layer and the prediction keep, for your sentences",
@@ -179,14 +180,14 @@ def _explainer(args: argparse.Namespace, model: Any, tokenizer: Any = None):
     if args.max_steps < 1:
         raise BadInput(f"--max-steps must be at least 1, got {args.max_steps}")
     layers = "all" if args.layers == "all" else [n.strip() for n in args.layers.split(",") if n.strip()]
-    stats_texts = _lines(args.stats_file) if args.stats_file else None
-    if stats_texts is not None and len(stats_texts) < 2:
-        raise BadInput(f"--stats-file {args.stats_file} needs at least 2 sentences")
+    std_texts = _lines(args.feature_std_file) if args.feature_std_file else None
+    if std_texts is not None and len(std_texts) < 2:
+        raise BadInput(f"--feature-std-file {args.feature_std_file} needs at least 2 sentences")
     try:
         if isinstance(model, str) and tokenizer is None:
             model, tokenizer = _model(model)
         return Explainer(model, tokenizer, layers=layers, output=not args.no_output, max_steps=args.max_steps,
-                         show_progress=not args.quiet, stats_texts=stats_texts)
+                         show_progress=not args.quiet, feature_std_texts=std_texts)
     except ValueError as err:
         raise BadInput(str(err)) from None
 

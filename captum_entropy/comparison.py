@@ -5,7 +5,7 @@ onto a common segmentation of the sentence (:func:`~captum_entropy.words.align_w
 reads the mean of the model's words in it, each word the mean over its pieces (the readings of
 :mod:`~captum_entropy.readings`), so neither a tokenizer's pieces nor its extra words ("isn", "'",
 "t") make a unit look more kept. Values are per embedding dimension (models of different widths
-share one scale) and, with feature statistics fitted per model and layer, in units of the
+share one scale) and, with σ_S (the features' std) fitted per model and layer, in units of the
 features' own spread; depth is relative (layer / number of layers), so a 2-layer and a 6-layer
 model share one axis.
 
@@ -194,10 +194,13 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
     )
 
 
-def compare(models: Sequence[Any], texts: Sequence[str], stats_texts: Sequence[str] | None = None,
+def compare(models: Sequence[Any], texts: Sequence[str], feature_std_texts: Sequence[str] | None = None,
             **settings: Any) -> ModelComparison:
-    """Explain ``texts`` with each model (zoo names or ZooModels; σ_S fitted per model and layer)
-    and compare them."""
+    """Explain ``texts`` with each model (zoo names or ZooModels; σ_S fitted per model and layer on
+    ``feature_std_texts``) and compare them."""
     from .explainer import Explainer
 
-    return compare_models([Explainer(m, stats_texts=stats_texts)(texts, **settings) for m in models])
+    if "stats_texts" in settings:
+        renamed("compare(stats_texts=...)", "compare(feature_std_texts=...)")
+        feature_std_texts = settings.pop("stats_texts")
+    return compare_models([Explainer(m, feature_std_texts=feature_std_texts)(texts, **settings) for m in models])

@@ -5,7 +5,7 @@
 3. pick varied held-out test sentences the model classifies correctly (both classes, short and
    long) and explain them with :class:`~captum_entropy.Explainer`: noise on the embedding
    output, the feature = each encoder layer's output (all tokens) and the predicted logit, with
-   feature statistics fitted on training sentences so numbers are comparable;
+   σ_S (the features' std) fitted on training sentences so numbers are comparable;
 4. print the words × layers table, and write an HTML report, one heatmap per sentence, the
    depth curves and the results (safetensors).
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     zm = load("minilm")
     print(f"minilm: test accuracy {zm.test_accuracy:.3f}", flush=True)
     chosen = pick_sentences(zm, load_polarity("test"), args.sentences)
-    print("feature statistics (σ_S) of every layer and the output, on 256 training sentences (cached) ...", flush=True)
+    print("σ_S (the features' std) of every layer and the output, on 256 training sentences (cached) ...", flush=True)
     explainer = Explainer(zm, max_steps=args.max_steps, show_progress=True)
     print(f"explaining {len(chosen)} sentences at {len(zm.layers)} layers and the predicted logit ...", flush=True)
     start = time.perf_counter()

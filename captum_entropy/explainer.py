@@ -1,7 +1,7 @@
 """One line for the common case: ``explain(model, tokenizer, "text")``.
 
 For a zoo model (by name) or any Hugging Face sequence classifier: fits (or loads from the
-cache) the feature statistics σ_S of every layer and of the output, explains the sentences at
+cache) σ_S, the features' std, of every layer and of the output, explains the sentences at
 every layer and at the predicted class, groups sub-word tokens into words and returns a
 :class:`~captum_entropy.analysis.LayerExplanation` that can ``show()``, ``plot()``,
 ``save_html()`` and ``save()``.
@@ -20,15 +20,17 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ._deprecated import renamed
 from ._names import OUTPUT
 from .analysis import LayerExplanation, explain_layers
+from .settings import DEFAULT, given
 from .stats import FeatureStats
 
 STATS_SENTENCES = 256  # training sentences of the polarity corpus behind the default σ_S
 
 
 class Explainer:
-    """A model made ready for :meth:`__call__`: its wrapper, layers and feature statistics.
+    """A model made ready for :meth:`__call__`: its wrapper, layers and σ_S (the features' std).
 
     Args:
         model: a zoo name (``"minilm"``, ``"cnn"``, ...), a :class:`~captum_entropy.zoo.ZooModel`,
@@ -36,16 +38,23 @@ class Explainer:
         tokenizer: the Hugging Face tokenizer of ``model``.
         layers: ``"all"`` (every hidden layer), a list of layer names, or ``()`` for none.
         output: also explain the predicted class's logit.
-        stats: a :class:`FeatureStats` with every layer and ``"output"``, a path to a saved
-            one, or ``None``: fitted on ``stats_texts`` (default: the first 256 training
-            sentences of the embedded polarity corpus) and cached per model.
-        stats_texts: sentences to fit the statistics on.
+        feature_std: σ_S, the features' std over data: a :class:`FeatureStats` with every layer
+            and ``"output"``, a path to a saved one, or ``None``: fitted on ``feature_std_texts``
+            (default: the first 256 training sentences of the embedded polarity corpus) and
+            cached per model.
+        feature_std_texts: sentences to fit σ_S on.
         **settings: defaults for every call (``max_steps``, ``tolerance``, ``show_progress``, ...).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, layers: str | Sequence[str] = "all", output: bool = True,
-                 stats: FeatureStats | str | Path | None = None, stats_texts: Sequence[str] | None = None,
+                 feature_std: FeatureStats | str | Path | None = None, feature_std_texts: Sequence[str] | None = None,
                  **settings: Any) -> None:
+        if "stats" in settings:
+            renamed("Explainer(stats=...)", "Explainer(feature_std=...)")
+            feature_std = settings.pop("stats")
+        if "stats_texts" in settings:
+            renamed("Explainer(stats_texts=...)", "Explainer(feature_std_texts=...)")
+            feature_std_texts = settings.pop("stats_texts")
         self.zoo_model = as_zoo_model(model, tokenizer)
         known = list(self.zoo_model.layers)
         if isinstance(layers, str):
@@ -60,14 +69,20 @@ class Explainer:
         self.layers = {n: self.zoo_model.layers[n] for n in known if n in names}
         self.output = output
         self.settings = settings
-        if isinstance(stats, (str, Path)):
-            stats = FeatureStats.load(stats)
-        self.stats = stats if stats is not None else feature_stats(self.zoo_model, stats_texts)
+        if isinstance(feature_std, (str, Path)):
+            feature_std = FeatureStats.load(feature_std)
+        self.feature_std = feature_std if feature_std is not None else feature_stats(self.zoo_model, feature_std_texts)
         needed = list(self.layers) + ([OUTPUT] if output else [])
-        missing = [n for n in needed if n not in self.stats.std_]
+        missing = [n for n in needed if n not in self.feature_std.std_]
         if missing:
-            raise ValueError(f"the feature statistics lack {missing} (they have {sorted(self.stats.std_)}); "
-                             "fit them on every layer and 'output', or pass stats=None to fit them here")
+            raise ValueError(f"feature_std (σ_S) lacks {missing} (it has {sorted(self.feature_std.std_)}); "
+                             "fit it on every layer and 'output', or pass feature_std=None to fit it here")
+
+    @property
+    def stats(self) -> FeatureStats:
+        """Deprecated spelling of :attr:`feature_std`."""
+        renamed("Explainer.stats", "Explainer.feature_std")
+        return self.feature_std
 
     def __call__(self, texts: str | Sequence[str], **settings: Any) -> LayerExplanation:
         """Explain ``texts`` (one sentence or a list) at every chosen layer and the prediction."""
@@ -78,23 +93,31 @@ class Explainer:
         ids, mask = ids.to(device), mask.to(device)
         return explain_layers(
             zm.forward, zm.embedding, ids, layers=self.layers, output=self.output, additional_forward_args=(mask,),
-            feature_std=self.stats, groupings=groups, texts=texts, model_name=zm.name,
+            feature_std=self.feature_std, groupings=groups, texts=texts, model_name=zm.name,
             label_names=list(zm.label_names), **{"mask": mask, **self.settings, **settings},
         )
 
 
-def explain(model: Any, tokenizer: Any = None, texts: str | Sequence[str] | None = None, **kwargs: Any) -> LayerExplanation:
-    """``Explainer(model, tokenizer, **kwargs)(texts)``: every layer and the prediction, by word.
+def explain(model: Any, tokenizer: Any = None, texts: str | Sequence[str] | None = None, *,
+            layers: str | Sequence[str] = "all", output: bool = True,
+            feature_std: FeatureStats | str | Path | None = None, feature_std_texts: Sequence[str] | None = None,
+            tolerance: float | None = DEFAULT, method: str = DEFAULT, max_steps: int = DEFAULT,
+            n_samples: int | None = DEFAULT, seed: int = DEFAULT, internal_batch_size: int | None = DEFAULT,
+            show_progress: bool = DEFAULT, **settings: Any) -> LayerExplanation:
+    """``Explainer(model, tokenizer, ...)(texts)``: every layer and the prediction, by word.
 
     ``tokenizer`` may be left out for a zoo model (``explain("cnn", texts=[...])``); a string in
-    its place is taken as the texts."""
+    its place is taken as the texts. The keywords are :class:`Explainer`'s and
+    :meth:`EntropyAttribution.attribute`'s (``**settings``: any other field of
+    :class:`~captum_entropy.Settings`)."""
     if texts is None and isinstance(tokenizer, (str, list, tuple)):
         tokenizer, texts = None, tokenizer
     if texts is None:
         raise TypeError("explain() needs texts: explain(model, tokenizer, 'a sentence') or texts=[...]")
-    run_keys = {"max_steps", "n_samples", "tolerance", "seed", "show_progress", "internal_batch_size"}
-    init = {k: v for k, v in kwargs.items() if k not in run_keys}
-    return Explainer(model, tokenizer, **init)(texts, **{k: v for k, v in kwargs.items() if k in run_keys})
+    chosen = given(tolerance=tolerance, method=method, max_steps=max_steps, n_samples=n_samples, seed=seed,
+                   internal_batch_size=internal_batch_size, show_progress=show_progress)
+    return Explainer(model, tokenizer, layers=layers, output=output, feature_std=feature_std,
+                     feature_std_texts=feature_std_texts, **settings)(texts, **chosen)
 
 
 def as_zoo_model(model: Any, tokenizer: Any = None):
@@ -141,14 +164,14 @@ def feature_stats(zm: Any, texts: Sequence[str] | None = None, batch_size: int =
         texts = [e.text for e in load_polarity("train")[:STATS_SENTENCES]]
     texts = check_texts(texts)
     if len(texts) < 2:
-        raise ValueError("feature statistics need at least 2 sentences")
+        raise ValueError("fitting σ_S (the features' std) needs at least 2 sentences")
     key = hashlib.sha256((fingerprint(zm.model) + "\n".join(texts)).encode()).hexdigest()[:16]
     path = cache_dir() / "stats" / f"{zm.name.replace('/', '_')}-{key}.safetensors"
     if path.is_file():
         try:
             return FeatureStats.load(path)
         except Exception as err:  # a damaged cache entry is refitted, never trusted
-            warnings.warn(f"cached feature statistics {path} are unreadable ({type(err).__name__}); refitting",
+            warnings.warn(f"cached σ_S (features' std) {path} is unreadable ({type(err).__name__}); refitting",
                           stacklevel=2)
             path.unlink(missing_ok=True)
     device = _device(zm.model)
@@ -161,7 +184,7 @@ def feature_stats(zm: Any, texts: Sequence[str] | None = None, batch_size: int =
     try:
         stats.save(path)
     except OSError as err:  # a read-only or full cache costs a refit next time, nothing else
-        warnings.warn(f"could not cache the feature statistics in {path.parent} ({err}); they will be refitted "
+        warnings.warn(f"could not cache σ_S (the features' std) in {path.parent} ({err}); it will be refitted "
                       "next time (set CAPTUM_ENTROPY_CACHE to a writable folder)", stacklevel=2)
     return stats
 

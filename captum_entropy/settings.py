@@ -13,6 +13,21 @@ from .optim import SMALL_FEATURE_SAMPLES, OptimSettings, _is_bool, _is_int, _is_
 DEFAULT_TOLERANCE = 0.05
 MAX_SIGMA_FACTOR = 10.0
 
+
+class _Default:
+    """A keyword left unset: its default applies (or the preset's); shown as ``default`` in help()."""
+
+    def __repr__(self) -> str:
+        return "default"
+
+
+DEFAULT: Any = _Default()
+
+
+def given(**kwargs: Any) -> dict[str, Any]:
+    """The keywords a caller set (those not left at :data:`DEFAULT`)."""
+    return {k: v for k, v in kwargs.items() if v is not DEFAULT}
+
 # keywords of other Captum methods, and what this method takes instead
 CAPTUM_ONLY = {
     "baselines": "the method needs no baseline (the reference is the input itself; the noise scale is learned)",

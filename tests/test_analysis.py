@@ -69,7 +69,7 @@ def test_one_call_equals_separate_single_layer_calls():
 
 
 def test_words_add_their_tokens_and_specials_are_kept_apart(hf_bert, minilm_tokenizer):
-    ex = Explainer(hf_bert, minilm_tokenizer, stats_texts=TEXTS * 3, **QUICK)(TEXTS)
+    ex = Explainer(hf_bert, minilm_tokenizer, feature_std_texts=TEXTS * 3, **QUICK)(TEXTS)
     g = ex.groupings[0]
     assert ex.words(0) == ["an", "unbelievably", "dull", "movie", "."]
     assert g.special_names() == ["[CLS]", "[SEP]"]
@@ -135,16 +135,16 @@ def test_relative_depth_puts_models_of_any_depth_on_one_axis():
 
 def test_explainer_caches_feature_statistics_per_model(hf_bert, minilm_tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("CAPTUM_ENTROPY_CACHE", str(tmp_path))
-    first = Explainer(hf_bert, minilm_tokenizer, stats_texts=TEXTS * 2, output=False)
+    first = Explainer(hf_bert, minilm_tokenizer, feature_std_texts=TEXTS * 2, output=False)
     files = list((tmp_path / "stats").glob("*.safetensors"))
     assert len(files) == 1
-    second = Explainer(hf_bert, minilm_tokenizer, stats_texts=TEXTS * 2, output=False)
-    for name in first.stats.std_:
-        assert torch.equal(first.stats.std_[name], second.stats.std_[name])
+    second = Explainer(hf_bert, minilm_tokenizer, feature_std_texts=TEXTS * 2, output=False)
+    for name in first.feature_std.std_:
+        assert torch.equal(first.feature_std.std_[name], second.feature_std.std_[name])
     files[0].write_bytes(b"not a safetensors file")  # a damaged cache entry is refitted, never trusted
     with pytest.warns(UserWarning, match="refitting"):
-        third = Explainer(hf_bert, minilm_tokenizer, stats_texts=TEXTS * 2, output=False)
-    assert torch.equal(third.stats.std_["layer1"], first.stats.std_["layer1"])
+        third = Explainer(hf_bert, minilm_tokenizer, feature_std_texts=TEXTS * 2, output=False)
+    assert torch.equal(third.feature_std.std_["layer1"], first.feature_std.std_["layer1"])
 
 
 @pytest.mark.parametrize("texts, error, match", [
@@ -154,12 +154,12 @@ def test_explainer_caches_feature_statistics_per_model(hf_bert, minilm_tokenizer
 ])
 def test_explain_rejects_bad_texts(hf_bert, minilm_tokenizer, texts, error, match):
     with pytest.raises(error, match=match):
-        explain(hf_bert, minilm_tokenizer, texts, stats_texts=TEXTS)
+        explain(hf_bert, minilm_tokenizer, texts, feature_std_texts=TEXTS)
 
 
 def test_explainer_rejects_unknown_layers_and_models(hf_bert, minilm_tokenizer):
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['layer9'\]"):
-        Explainer(hf_bert, minilm_tokenizer, layers=["layer9"], stats_texts=TEXTS)
+        Explainer(hf_bert, minilm_tokenizer, layers=["layer9"], feature_std_texts=TEXTS)
     with pytest.raises(ValueError, match="needs its tokenizer"):
         Explainer(hf_bert)
     with pytest.raises(ValueError, match="unknown zoo model 'gpt9'"):

@@ -111,7 +111,7 @@ def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(
                                            "fa": "feature_ablation", "Saliency": Saliency, "random": "random",
                                            "position": Custom()},
                   removals=("delete", "mask", "noise"), batch_size=4, progress=False,
-                  stats=None, entropy_settings={"max_steps": 30})
+                  feature_std=None, entropy_settings={"max_steps": 30})
     df = ev.frame()
     assert len(df) == 6 * 3 * len(TEXTS) and set(df["method"]) == {"entropy", "entropy_layer", "fa", "Saliency",
                                                                    "random", "position"}
@@ -245,7 +245,7 @@ def test_provably_ignored_words_get_nothing_and_a_linear_model_s_contributions_a
     stats_free = {"entropy": "entropy", "saliency": "saliency", "ixg": "input_x_gradient", "random": "random"}
     with warnings.catch_warnings():  # σ_S of an untrained model may be floored (TinyStdWarning) when first fitted
         warnings.simplefilter("ignore")
-        df = known_answers(zm, TEXTS, stats_free, ignored=ignored, stats=None, entropy_settings={"max_steps": 20})
+        df = known_answers(zm, TEXTS, stats_free, ignored=ignored, feature_std=None, entropy_settings={"max_steps": 20})
     by = df.groupby("method")["ignored_share"].mean()
     assert by["saliency"] == 0.0 and by["ixg"] == 0.0 and by["entropy"] == 0.0 and by["random"] > 0.1
     assert df[df.method == "entropy"]["read_auc"].dropna().min() == 1.0

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .._deprecated import renamed_keyword
 from .faithfulness import _kendall
 from .methods import Task, _layer_attr, word_scores
 
@@ -35,14 +36,15 @@ def _gradient_layers(task: Task, method: str) -> list[list[torch.Tensor]]:
 
 
 def layer_coherency(model: Any, texts: Sequence[str], tokenizer: Any = None,
-                    methods: Sequence[str] = COHERENCY_METHODS, stats: Any = None, batch_size: int = 16,
-                    entropy_settings: dict | None = None):
+                    methods: Sequence[str] = COHERENCY_METHODS, feature_std: Any = None, batch_size: int = 16,
+                    entropy_settings: dict | None = None, stats: Any = None):
     """A pandas DataFrame: model, method, sentence, the layer pair, Kendall's τ of the word
     scores at the two layers (NaN where a sentence has fewer than 2 words or a row is constant)."""
     import pandas as pd
 
     from ..explainer import Explainer, as_zoo_model, check_texts
 
+    feature_std = renamed_keyword("layer_coherency", "stats", "feature_std", stats, feature_std)
     texts = check_texts(texts)
     zm = as_zoo_model(model, tokenizer)
     unknown = [m for m in methods if m not in COHERENCY_METHODS]
@@ -51,7 +53,7 @@ def layer_coherency(model: Any, texts: Sequence[str], tokenizer: Any = None,
     names = list(zm.layers)
     if len(names) < 2:
         raise ValueError(f"{zm.name} has one hidden layer ({names}): coherency needs two or more")
-    explainer = Explainer(zm, output=False, stats=stats, show_progress=False, **(entropy_settings or {})) \
+    explainer = Explainer(zm, output=False, feature_std=feature_std, show_progress=False, **(entropy_settings or {})) \
         if "entropy" in methods else None
     rows, device = [], next(iter(zm.model.parameters())).device
     for start in range(0, len(texts), batch_size):

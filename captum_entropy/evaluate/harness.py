@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .._deprecated import renamed_keyword
 from .faithfulness import HIGHER_IS_BETTER, METRICS, REMOVALS, Perturber, embedding_stats, faithfulness
 from .methods import Task, entropy_layer, entropy_logit, methods_from
 from .statistics import bootstrap_ci, win_tie_loss
@@ -25,8 +26,8 @@ FORMAT = "captum_entropy.Evaluation/1"
 def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
              methods: Any = ("entropy", "saliency", "input_x_gradient", "layer_ig", "random"),
              removals: Sequence[str] = REMOVALS, batch_size: int = 16, perturb_batch_size: int = 256,
-             stats: Any = None, seed: int = 0, progress: bool = True,
-             entropy_settings: dict | None = None) -> "Evaluation":
+             feature_std: Any = None, seed: int = 0, progress: bool = True,
+             entropy_settings: dict | None = None, stats: Any = None) -> "Evaluation":
     """Score ``methods`` on ``model`` (a zoo name, ZooModel or HF classifier + ``tokenizer``) and
     ``texts``: word scores per method (sentences in batches of ``batch_size``), then every
     faithfulness metric under every removal in ``removals``, all perturbed copies batched.
@@ -35,13 +36,15 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
         methods: names (:data:`~captum_entropy.evaluate.methods.METHODS`), Captum classes or
             instances, ``captum.attr`` names, callables ``task -> scores``, or a mapping
             name -> any of these.
-        stats: σ_S for the entropy methods (default: fitted and cached as in ``explain``).
+        feature_std: σ_S for the entropy methods (default: fitted and cached as in ``explain``);
+            ``stats`` is its deprecated spelling.
         entropy_settings: EntropyAttribution settings (``max_steps``, ``n_samples``, ...).
     """
     from tqdm.auto import tqdm
 
     from ..explainer import as_zoo_model, check_texts, feature_stats
 
+    feature_std = renamed_keyword("evaluate", "stats", "feature_std", stats, feature_std)
     texts = check_texts(texts)
     zm = as_zoo_model(model, tokenizer)
     chosen = methods_from(methods)
@@ -51,8 +54,8 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
     bad = [r for r in removals if r not in REMOVALS]
     if bad or not removals:
         raise ValueError(f"removals must be a non-empty subset of {REMOVALS}, got {list(removals)}")
-    if stats is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
-        stats = feature_stats(zm)
+    if feature_std is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
+        feature_std = feature_stats(zm)
     device = next(iter(zm.model.parameters())).device
     encoded = []
     for start in range(0, len(texts), batch_size):
@@ -66,7 +69,7 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
         for start, ids, mask, groups in encoded:
             with torch.no_grad():
                 target = zm.forward(ids, mask).argmax(-1)
-            task = Task(zm, ids, mask, target, groups, stats, seed, {"entropy": dict(entropy_settings or {})}, start)
+            task = Task(zm, ids, mask, target, groups, feature_std, seed, {"entropy": dict(entropy_settings or {})}, start)
             perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed, noise_stats, start)
                           for r in removals}
             for m in chosen:

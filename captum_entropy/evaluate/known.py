@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._deprecated import renamed_keyword
 from .methods import Task, entropy_layer, entropy_logit, methods_from
 
 
@@ -113,8 +114,9 @@ def _auc(read: np.ndarray, ignored: np.ndarray) -> float:
     return float(mannwhitneyu(read, ignored).statistic / (len(read) * len(ignored)))
 
 
-def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor | None = None, stats: Any = None,
-                  batch_size: int = 16, seed: int = 0, entropy_settings: dict | None = None):
+def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor | None = None,
+                  feature_std: Any = None, batch_size: int = 16, seed: int = 0,
+                  entropy_settings: dict | None = None, stats: Any = None):
     """Per sentence and method, the ground-truth scores: with ``ignored`` (a vocabulary mask from
     :func:`ignoring_model`) ``read_auc`` and ``ignored_share``; without it (a
     :func:`linear_model`) ``rho_signed`` and ``rho_abs`` against the exact contributions.
@@ -125,8 +127,9 @@ def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor |
     from ..explainer import check_texts, feature_stats
 
     texts, chosen = check_texts(texts), methods_from(methods)
-    if stats is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
-        stats = feature_stats(zm)
+    feature_std = renamed_keyword("known_answers", "stats", "feature_std", stats, feature_std)
+    if feature_std is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
+        feature_std = feature_stats(zm)
     rows = []
     for start in range(0, len(texts), batch_size):
         ids, mask, groups = zm.encode(texts[start:start + batch_size])
@@ -137,7 +140,7 @@ def known_answers(zm: Any, texts: Sequence[str], methods: Any, ignored: Tensor |
             if ignored is None:  # exact contributions of the linear model's words to the predicted logit
                 w = zm.model.head.weight[target]
                 contrib = (zm.model.embedding(ids) * w[:, None]).sum(-1) / mask.sum(1, keepdim=True)
-        task = Task(zm, ids, mask, target, list(groups), stats, seed, {"entropy": dict(entropy_settings or {})}, start)
+        task = Task(zm, ids, mask, target, list(groups), feature_std, seed, {"entropy": dict(entropy_settings or {})}, start)
         for m in chosen:
             for b, s in enumerate(m(task)):
                 s = s.numpy()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._deprecated import renamed
 from .._names import OUTPUT
 from ..words import WordGrouping
 
@@ -39,17 +40,23 @@ from ..words import WordGrouping
 class Task:
     """One batch to explain: ``zoo_model`` (a :class:`~captum_entropy.zoo.ZooModel`), ids and mask
     (B, T), ``target`` the predicted class per sentence, ``groupings`` per sentence, σ_S for
-    the entropy methods (``stats``), a ``seed`` and per-method ``settings``."""
+    the entropy methods (``feature_std``), a ``seed`` and per-method ``settings``."""
 
     zoo_model: Any
     ids: Tensor
     mask: Tensor
     target: Tensor
     groupings: list[WordGrouping]
-    stats: Any = None
+    feature_std: Any = None
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
     offset: int = 0  # the dataset index of the first sentence (per-sentence seeds)
+
+    @property
+    def stats(self) -> Any:
+        """Deprecated spelling of :attr:`feature_std`."""
+        renamed("Task.stats", "Task.feature_std")
+        return self.feature_std
 
     @property
     def forward(self) -> Callable[[Tensor, Tensor], Tensor]:
@@ -159,7 +166,7 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
 
     zm = task.zoo_model
     module = None if layer is None else zm.layers[layer]
-    std = None if task.stats is None else task.stats[OUTPUT if layer is None else layer]
+    std = None if task.feature_std is None else task.feature_std[OUTPUT if layer is None else layer]
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

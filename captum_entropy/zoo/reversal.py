@@ -241,7 +241,7 @@ class ReverseLSTM(nn.Module):
         )
 
     def all_logits(self, batch: Batch, emitted: Tensor) -> Tensor:
-        """(B, L, V) logits of every step given the emitted prefix (for feature statistics)."""
+        """(B, L, V) logits of every step given the emitted prefix (for σ_S, the features' std)."""
         return self(batch.src, batch.lengths, self.decoder_inputs(emitted))
 
 
@@ -310,7 +310,7 @@ class ReverseTransformer(nn.Module):
         )
 
     def all_logits(self, batch: Batch, emitted: Tensor) -> Tensor:
-        """(B, L, V) logits at every position (for feature statistics)."""
+        """(B, L, V) logits at every position (for σ_S, the features' std)."""
         return self(batch.src, batch.mask)
 
 

@@ -1,0 +1,75 @@
+"""The main entry points spell out their main settings (IDEs and help() show them), a keyword left
+unset leaves the default or the preset's value, and the old spellings still work with a warning."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+
+import pytest
+import torch
+
+from captum_entropy import EntropyAttribution, Explainer, explain
+from captum_entropy.settings import DEFAULT, Settings, given
+
+from .tiny_models import bert_logits
+
+MAIN = ("tolerance", "feature_std", "mask", "pad_token_id", "max_sigma", "method", "max_steps", "n_samples", "seed",
+        "internal_batch_size", "show_progress")
+
+
+@pytest.mark.parametrize("function", [EntropyAttribution.attribute, EntropyAttribution.explain])
+def test_attribute_and_explain_name_their_main_settings(function):
+    params = inspect.signature(function).parameters
+    for name in ("preset", *MAIN):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY and params[name].annotation != inspect._empty
+    assert params["settings"].kind is inspect.Parameter.VAR_KEYWORD  # the rest, documented in Settings
+
+
+def test_return_convergence_delta_has_one_overload_per_return_type():
+    overloads = typing.get_overloads(EntropyAttribution.attribute)
+    assert len(overloads) == 2
+    delta = [inspect.signature(o).parameters["return_convergence_delta"].annotation for o in overloads]
+    assert delta == ["Literal[False]", "Literal[True]"]
+    assert [inspect.signature(o).return_annotation.startswith("tuple") for o in overloads] == [False, True]
+
+
+def test_the_one_liner_names_its_main_settings():
+    params = inspect.signature(explain).parameters
+    for name in ("layers", "output", "feature_std", "feature_std_texts", "tolerance", "method", "max_steps",
+                 "n_samples", "seed", "internal_batch_size", "show_progress"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_an_unset_keyword_leaves_the_preset_its_value():
+    assert given(tolerance=DEFAULT, max_steps=7) == {"max_steps": 7} and repr(DEFAULT) == "default"
+    guan = Settings.from_kwargs("guan2019", **given(tolerance=DEFAULT, max_steps=DEFAULT))
+    assert guan.tolerance is None and guan.entropy_weight == 0.1 and guan.optim.max_steps == 5000
+
+
+def test_named_and_keyword_settings_give_the_same_answer(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = EntropyAttribution(bert_logits(bert), bert.bert.embeddings)
+    kw = {"target": 0, "additional_forward_args": (mask,)}
+    named = ea.attribute(ids, **kw, max_steps=3, n_samples=4, seed=3, tolerance=0.1)
+    loose = ea.attribute(ids, **kw, **{"max_steps": 3, "n_samples": 4, "seed": 3, "tolerance": 0.1})
+    other_seed = ea.attribute(ids, **kw, max_steps=3, n_samples=4, seed=4, tolerance=0.1)
+    assert torch.equal(named, loose) and not torch.equal(named, other_seed)  # the named seed is used
+    with pytest.raises(TypeError, match="unknown setting"):
+        ea.attribute(ids, **kw, max_stpes=3)
+
+
+def test_the_old_feature_std_keywords_warn_and_name_the_new_one():
+    from captum_entropy import compare
+    from captum_entropy.evaluate import evaluate
+
+    for call, new in [(lambda: Explainer("no-such-model", stats="S"), r"Explainer\(feature_std=\.\.\.\)"),
+                      (lambda: Explainer("no-such-model", stats_texts=["a"]), r"Explainer\(feature_std_texts=\.\.\.\)"),
+                      (lambda: compare(["no-such-model"], ["a film"], stats_texts=["a"]), r"compare\(feature_std_texts"),
+                      (lambda: evaluate("no-such-model", ["a film"], stats="S"), r"evaluate\(feature_std=")]:
+        with pytest.deprecated_call(match=new), pytest.raises(ValueError, match="unknown zoo model"):
+            call()  # the keyword is read (and warned about) before the model is looked up
+    ex = Explainer.__new__(Explainer)
+    ex.feature_std = "S"
+    with pytest.deprecated_call(match="Explainer.feature_std"):
+        assert ex.stats == "S"
