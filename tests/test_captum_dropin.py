@@ -13,6 +13,7 @@ from torch import nn
 
 from captum_entropy import EntropyAttribution
 
+from .invariants import snapshot
 from .tiny_models import LinearMap, bert_logits
 
 FAST = dict(max_steps=20)
@@ -77,16 +78,15 @@ def test_attributions_are_contiguous_and_writable(bert, bert_batch):
 def test_works_inside_no_grad_and_leaves_the_model_as_it_was(bert, bert_batch):
     ids, mask = bert_batch
     bert.train()
-    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    before = snapshot(bert)
     with torch.no_grad():
         attr = EntropyAttribution(bert_logits(bert), bert.bert.embeddings).attribute(
             ids, target=0, additional_forward_args=(mask,), **FAST
         )
         assert not torch.is_grad_enabled()  # the caller's no_grad is still in force after the call
     assert torch.isfinite(attr).all()
-    assert bert.training and all(m.training for m in bert.modules())
-    assert all(torch.equal(v, bert.state_dict()[k]) for k, v in before.items())
-    assert all(p.grad is None and p.requires_grad for p in bert.parameters())
+    before.assert_unchanged()  # weights, .grad (still None), requires_grad, training flags, hooks
+    assert bert.training and all(p.grad is None for p in bert.parameters())
 
 
 def test_attention_mask_in_additional_forward_args_equals_an_explicit_mask(bert, bert_batch):
@@ -247,8 +247,8 @@ class TiedLM(nn.Module):
 def test_a_tied_embedding_is_explained_and_left_as_it_was():
     model = TiedLM().eval()
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
-    before = model.emb.weight.detach().clone()
+    before = snapshot(model)
     attr = EntropyAttribution(model, model.emb).attribute(ids, target=3, feature_std=torch.tensor(0.1), **FAST)
     assert attr.shape == (2, 4, 6) and torch.isfinite(attr).all() and (attr >= 0).all() and attr.sum() > 0
-    assert model.head.weight is model.emb.weight and torch.equal(model.emb.weight, before)
-    assert all(p.grad is None for p in model.parameters())
+    before.assert_unchanged()
+    assert model.head.weight is model.emb.weight and all(p.grad is None for p in model.parameters())
