@@ -1,22 +1,12 @@
-"""Whole datasets: every sentence explained, in shards that survive being killed, on one process or many.
-
-A run folder holds::
-
-    run.json                         what is explained (model fingerprint, layers, settings, σ_S,
-                                     the sentences' sha256) and the plan: the rows of each shard
-    shards/shard-000012.safetensors  one LayerExplanation per shard, written atomically
-    index-rank0.jsonl                one line per finished shard (rows, sha256 of the file,
-                                     seconds), appended once the file is in place: the commit
+"""Whole datasets: every sentence explained into a run folder, in shards that survive being killed,
+on one process or many.
 
 A shard counts as done only when its index line exists and the file's sha256 matches it, so a
 run killed at any moment (SIGKILL mid-shard included) resumes from its last whole shard and ends
-with exactly the rows of an uninterrupted run. Shards are planned once, from the sentences alone
-(sorted by token length so a shard pads little), so the numbers never depend on how many
-processes ran them: under ``torchrun`` rank r takes shards r, r + N, ...
-
-    >>> from captum_entropy.runs import plan_shards
-    >>> plan_shards([5, 2, 9, 2, 7], shard_size=2)          # rows grouped by length
-    [[1, 3], [0, 4], [2]]
+with exactly the rows of an uninterrupted run. Shards are planned once, from the sentences alone,
+so the numbers never depend on how many processes ran them: under ``torchrun`` rank r takes
+shards r, r + N, ... The folder's format is :mod:`.run_folder`, the processes :mod:`.ranks`, the
+reader :mod:`.run_results`; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -26,118 +16,24 @@ import json
 import os
 import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from .analysis import LayerExplanation
 from .errors import ConvergenceWarning
+from .ranks import Rank, _agree, _dist, _same_everywhere, distributed, rank_device
+from .run_folder import (RUN_FILE, RUN_FORMAT, SHARDS, _append, _file_sha, _read_run, _records, _sha, plan_shards,
+                         shard_path)
+from .run_results import RunResults
 from ._io import leftover_temp_files, write_text
 
-RUN_FORMAT = "captum_entropy.run/1"
+__all__ = ["RUN_FILE", "RUN_FORMAT", "SHARDS", "Rank", "RunResults", "distributed", "plan_shards", "rank_device",
+           "run_dataset", "shard_path"]
+
 NOT_IDENTITY = ("show_progress", "internal_batch_size")  # display and memory: they never change a number
-RUN_FILE = "run.json"
-SHARDS = "shards"
 
-
-def plan_shards(lengths: Sequence[int], shard_size: int, sort_by_length: bool = True) -> list[list[int]]:
-    """Row indices in shards of ``shard_size``; with ``sort_by_length`` rows of similar token
-    length share a shard (stable: ties keep dataset order), so the batch pads little."""
-    if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i)) if sort_by_length else list(range(len(lengths)))
-    return [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
-
-
-# -- distributed ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Rank:
-    """This process's place in a run: ``rank`` of ``world_size``; ``device`` its accelerator (or cpu)."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-
-def rank_device(device: str = "auto") -> torch.device:
-    """This process's device: ``cuda:LOCAL_RANK`` for ``"cuda"`` (or ``"auto"`` with a GPU), else the CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu'")
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
-
-
-@contextmanager
-def distributed(device: str = "auto", timeout: timedelta = timedelta(hours=24)) -> Iterator[Rank]:
-    """This process's :class:`Rank`. Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process
-    group (NCCL on CUDA, gloo on CPU) and leaves it at the end; otherwise rank 0 of 1.
-
-    ``device``: ``"auto"`` (this rank's GPU, ``cuda:LOCAL_RANK``, when there is one, else the
-    CPU), ``"cpu"`` or ``"cuda"``."""
-    dev = rank_device(device)
-    cuda = dev.type == "cuda"
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        yield Rank(0, 1, dev)
-        return
-    import torch.distributed as dist
-
-    own = not dist.is_initialized()
-    if own:
-        if cuda:
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timeout)
-    try:
-        yield Rank(dist.get_rank(), dist.get_world_size(), dev)
-    finally:
-        if own:
-            dist.destroy_process_group()
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _same_everywhere(identity: dict) -> None:
-    """Every rank must explain the same thing (model weights, σ_S, settings, sentences)."""
-    dist = _dist()
-    if dist is None:
-        return
-    every: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(every, identity)
-    differ = sorted({k for other in every for k in identity if other.get(k) != identity[k]})
-    if differ:
-        raise ValueError(f"the processes of this run disagree on {', '.join(differ)}: give every rank the same "
-                         "model, σ_S, settings and sentences")
-
-
-def _agree(rank: int, check) -> Any:
-    """Run ``check()`` on rank 0 and give every rank its value (or its ValueError, raised on every rank)."""
-    dist = _dist()
-    value, error = None, None
-    if rank == 0:
-        try:
-            value = check()
-        except Exception as err:  # every rank must hear of it, or the others wait for the plan forever
-            error = f"{err}" if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-    if dist is not None:
-        box = [(value, error)]
-        dist.broadcast_object_list(box, src=0)
-        value, error = box[0]
-    if error is not None:
-        raise ValueError(error)
-    return value
-
-
-# -- the run -------------------------------------------------------------------------------------
 
 def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, labels: Sequence[int] | None = None,
                 shard_size: int = 16, sort_by_length: bool = True, progress: bool = True,
@@ -224,11 +120,6 @@ def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, la
     return RunResults(out) if (out / RUN_FILE).is_file() else None
 
 
-def shard_path(out: str | os.PathLike, k: int) -> Path:
-    """Where shard ``k`` of the run in ``out`` lives (built from ``k``, never read from a file)."""
-    return Path(out) / SHARDS / f"shard-{k:06d}.safetensors"
-
-
 def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], make_plan) -> list[list[int]]:
     """The plan of the run in ``out``: read (after checking it is this run) or made and written."""
     path = out / RUN_FILE
@@ -245,19 +136,6 @@ def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], ma
     write_text(path, json.dumps({"format": RUN_FORMAT, "identity": identity, "plan": plan, "labels": labels,
                                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     return plan
-
-
-def _read_run(path: Path) -> dict:
-    """``run.json``, checked: valid JSON in this library's run format."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); the run folder was edited: delete it or choose "
-                         "another out folder") from None
-    if not isinstance(saved, dict) or saved.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path.parent} is not a captum_entropy run folder ({path} is not in the format "
-                         f"{RUN_FORMAT!r}); choose another out folder")
-    return saved
 
 
 def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, texts: list[str]) -> set[int]:
@@ -296,36 +174,6 @@ def _recover(out: Path, plan: list[list[int]], mine: list[int], index: Path, tex
     return done
 
 
-def _records(out: Path, plan: list[list[int]]) -> dict[int, set[str]]:
-    """Shard -> the sha256 values its index lines name, from every rank's index."""
-    records: dict[int, set[str]] = {}
-    for index in sorted(out.glob("index-rank*.jsonl")):
-        lines = index.read_text(encoding="utf-8").splitlines(keepends=True)
-        for n, line in enumerate(lines, start=1):
-            if not line.endswith("\n"):
-                continue  # a torn last line: the process was killed while appending it
-            try:
-                rec = json.loads(line)
-                k = int(rec["shard"])
-                ok = 0 <= k < len(plan) and rec["rows"] == plan[k] and isinstance(rec["sha256"], str)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(f"{index} line {n} is not an index record of this run; it was edited: delete that "
-                                 "line and resume the run (its shard is recomputed or re-indexed)")
-            records.setdefault(k, set()).add(rec["sha256"])
-    return records
-
-
-def _append(index: Path, record: dict) -> None:
-    """One line, written and flushed in one call: a kill leaves at most a torn last line."""
-    index.parent.mkdir(parents=True, exist_ok=True)
-    with open(index, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _device_of(model: Any) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
@@ -339,18 +187,6 @@ def _lengths(zm: Any, texts: list[str], batch: int = 256) -> list[int]:
     return lengths
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stats_sha(stats: Any) -> str:
     h = hashlib.sha256()
     for name in sorted(stats.std_):
@@ -360,108 +196,3 @@ def _stats_sha(stats: Any) -> str:
 
 def _jsonable(settings: dict) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=repr))
-
-
-# -- reading -------------------------------------------------------------------------------------
-
-class RunResults:
-    """The run folder ``out`` as one dataset: which rows are done, the shards, one merged result.
-
-    >>> results = RunResults("out/run")                      # doctest: +SKIP
-    >>> results.complete, len(results), results.table().head()   # doctest: +SKIP
-    """
-
-    def __init__(self, out: str | os.PathLike) -> None:
-        self.out = Path(out)
-        path = self.out / RUN_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.out} holds no {RUN_FILE}: not a run folder (start one with "
-                                    "`captum-entropy run` or run_dataset)")
-        saved = _read_run(path)
-        self.identity: dict = saved["identity"]
-        self.plan: list[list[int]] = saved["plan"]
-        self.labels: list[int] = saved["labels"]
-        records = _records(self.out, self.plan)
-        self.done = sorted(k for k in records if shard_path(self.out, k).is_file())
-        self._records = records
-
-    def __len__(self) -> int:
-        """Sentences done."""
-        return sum(len(self.plan[k]) for k in self.done)
-
-    def __repr__(self) -> str:
-        return (f"RunResults({str(self.out)!r}, model={self.identity['model']!r}, "
-                f"{len(self)}/{self.identity['sentences']} sentences, {len(self.done)}/{len(self.plan)} shards)")
-
-    @property
-    def complete(self) -> bool:
-        return len(self.done) == len(self.plan)
-
-    @property
-    def missing_rows(self) -> list[int]:
-        """Dataset rows not done yet (resume the run to compute them)."""
-        done = set(self.done)
-        return sorted(i for k, rows in enumerate(self.plan) if k not in done for i in rows)
-
-    def shards(self, verify: bool = True) -> Iterator[tuple[list[int], LayerExplanation]]:
-        """``(rows, explanation)`` of every done shard; ``verify`` checks each file's sha256
-        against its index line (a file changed after it was written is an error)."""
-        for k in self.done:
-            path = shard_path(self.out, k)
-            if verify and _file_sha(path) not in self._records[k]:
-                raise ValueError(f"{path} does not match its index line (sha256): it changed after it was "
-                                 "written; delete it and resume the run to recompute it")
-            yield self.plan[k], LayerExplanation.load(path)
-
-    def merge(self, allow_partial: bool = False) -> LayerExplanation:
-        """Every done sentence in one :class:`LayerExplanation`, in dataset order (their dataset
-        rows in ``settings["rows"]``)."""
-        if not self.complete and not allow_partial:
-            raise ValueError(f"{self!r} is not complete ({len(self.missing_rows)} rows missing): resume the run, "
-                             "or pass allow_partial=True")
-        if not self.done:
-            raise ValueError(f"{self.out} has no finished shard yet")
-        rows, parts = zip(*self.shards())
-        flat = [i for r in rows for i in r]
-        merged = LayerExplanation.concat(list(parts))
-        merged = merged.take(sorted(range(len(flat)), key=flat.__getitem__))
-        merged.settings = {**merged.settings, "rows": sorted(flat)}  # which dataset rows (a partial merge)
-        return merged
-
-    def table(self, unit: str = "nats"):
-        """A pandas DataFrame, one row per (sentence, feature, word): the dataset row, its label,
-        the prediction, the feature and its depth, the word and its number of pieces (tokens),
-        ``entropy_per_dim`` and ``kept_per_dim`` (``unit``/dim, each the mean over the word's
-        pieces and dimensions: rank and compare words by these), ``share`` (kept_per_dim over
-        the sentence's sum), ``entropy_total`` and ``kept_total`` (``unit``, summed over the
-        word's pieces and dimensions), saturation and the feature's convergence."""
-        import pandas as pd
-
-        cols: dict[str, list] = {k: [] for k in ("row", "label", "prediction", "probability", "feature", "depth",
-                                                 "word_index", "word", "pieces", "entropy_per_dim", "kept_per_dim",
-                                                 "share", "entropy_total", "kept_total", "saturated", "converged")}
-        for rows, ex in self.shards():
-            for b, row in enumerate(rows):
-                words, pieces = ex.words(b), ex.word_pieces(b).tolist()
-                ent, kept, share, sat = (ex.word_entropy(b, unit), ex.word_kept(b, unit), ex.word_share(b),
-                                         ex.word_saturated(b))
-                ent_total, kept_total = ex.word_entropy_total(b, unit), ex.word_kept_total(b, unit)
-                for f, feature in enumerate(ex.layers):
-                    n = len(words)
-                    cols["row"] += [row] * n
-                    cols["label"] += [self.labels[row]] * n
-                    cols["prediction"] += [int(ex.prediction[b])] * n
-                    cols["probability"] += [float(ex.probability[b])] * n
-                    cols["feature"] += [feature] * n
-                    cols["depth"] += [ex.depth[f]] * n
-                    cols["word_index"] += list(range(n))
-                    cols["word"] += words
-                    cols["pieces"] += pieces
-                    cols["entropy_per_dim"] += ent[f].tolist()
-                    cols["kept_per_dim"] += kept[f].tolist()
-                    cols["share"] += share[f].tolist()
-                    cols["entropy_total"] += ent_total[f].tolist()
-                    cols["kept_total"] += kept_total[f].tolist()
-                    cols["saturated"] += sat[f].tolist()
-                    cols["converged"] += [bool(ex.converged[f, b])] * n
-        return pd.DataFrame(cols).sort_values("row", kind="stable").reset_index(drop=True)

@@ -13,8 +13,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "captum_entropy"
 
 FLOORS: list[set[str]] = [
-    # leaves: shared names, file writers, the bootstrap, warnings, closed forms, words
-    {"_names", "_io", "_bootstrap", "_deprecated", "errors", "entropy", "words"},
+    # leaves: shared names, file writers, the bootstrap, warnings, closed forms, words, the run
+    # folder's format, torchrun ranks
+    {"_names", "_io", "_bootstrap", "_deprecated", "errors", "entropy", "words", "run_folder", "ranks"},
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},
@@ -27,7 +28,7 @@ FLOORS: list[set[str]] = [
     {"zoo.registry"},
     {"zoo.reversal"},
     {"zoo"},
-    {"explainer"},
+    {"explainer", "run_results"},
     {"comparison", "runs", "evaluate.statistics", "evaluate.faithfulness"},
     {"evaluate.methods", "evaluate.ground_truth"},
     {"evaluate.known", "evaluate.coherency", "evaluate.harness"},
