@@ -14,12 +14,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "captum_entropy"
 
 FLOORS: list[set[str]] = [
     # leaves: shared names, file writers, the bootstrap, warnings, closed forms, words, the run
-    # folder's format, torchrun ranks
-    {"_names", "_io", "_bootstrap", "_deprecated", "errors", "entropy", "words", "run_folder", "ranks"},
+    # folder's format, torchrun ranks, an argument named in an error message
+    {"_names", "_io", "_bootstrap", "_deprecated", "errors", "entropy", "words", "run_folder", "ranks",
+     "_describe"},
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},
     {"settings", "result", "viz"},  # viz renders result objects it knows only as type hints
+    {"model_runner", "padding", "sigma_cap", "seeds"},  # the model side, beside the feature
     {"feature"},
     {"attr"},
     {"llm", "analysis"},
