@@ -23,11 +23,11 @@ import torch
 
 from .analysis import LayerExplanation
 from .errors import ConvergenceWarning
+from ._io import leftover_temp_files, write_text
 from .ranks import Rank, _agree, _dist, _same_everywhere, distributed, rank_device
 from .run_folder import (RUN_FILE, RUN_FORMAT, SHARDS, _append, _file_sha, _read_run, _records, _sha, plan_shards,
                          shard_path)
 from .run_results import RunResults
-from ._io import leftover_temp_files, write_text
 
 __all__ = ["RUN_FILE", "RUN_FORMAT", "SHARDS", "Rank", "RunResults", "distributed", "plan_shards", "rank_device",
            "run_dataset", "shard_path"]
@@ -70,7 +70,7 @@ def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, la
         zm.model.to(rank.device)  # this rank's GPU
     identity = {
         "model": zm.name, "weights": fingerprint(zm.model), "layers": list(explainer.layers),
-        "output": explainer.output, "stats": _stats_sha(explainer.stats),
+        "output": explainer.output, "stats": _stats_sha(explainer.feature_std),
         "settings": _jsonable({k: v for k, v in explainer.settings.items() if k not in NOT_IDENTITY}),
         "device": _device_of(zm.model).type,  # CPU and CUDA draw different noise: a resume keeps to one
         "sentences": len(texts), "texts_sha256": _sha(json.dumps([texts, labels])),
