@@ -2,6 +2,8 @@
 
 import importlib
 
+from ._deprecated import moved_module
+
 # Exports load on first use (PEP 562): `import captum_entropy` and `captum-entropy --help` do not
 # import torch; `from captum_entropy import EntropyAttribution` works as usual.
 _EXPORTS = {
@@ -44,6 +46,9 @@ def __dir__() -> list[str]:
 
 
 __version__ = "0.1.0"
+
+# the module comparison.py was compare.py: that path still imports, with a warning (see _deprecated)
+moved_module(f"{__name__}.compare", f"{__name__}.comparison", f"{__name__}.comparison:compare")
 
 __all__ = [
     "ConvergenceWarning",

@@ -1,14 +1,15 @@
 """Old spellings that still work, with a ``DeprecationWarning`` naming the new one: renamed
-attributes and methods (:func:`renamed`), and old module paths that are now functions of the same
-name (:func:`moved_module`: one object that is both).
+attributes and keywords (:func:`renamed`, :func:`renamed_keyword`), and old module paths whose name
+is now only a function's (:func:`moved_module`).
 
 ``captum_entropy.compare`` is the function that explains texts with several models and compares
 them; the module that defines it is :mod:`captum_entropy.comparison`. Before, the module was also
 called ``compare``, so ``captum_entropy.compare`` was the function or the module depending on what
-had been imported first. The old module path stays importable (with a ``DeprecationWarning`` that
-names the new one) and, whichever way it is reached, ``captum_entropy.compare(...)`` calls the
-function. The same for ``captum_entropy.zoo.train`` (the module is now
-:mod:`captum_entropy.zoo.training`).
+had been imported first. Now there is no file ``compare.py``: the old path is a stand-in registered
+in ``sys.modules`` (no attribute of the package), so ``captum_entropy.compare`` is always the
+function, and ``from captum_entropy.compare import compare_models`` still works with a warning
+that names the new module. The same for ``captum_entropy.zoo.train`` (the module is now
+:mod:`captum_entropy.zoo.training`; ``zoo.train`` is the function that trains a zoo model).
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ from typing import Any
 
 
 class _MovedModule(types.ModuleType):
-    """A module kept only for its old import path: calling it calls the function it is named after;
-    its other attributes come from the new module, with a warning."""
+    """A module kept only for its old import path: its attributes come from the new module, with
+    a warning; calling it calls the function it is named after."""
 
-    _new: str
-    _function: str
+    def __init__(self, old: str, new: str, function: str) -> None:
+        super().__init__(old, f"Deprecated module path: use {new}.")
+        self._new, self._function = new, function
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         module, name = self._function.rsplit(":", 1)
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # tools probing for attributes (and our own fields while unset): no warning
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         new = importlib.import_module(self._new)
-        if name.startswith("__") or not hasattr(new, name):  # tools probing for attributes: no warning
+        if not hasattr(new, name):
             raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
         warnings.warn(f"the module {self.__name__} moved to {self._new}: import {name} from {self._new}",
                       DeprecationWarning, stacklevel=2)
@@ -41,12 +45,10 @@ class _MovedModule(types.ModuleType):
 
 
 def moved_module(old: str, new: str, function: str) -> None:
-    """Turn the module ``old`` (being imported) into the stand-in for ``new``; ``function`` is
-    ``"module:name"`` of what calling it runs."""
-    module = sys.modules[old]
-    module.__class__ = _MovedModule
-    module._new = new
-    module._function = function
+    """Register a stand-in for the module path ``old`` (now ``new``) in ``sys.modules``, without
+    making it an attribute of its package (so the package's function of that name stays what the
+    name means); ``function`` (``"module:name"``) is what calling the stand-in runs."""
+    sys.modules.setdefault(old, _MovedModule(old, new, function))
 
 
 def renamed_keyword(function: str, old: str, new: str, old_value: Any, new_value: Any) -> Any:
