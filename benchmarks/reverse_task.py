@@ -4,7 +4,7 @@ Trains (or loads from the cache) an LSTM encoder–decoder and a 2-layer encoder
 Transformer that reverse random sequences (captum_entropy.zoo.reversal), measures with
 Jacobians and token swaps what each output step reads, explains every step's emitted-token
 logit with EntropyAttribution (two optimiser settings), Saliency, InputXGradient and
-LayerIntegratedGradients, and scores them (benchmarks/reversal_experiment.py). Prints the
+LayerIntegratedGradients, and scores them (captum_entropy.evaluate.reversal_experiment). Prints the
 tables, writes one heatmap per method and, for the full run, the tables and this command into
 docs/reversal.md (between markers; text outside them is kept).
 
@@ -26,12 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import reversal_experiment as rx  # noqa: E402
-from captum_entropy.zoo import reversal as rv  # noqa: E402
+from captum_entropy.evaluate import reversal_experiment as rx
+from captum_entropy.zoo import reversal as rv
 
 BEGIN, END = "<!-- reverse-task:begin -->", "<!-- reverse-task:end -->"
 

@@ -33,7 +33,7 @@ FLOORS: list[set[str]] = [
     {"explainer", "run_results"},
     {"comparison", "runs", "evaluate.statistics", "evaluate.faithfulness"},
     {"evaluate.methods", "evaluate.ground_truth"},
-    {"evaluate.known", "evaluate.coherency", "evaluate.harness"},
+    {"evaluate.known", "evaluate.coherency", "evaluate.harness", "evaluate.reversal_experiment"},
     {"evaluate", "demo"},
     {"cli"},
 ]

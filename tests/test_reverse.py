@@ -1,5 +1,5 @@
 """The reversal benchmark: task and models (captum_entropy.zoo.reversal), ground truth and metrics
-(captum_entropy.evaluate.ground_truth), the experiment (benchmarks/reversal_experiment.py)."""
+(captum_entropy.evaluate.ground_truth), the experiment (captum_entropy.evaluate.reversal_experiment)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ import torch
 from safetensors import safe_open
 
 from captum_entropy.evaluate import ground_truth as gt
+from captum_entropy.evaluate import reversal_experiment as rx
 from captum_entropy.evaluate.statistics import bootstrap_ci
 from captum_entropy.zoo import reversal as rv
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import reversal_experiment as rx  # noqa: E402
 
 SMALL = rv.TaskConfig(n_symbols=6, min_len=3, max_len=5)
 

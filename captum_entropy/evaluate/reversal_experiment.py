@@ -11,26 +11,20 @@ is the command that runs it and writes the tables.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from captum_entropy.evaluate.ground_truth import (  # noqa: E402
+from ..zoo.reversal import PAD, Batch, ReverseTransformer, Step, make_batch
+from .ground_truth import (
     counterfactual_reads, jacobian_norms, jacobian_shares, log_spread, mass_share, nanmean, per_sequence, set_hit,
     source_positions, source_rank, truth_sets, valid_masks,
 )
-from captum_entropy.evaluate.statistics import bootstrap_ci  # noqa: E402
-from captum_entropy.zoo.reversal import PAD, Batch, ReverseTransformer, Step, make_batch  # noqa: E402
+from .statistics import bootstrap_ci
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
@@ -67,7 +61,7 @@ def fit_feature_std(model: nn.Module, batch: Batch, layer: int | None = None) ->
     ``feature[mask]``. One σ_S per model and layer, shared by all steps, so scores are
     comparable across timestamps.
     """
-    from captum_entropy.stats import FeatureStats
+    from ..stats import FeatureStats
 
     if layer is not None and not isinstance(model, ReverseTransformer):
         raise ValueError("layer= needs a ReverseTransformer (the LSTM has no encoder layers to explain)")
@@ -123,7 +117,7 @@ def _explain_step(
     """(B, P) word scores of one method for one step (NaN on padding), and the converged share."""
     from captum.attr import InputXGradient, LayerIntegratedGradients, Saliency
 
-    from captum_entropy.attr import EntropyAttribution
+    from ..attr import EntropyAttribution
 
     if method in ENTROPY_VARIANTS:
         ea = EntropyAttribution(step.forward, model.embedding)
