@@ -97,6 +97,12 @@ def test_every_module_has_a_floor():
     assert not set(FLOOR) - set(MODULES), f"floors name modules that no longer exist: {sorted(set(FLOOR) - set(MODULES))}"
 
 
+def test_docs_architecture_lists_every_module():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing = [name for name in MODULES if f" {name.rsplit('.', 1)[-1]} " not in doc.replace("/", " ")]
+    assert not missing, f"docs/architecture.md does not list {missing}"
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_point_down(name):
     if name not in FLOOR:
