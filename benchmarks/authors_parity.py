@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -63,14 +62,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
 
 from captum_entropy import EntropyAttribution, FeatureStats  # noqa: E402
+from captum_entropy.explainer import STATS_SENTENCES  # noqa: E402
 from captum_entropy.zoo import load_polarity  # noqa: E402
+from common import STATS_BATCH, import_file, median_abs_dlog, spearman, training_batches, write_json  # noqa: E402
 
 FEATURES = ("layer3", "pooled")
 AUTHORS_SETTINGS = dict(scale=0.5, rate=0.1, iteration=5000, lr=0.01)
-STATS_SENTENCES, STATS_BATCH = 256, 64
 AUTHORS_REPO = "github.com/icml2019paper2428/Towards-A-Deep-and-Unified-Understanding-of-Deep-Neural-Models-in-NLP"
 
 
@@ -110,11 +109,11 @@ def forward(model):
 
 
 def fit_std(model, tokenizer):
-    train = load_polarity("train")[:STATS_SENTENCES]
-    batches = []
-    for i in range(0, len(train), STATS_BATCH):
-        enc = tokenizer([e.text for e in train[i : i + STATS_BATCH]], return_tensors="pt", padding=True)
-        batches.append((enc["input_ids"], enc["attention_mask"]))
+    def tokenize(texts):
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        return enc["input_ids"], enc["attention_mask"]
+
+    batches = training_batches(tokenize)
     layers = {f: target_module(model, f) for f in FEATURES}
     stats = FeatureStats().fit(forward(model), batches, layers=layers, mask_index=1, model_name="all-MiniLM-L6-v2")
     return {f: stats[f].float() for f in FEATURES}
@@ -159,18 +158,6 @@ def run_ours(model, feature, ids, std, preset, seed, steps=None):
     return [float(s) for s in res.sigma[0, :, 0]], time.perf_counter() - t0, extra
 
 
-def rho(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(spearmanr(a, b)[0])
-
-
-def mad_log(a, b):
-    """Median |log a − log b| (0.1 ≈ 10 % apart)."""
-    return float(np.median(np.abs(np.log(a) - np.log(b))))
-
-
 def cached(work: Path, key: str, compute):
     path = work / f"{key.replace('/', '__')}.json"
     if path.exists():
@@ -213,8 +200,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if not (args.authors_repo / "Interpreter.py").exists():
         parser.error(f"{args.authors_repo} has no Interpreter.py")
-    sys.path.insert(0, str(args.authors_repo.resolve()))
-    from Interpreter import Interpreter  # the authors' code, imported from their checkout, never copied
+    # the authors' code, imported from their checkout, never copied
+    Interpreter = import_file(args.authors_repo / "Interpreter.py").Interpreter
 
     commit = args.authors_commit or authors_commit(args.authors_repo)
     features = args.features.split(",")
@@ -254,11 +241,11 @@ def main() -> None:
             row = {
                 "feature": feature, "sentence": i, "text": text, "tokens": tokenizer.convert_ids_to_tokens(ids[0]),
                 "sigma_theirs": theirs[0], "sigma_guan2019": guan[0], "sigma_default": default[0],
-                "spearman_guan2019_vs_theirs": rho(guan[0], theirs[0]),
-                "spearman_default_vs_theirs": rho(default[0], theirs[0]),
-                "spearman_default_vs_guan2019": rho(default[0], guan[0]),
-                "median_abs_dlog_guan2019_vs_theirs": mad_log(guan[0], theirs[0]),
-                "median_abs_dlog_default_vs_theirs": mad_log(default[0], theirs[0]),
+                "spearman_guan2019_vs_theirs": spearman(guan[0], theirs[0]),
+                "spearman_default_vs_theirs": spearman(default[0], theirs[0]),
+                "spearman_default_vs_guan2019": spearman(default[0], guan[0]),
+                "median_abs_dlog_guan2019_vs_theirs": median_abs_dlog(guan[0], theirs[0]),
+                "median_abs_dlog_default_vs_theirs": median_abs_dlog(default[0], theirs[0]),
                 "mean_dlog_default_vs_theirs": float(np.mean(np.log(default[0]) - np.log(theirs[0]))),
                 "theirs_at_scale": int(sum(s > 0.99 * AUTHORS_SETTINGS["scale"] for s in theirs[0])),
                 "seconds_theirs": theirs[1], "seconds_guan2019": guan[1], "seconds_default": default[1],
@@ -268,11 +255,11 @@ def main() -> None:
             if i < args.repeat:
                 rep = theirs_run(feature, i, seed1=True)
                 row["sigma_theirs_seed1"] = rep[0]
-                row["spearman_theirs_vs_theirs"] = rho(rep[0], theirs[0])
+                row["spearman_theirs_vs_theirs"] = spearman(rep[0], theirs[0])
                 row["seconds_theirs_seed1"] = rep[1]
                 two = np.sqrt(np.asarray(rep[0]) * np.asarray(theirs[0]))  # geometric mean of their two seeds
-                row["spearman_default_vs_theirs_2seeds"] = rho(default[0], two)
-                row["spearman_guan2019_vs_theirs_2seeds"] = rho(guan[0], two)
+                row["spearman_default_vs_theirs_2seeds"] = spearman(default[0], two)
+                row["spearman_guan2019_vs_theirs_2seeds"] = spearman(guan[0], two)
                 fixture[f"{key}/seed1"] = torch.tensor(rep[0], dtype=torch.float32)
             frows.append(row)
             floor = row.get("spearman_theirs_vs_theirs")
@@ -316,8 +303,7 @@ def main() -> None:
         "authors_repo_commit": commit, "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     out = {"settings": settings, "summaries": summaries, "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
 
     from safetensors.torch import save_file
 

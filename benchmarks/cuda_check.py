@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import torch
-from scipy.stats import spearmanr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from captum_entropy import EntropyAttribution, FeatureStats
+from common import import_file, spearman, write_json
 
-from captum_entropy import EntropyAttribution, FeatureStats  # noqa: E402
-from tests.tiny_models import WEIGHTS, LinearToy, bert_logits, padded_batch, tiny_bert  # noqa: E402
+tiny = import_file(Path(__file__).resolve().parents[1] / "tests" / "tiny_models.py")  # the test suite's tiny models
 
 RESULTS: dict[str, dict] = {}
 
@@ -53,13 +51,13 @@ def main() -> int:
 
     # closed form on the GPU
     torch.manual_seed(0)
-    toy = LinearToy().to(dev)
+    toy = tiny.LinearToy().to(dev)
     x = (torch.randn(4, 5, 256) / 100).to(dev)
     std = toy(torch.randn(100, 5, 256).to(dev) / 100).std(0)
     ea = EntropyAttribution(toy, toy.emb)
     exact = ea.explain(x, feature_std=std, exact_jacobian=256)
     tau = exact.settings["tolerance"]
-    expected = std.pow(-2).mean().pow(-0.5) * (tau / 5) ** 0.5 / WEIGHTS.to(dev).abs()
+    expected = std.pow(-2).mean().pow(-0.5) * (tau / 5) ** 0.5 / tiny.WEIGHTS.to(dev).abs()
     err = (exact.sigma[..., 0] / expected - 1).abs().max()
     check("closed form, exact Jacobian", err < 1e-4 and exact.sigma.device.type == "cuda", max_rel_err=err)
     sampled = ea.explain(x, feature_std=std)
@@ -67,15 +65,15 @@ def main() -> int:
     check("closed form, sampled default", med < 0.05, median_rel_err=med, converged=int(sampled.converged.sum()))
 
     # the same tiny BERT on CPU and GPU
-    model = tiny_bert(dropout=0.1)
-    ids, mask = padded_batch()
+    model = tiny.tiny_bert(dropout=0.1)
+    ids, mask = tiny.padded_batch()
     target = torch.tensor([0, 1, 1, 0])
-    cpu = EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
+    cpu = EntropyAttribution(tiny.bert_logits(model), model.bert.embeddings).explain(
         ids, target=target, additional_forward_args=(mask,), exact_jacobian=64)
     model.to(dev)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids_d, mask_d = ids.to(dev), mask.to(dev)
-    ea = EntropyAttribution(bert_logits(model), model.bert.embeddings)
+    ea = EntropyAttribution(tiny.bert_logits(model), model.bert.embeddings)
     gpu = ea.explain(ids_d, target=target.to(dev), additional_forward_args=(mask_d,), exact_jacobian=64)
     m = mask.bool()
     lin = (gpu.linear_sigma.cpu()[m] / cpu.linear_sigma[m]).log().abs().max()
@@ -104,23 +102,22 @@ def main() -> int:
     check("NoiseTunnel on the GPU", nt.device.type == "cuda" and bool(torch.isfinite(nt).all()), shape=list(nt.shape))
 
     # precision: a half model, and autocast
-    half = tiny_bert(dropout=0.1).to(dev).half()
-    attr_h = EntropyAttribution(bert_logits(half), half.bert.embeddings).attribute(
+    half = tiny.tiny_bert(dropout=0.1).to(dev).half()
+    attr_h = EntropyAttribution(tiny.bert_logits(half), half.bert.embeddings).attribute(
         ids_d, target=target.to(dev), additional_forward_args=(mask_d,))
     check("float16 model gives float16 attributions", attr_h.dtype == torch.float16 and bool(torch.isfinite(attr_h).all()))
     with torch.autocast("cuda", dtype=torch.bfloat16):
         amp = ea.explain(ids_d, target=target.to(dev), additional_forward_args=(mask_d,))
-    rhos = [spearmanr(amp.sigma[b][m[b]].float().cpu().flatten(), gpu.sigma[b][m[b]].cpu().flatten())[0]
-            for b in range(len(ids))]
+    rhos = [spearman(amp.sigma[b][m[b]].float(), gpu.sigma[b][m[b]]) for b in range(len(ids))]
     check("autocast bfloat16: finite, ranks like float32", bool(torch.isfinite(amp.sigma[m.to(dev)]).all()) and min(rhos) > 0.8,
           spearman_min=min(rhos), dtype=str(amp.sigma.dtype))
 
-    stats = FeatureStats().fit(bert_logits(model), [(ids_d, mask_d)], layers={"l1": model.bert.encoder.layer[0]},
+    stats = FeatureStats().fit(tiny.bert_logits(model), [(ids_d, mask_d)], layers={"l1": model.bert.encoder.layer[0]},
                                mask_index=1)
     check("FeatureStats on the GPU", bool(torch.isfinite(stats["l1"]).all()), device=str(stats["l1"].device))
 
     if args.json:
-        Path(args.json).write_text(json.dumps(RESULTS, indent=1))
+        write_json(args.json, RESULTS)
     return sum(not r["pass"] for r in RESULTS.values())
 
 

@@ -15,22 +15,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from captum_entropy.evaluate import REMOVALS, Evaluation, evaluate  # noqa: E402
-from chunks import chunk_path, covering  # noqa: E402
-from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency  # noqa: E402
-from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, _kendall  # noqa: E402
-from captum_entropy.evaluate.statistics import bootstrap_ci, paired_wilcoxon  # noqa: E402
-from captum_entropy.viz import save_figure, write_text  # noqa: E402
-from captum_entropy.zoo import load, load_polarity  # noqa: E402
+from captum_entropy.evaluate import REMOVALS, Evaluation, evaluate
+from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency
+from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, _kendall
+from captum_entropy.evaluate.statistics import bootstrap_ci, paired_wilcoxon
+from captum_entropy.viz import save_figure, write_text
+from captum_entropy.zoo import load, load_polarity
+from common import chunk_path, covering, format_ci
 
 METHODS = ("entropy", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
            "feature_ablation", "occlusion", "kernel_shap", "lime", "random")
@@ -113,8 +109,6 @@ def run_known(models: list[str], texts: list[str], work: Path, methods=KNOWN_MET
 def known_section(work: Path) -> list[str]:
     import pandas as pd
 
-    from captum_entropy.evaluate.statistics import bootstrap_ci
-
     files = sorted(work.glob("known-*.csv"))
     if not files:
         return []
@@ -137,7 +131,7 @@ def known_section(work: Path) -> list[str]:
             for m in metrics:
                 v = g[m].to_numpy(dtype=float)
                 v = v[np.isfinite(v)]
-                cells.append(fmt(*bootstrap_ci(v)) + ("" if len(v) == len(g) else f" (n = {len(v)})")
+                cells.append(format_ci(*bootstrap_ci(v)) + ("" if len(v) == len(g) else f" (n = {len(v)})")
                              if len(v) else "undefined (every word the same score)")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -147,10 +141,6 @@ def known_section(work: Path) -> list[str]:
 def gather(work: Path, name: str) -> Evaluation | None:
     chunks = [Evaluation.load(str(p)) for p in covering(work, name, ".json")]
     return Evaluation.combine(chunks) if chunks else None
-
-
-def fmt(m: float, lo: float, hi: float, d: int = 3) -> str:
-    return "n/a" if not math.isfinite(m) else f"{m:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]"
 
 
 def departures(ev: Evaluation, removal: str = "delete") -> list[str]:
@@ -171,8 +161,8 @@ def departures(ev: Evaluation, removal: str = "delete") -> list[str]:
         a = [rows[("entropy", s)][metric] for s in low]
         b = [rows[("saliency", s)][metric] for s in low]
         diff, p, n = paired_wilcoxon(a, b)
-        out.append(f"| {metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'} | {fmt(*bootstrap_ci(a))} | "
-                   f"{fmt(*bootstrap_ci(b))} | {diff:+.3f} | {p:.2g} |")
+        out.append(f"| {metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'} | {format_ci(*bootstrap_ci(a))} | "
+                   f"{format_ci(*bootstrap_ci(b))} | {diff:+.3f} | {p:.2g} |")
     return out + [""]
 
 
@@ -234,7 +224,7 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
             summary = coherency_summary(pd.read_csv(coh[-1]))
             lines += [f"Layer coherency (Kendall τ of word rankings between consecutive layers, {coh[-1].stem.split('-')[-1].lstrip('0')} sentences):", "",
                       "| method | layer pair | τ [95 % interval] |", "|---|---|---|"]
-            lines += [f"| {r.method} | {r.pair} | {fmt(r.tau, r.lo, r.hi, 2)} |" for r in summary.itertuples()]
+            lines += [f"| {r.method} | {r.pair} | {format_ci(r.tau, r.lo, r.hi, 2)} |" for r in summary.itertuples()]
             lines.append("")
         figure_rows.append((name, ev))
     lines += known_section(work)

@@ -23,10 +23,10 @@ import time
 import warnings
 
 import torch
-from scipy.stats import spearmanr
 
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
+from common import spearman
 
 
 def fresh_objective(model, x, sigma, draws: int = 8192) -> tuple[float, float]:
@@ -81,8 +81,7 @@ def part_minilm(n: int) -> dict:
                                    update="fixed_draws"))
         times.append(time.perf_counter() - start)
     r0, r1 = runs
-    rho = [spearmanr(r0.sigma[b][r0.mask[b]].flatten().numpy(), r1.sigma[b][r0.mask[b]].flatten().numpy())[0]
-           for b in range(n)]
+    rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
     se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
     return {
         "part": f"minilm predicted logit, {n} held-out sentences, update='fixed_draws' (defaults otherwise)",

@@ -29,18 +29,16 @@ import argparse
 import ast
 import json
 import math
-import os
-import time
 import warnings
 
 import torch
-from scipy.stats import spearmanr
 
-from captum_entropy import EntropyAttribution, FeatureStats
+from captum_entropy import EntropyAttribution
 from captum_entropy.feature import Feature, ModelRunner, max_sigma
-from captum_entropy.settings import DEFAULT_TOLERANCE, Settings
 from captum_entropy.hooks import no_dropout
+from captum_entropy.settings import DEFAULT_TOLERANCE, Settings
 from captum_entropy.zoo import load, load_polarity
+from common import median_abs_dlog, spearman, timed, write_json, zoo_feature_std
 
 FEATURES = {  # name: (zoo model, target module getter or None for the predicted logit)
     "minilm-layer3": ("minilm", lambda zm: zm.layers["layer3"]),
@@ -96,32 +94,16 @@ def variant(text: str) -> tuple[str, dict]:
     return label, {k: ast.literal_eval(v) for k, v in (p.split("=", 1) for p in pairs.split(",") if p)}
 
 
-def sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def per_sentence(sigma, ref, mask):
-    rho, dlog = [], []
+    """Per sentence: Spearman of σ against the reference, and the median |Δ log σ| over its tokens."""
     sigma, ref, mask = sigma.cpu(), ref.cpu(), mask.cpu()
-    for b in range(len(mask)):
-        a, r = sigma[b][mask[b]].flatten(), ref[b][mask[b]].flatten()
-        rho.append(float(spearmanr(a.numpy(), r.numpy())[0]) if a.std() > 0 and r.std() > 0 else float("nan"))
-        dlog.append(float((a.log() - r.log()).abs().median()))
-    return rho, dlog
-
-
-def feature_stats(zm, module):
-    train = load_polarity("train")[:256]
-    dev = next(zm.model.parameters()).device
-    batches = [tuple(t.to(dev) for t in zm.tokenize([e.text for e in train[i : i + 64]])) for i in range(0, len(train), 64)]
-    stats = FeatureStats().fit(zm.forward, batches, layers={"f": module} if module is not None else None, mask_index=1)
-    return stats["f" if module is not None else "output"]
+    pairs = [(sigma[b][mask[b]], ref[b][mask[b]]) for b in range(len(mask))]
+    return [spearman(a, r) for a, r in pairs], [median_abs_dlog(a, r, lower=True) for a, r in pairs]
 
 
 def run_feature(name, zm, module_of, args):
     module = module_of(zm) if module_of else None
-    std = feature_stats(zm, module)
+    std = zoo_feature_std(zm, module)
     texts = sorted((e.text for e in load_polarity("test")[: args.sentences]), key=lambda t: len(zm.tokenize([t])[0][0]))
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     rows, seconds, ref_seconds, variant_seconds = [], 0.0, 0.0, {}
@@ -133,23 +115,17 @@ def run_feature(name, zm, module_of, args):
         common = dict(target=target, additional_forward_args=(mask,), mask=mask, feature_std=std)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            default = ea.explain(ids, **common)
-            sync(args.device)
-            seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ref = ea.explain(
+            default, took = timed(lambda: ea.explain(ids, **common), args.device)
+            seconds += took
+            ref, took = timed(lambda: ea.explain(
                 ids, **common, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
                 early_stop=False, curvature_decay=0.9, seed=99,
-            )
-            sync(args.device)
-            ref_seconds += time.perf_counter() - t0
+            ), args.device)
+            ref_seconds += took
             variants = {}
             for label, kwargs in args.variant:  # other settings, scored against the same reference
-                t0 = time.perf_counter()
-                variants[label] = ea.explain(ids, **common, **kwargs)
-                sync(args.device)
-                variant_seconds[label] = variant_seconds.get(label, 0.0) + time.perf_counter() - t0
+                variants[label], took = timed(lambda: ea.explain(ids, **common, **kwargs), args.device)
+                variant_seconds[label] = variant_seconds.get(label, 0.0) + took
         valid = mask.bool().cpu()
         rho, dlog = per_sentence(default.sigma, ref.sigma, valid)
         rho_lin, dlog_lin = per_sentence(default.linear_sigma, ref.sigma, valid)
@@ -239,9 +215,7 @@ def main() -> None:
         out["summaries"].append(summary(name, rows, seconds))
         print(json.dumps(out["summaries"][-1]), flush=True)
         if args.json:  # after every feature, so a long run keeps what it has
-            with open(args.json + ".tmp", "w") as fh:
-                json.dump(out, fh, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from captum_entropy import Explainer, LayerExplanation  # noqa: E402
-from chunks import chunk_path, covering  # noqa: E402
-from captum_entropy.viz import save_figure, write_text  # noqa: E402
-from captum_entropy.zoo import load, load_polarity  # noqa: E402
+from captum_entropy import Explainer, LayerExplanation
+from captum_entropy.viz import save_figure, write_text
+from captum_entropy.zoo import load, load_polarity
+from common import chunk_path, covering, format_ci
 
 MODELS = ("minilm", "transformer", "lstm", "cnn")
 SENTIMENT_MIN = 1.0  # |mean valence| in VADER's lexicon for a sentiment word
@@ -85,7 +81,7 @@ def gather(work: Path, name: str, part: str) -> list[LayerExplanation]:
 # -- stage 2 -------------------------------------------------------------------------------------
 
 def ci(values, seed: int = 0) -> tuple[float, float, float, int]:
-    """Mean and 95 % bootstrap interval (BCa where defined, else percentile) over sentences."""
+    """Mean, 95 % percentile bootstrap interval over sentences (scipy, 2000 resamples, seeded) and n."""
     from scipy.stats import bootstrap
 
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
@@ -97,8 +93,8 @@ def ci(values, seed: int = 0) -> tuple[float, float, float, int]:
 
 
 def fmt(c, digits: int = 3) -> str:
-    mean, lo, hi, n = c
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    """``ci``'s result as ``"mean [low, high]"``."""
+    return format_ci(*c[:3], digits)
 
 
 def share_on(ex: LayerExplanation, f: int, words: set[str], offset: int = 0) -> dict[int, tuple[float, float]]:

@@ -15,7 +15,6 @@ docs/reversal.md (between markers; text outside them is kept).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -28,6 +27,7 @@ import torch
 
 from captum_entropy.evaluate import reversal_experiment as rx
 from captum_entropy.zoo import reversal as rv
+from common import format_ci, write_json
 
 BEGIN, END = "<!-- reverse-task:begin -->", "<!-- reverse-task:end -->"
 
@@ -70,8 +70,8 @@ def get_model(kind: str, cfg: dict, cache: Path, retrain: bool) -> tuple[rv.Reve
     return rv.load_reversal(path)
 
 
-def ci(v: tuple[float, float, float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(v[0])} [{fmt.format(v[1])}, {fmt.format(v[2])}]"
+def ci(v: tuple[float, float, float]) -> str:
+    return format_ci(*v, digits=2)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -227,7 +227,7 @@ def main() -> None:
         "models": metas, "rows": {k: rx.summarize(e) for k, e in results.items()},
         "truth": {k: rx.truth_summary(e) for k, e in results.items()}, "settings": results["lstm"].settings,
     }
-    (cache / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_json(cache / "summary.json", summary, default=str)
 
     task = cfg["task"]
     task, settings = cfg["task"], results["lstm"].settings

@@ -57,10 +57,9 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from common import timed, write_json
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULT_TAG = "SCALING_RESULT "
 FEATURE = "layer6"
 QUICK_FEATURE = "layer1"  # the smoke test only checks that every part runs
@@ -152,16 +151,8 @@ class Workload:
             raise RuntimeError(f"expected {steps} steps for every sentence, got {res.steps.tolist()}")
         return res
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            self.torch.cuda.synchronize(self.device)
-
     def timed(self, fn) -> float:
-        self.sync()
-        start = time.perf_counter()
-        fn()
-        self.sync()
-        return time.perf_counter() - start
+        return timed(fn, self.device)[1]
 
     def warm_up(self, steps: int) -> None:
         """Thread pools, the autograd engine, allocator, kernels: one 8-token sentence."""
@@ -474,8 +465,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     print()
     print(tables(out))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, out)
         print(f"\nwrote {args.json}")
     return out
 

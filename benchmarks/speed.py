@@ -22,23 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 
 import torch
 from captum.attr import LayerIntegratedGradients
-from scipy.stats import spearmanr
 
-from captum_entropy import EntropyAttribution, FeatureStats
+from captum_entropy import EntropyAttribution
 from captum_entropy.zoo import load, load_polarity
+from common import median_abs_dlog, spearman, timed, write_json, zoo_feature_std
 
 REFERENCE = dict(n_samples=32, max_steps=200, check_every=100, early_stop=False, curvature_decay=0.9, seed=99)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def buckets(zm, n, size):
@@ -47,18 +40,17 @@ def buckets(zm, n, size):
 
 
 def accuracy(sigmas, refs, masks):
-    rho, dlog = [], []
-    for sigma, ref, mask in zip(sigmas, refs, masks):
-        for b in range(len(mask)):
-            a, r = sigma[b][mask[b]].flatten(), ref[b][mask[b]].flatten()
-            rho.append(spearmanr(a.numpy(), r.numpy())[0])
-            dlog.append((a.log() - r.log()).abs())
-    return round(float(torch.tensor(rho).mean()), 3), round(float(torch.cat(dlog).median()), 4)
+    """Mean Spearman of σ per sentence, and the median |Δ log σ| over all their tokens."""
+    pairs = [(sigma[b][mask[b]].flatten(), ref[b][mask[b]].flatten())
+             for sigma, ref, mask in zip(sigmas, refs, masks) for b in range(len(mask))]
+    rho = torch.tensor([spearman(a, r) for a, r in pairs])
+    dlog = median_abs_dlog(torch.cat([a for a, _ in pairs]), torch.cat([r for _, r in pairs]), lower=True)
+    return round(float(rho.mean()), 3), round(dlog, 4)
 
 
-def part_guan(zm, args, stats):
+def part_guan(zm, args):
     layer = zm.layers["layer3"]
-    std = stats(layer)
+    std = zoo_feature_std(zm, layer)
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=layer)
     data = buckets(zm, args.sentences, args.bucket)
     common = lambda ids, mask: dict(additional_forward_args=(mask,), feature_std=std)  # noqa: E731
@@ -92,8 +84,8 @@ def part_guan(zm, args, stats):
     return out
 
 
-def part_logit(zm, args, stats):
-    std = stats(None)
+def part_logit(zm, args):
+    std = zoo_feature_std(zm, None)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     lig = LayerIntegratedGradients(zm.forward, zm.embedding)
     t_ours = t_lig = 0.0
@@ -110,9 +102,9 @@ def part_logit(zm, args, stats):
             "converged": round(sum(converged) / len(converged), 3)}
 
 
-def part_layers(zm, args, stats):
+def part_layers(zm, args):
     layers = list(zm.layers.values())
-    stds = [stats(m) for m in layers]
+    stds = [zoo_feature_std(zm, m) for m in layers]
     data = buckets(zm, args.layer_sentences, args.bucket)
     together = EntropyAttribution(zm.forward, zm.embedding, target_layer=layers)
     t_one = sum(timed(lambda: together.explain(ids, additional_forward_args=(mask,), feature_std=stds))[1]
@@ -139,19 +131,13 @@ def main() -> None:
     torch.manual_seed(0)
     warnings.simplefilter("ignore")
     zm = load("minilm")
-    train = load_polarity("train")[:256]
-    batches = [zm.tokenize([e.text for e in train[i : i + 64]]) for i in range(0, len(train), 64)]
-    fitted = FeatureStats().fit(zm.forward, batches, layers={**zm.layers, "output": None}, mask_index=1)
-    names = {id(m): n for n, m in zm.layers.items()}
-    stats = lambda module: fitted["output" if module is None else names[id(module)]]  # noqa: E731
     parts = {"1": part_guan, "2": part_logit, "3": part_layers}
     results = []
     for key in args.parts.split(","):
-        results.append(parts[key](zm, args, stats))
+        results.append(parts[key](zm, args))
         print(json.dumps(results[-1]), flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
