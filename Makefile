@@ -27,8 +27,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# the cost table of docs/performance.md, as published (without --json, so the results in
+# benchmarks/results/speed.json stay); minutes per sentence on a CPU, see the seconds there
 bench: $(STAMP)
-	$(PY) benchmarks/bench_attribute.py
+	$(PY) benchmarks/speed.py --guan-sentences 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
