@@ -151,7 +151,7 @@ def run_ours(model, feature, ids, std, preset, seed, steps=None):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ea.explain(ids, additional_forward_args=(mask,), mask=mask, feature_std=std, preset=preset, seed=seed,
+        res = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=std, preset=preset, seed=seed,
                          **({"max_steps": steps} if steps else {}))
     extra = {"converged": bool(res.converged[0]), "steps": int(res.steps[0]),
              "words_at_cap": int(res.saturated[0].sum()), "max_sigma": float(res.max_sigma[0])}

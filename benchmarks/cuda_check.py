@@ -55,12 +55,12 @@ def main() -> int:
     x = (torch.randn(4, 5, 256) / 100).to(dev)
     std = toy(torch.randn(100, 5, 256).to(dev) / 100).std(0)
     ea = EntropyAttribution(toy, toy.emb)
-    exact = ea.explain(x, feature_std=std, exact_jacobian=256)
+    exact = ea.attribute_result(x, feature_std=std, exact_jacobian=256)
     tau = exact.settings["tolerance"]
     expected = std.pow(-2).mean().pow(-0.5) * (tau / 5) ** 0.5 / tiny.WEIGHTS.to(dev).abs()
     err = (exact.sigma[..., 0] / expected - 1).abs().max()
     check("closed form, exact Jacobian", err < 1e-4 and exact.sigma.device.type == "cuda", max_rel_err=err)
-    sampled = ea.explain(x, feature_std=std)
+    sampled = ea.attribute_result(x, feature_std=std)
     med = (sampled.sigma[..., 0] / expected - 1).abs().median()
     check("closed form, sampled default", med < 0.05, median_rel_err=med, converged=int(sampled.converged.sum()))
 
@@ -68,13 +68,13 @@ def main() -> int:
     model = tiny.tiny_bert(dropout=0.1)
     ids, mask = tiny.padded_batch()
     target = torch.tensor([0, 1, 1, 0])
-    cpu = EntropyAttribution(tiny.bert_logits(model), model.bert.embeddings).explain(
+    cpu = EntropyAttribution(tiny.bert_logits(model), model.bert.embeddings).attribute_result(
         ids, target=target, additional_forward_args=(mask,), exact_jacobian=64)
     model.to(dev)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ids_d, mask_d = ids.to(dev), mask.to(dev)
     ea = EntropyAttribution(tiny.bert_logits(model), model.bert.embeddings)
-    gpu = ea.explain(ids_d, target=target.to(dev), additional_forward_args=(mask_d,), exact_jacobian=64)
+    gpu = ea.attribute_result(ids_d, target=target.to(dev), additional_forward_args=(mask_d,), exact_jacobian=64)
     m = mask.bool()
     lin = (gpu.linear_sigma.cpu()[m] / cpu.linear_sigma[m]).log().abs().max()
     opt = (gpu.sigma.cpu()[m] / cpu.sigma[m]).log().abs().median()
@@ -107,7 +107,7 @@ def main() -> int:
         ids_d, target=target.to(dev), additional_forward_args=(mask_d,))
     check("float16 model gives float16 attributions", attr_h.dtype == torch.float16 and bool(torch.isfinite(attr_h).all()))
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        amp = ea.explain(ids_d, target=target.to(dev), additional_forward_args=(mask_d,))
+        amp = ea.attribute_result(ids_d, target=target.to(dev), additional_forward_args=(mask_d,))
     rhos = [spearman(amp.sigma[b][m[b]].float(), gpu.sigma[b][m[b]]) for b in range(len(ids))]
     check("autocast bfloat16: finite, ranks like float32", bool(torch.isfinite(amp.sigma[m.to(dev)]).all()) and min(rhos) > 0.8,
           spearman_min=min(rhos), dtype=str(amp.sigma.dtype))

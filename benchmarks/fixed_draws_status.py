@@ -46,7 +46,7 @@ def part_toy() -> dict:
     for update in ("newton", "fixed_draws"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = ea.explain(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, update=update)
+            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, update=update)
         out[update] = [
             {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
              "objective_and_D": fresh_objective(model, x[b], res.sigma[b]), "converged": bool(res.converged[b]),
@@ -77,7 +77,7 @@ def part_minilm(n: int) -> dict:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            runs.append(ea.explain(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed,
+            runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed,
                                    update="fixed_draws"))
         times.append(time.perf_counter() - start)
     r0, r1 = runs

@@ -5,7 +5,7 @@ predicted logit of the fine-tuned zoo ``minilm``, the LSTM's and the CNN's predi
 the first ``--sentences`` held-out test sentences, with feature statistics fitted on 256
 training sentences:
 
-* **default**: ``EntropyAttribution(...).explain(...)`` with default settings;
+* **default**: ``EntropyAttribution(...).attribute_result(...)`` with default settings;
 * **reference**: the same objective, a long many-sample run (``--ref-samples`` draws per step,
   ``--ref-steps`` steps, no early stop, σ averaged over the last ``--ref-window`` steps,
   another seed);
@@ -115,16 +115,16 @@ def run_feature(name, zm, module_of, args):
         common = dict(target=target, additional_forward_args=(mask,), mask=mask, feature_std=std)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            default, took = timed(lambda: ea.explain(ids, **common), args.device)
+            default, took = timed(lambda: ea.attribute_result(ids, **common), args.device)
             seconds += took
-            ref, took = timed(lambda: ea.explain(
+            ref, took = timed(lambda: ea.attribute_result(
                 ids, **common, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
                 early_stop=False, curvature_decay=0.9, seed=99,
             ), args.device)
             ref_seconds += took
             variants = {}
             for label, kwargs in args.variant:  # other settings, scored against the same reference
-                variants[label], took = timed(lambda: ea.explain(ids, **common, **kwargs), args.device)
+                variants[label], took = timed(lambda: ea.attribute_result(ids, **common, **kwargs), args.device)
                 variant_seconds[label] = variant_seconds.get(label, 0.0) + took
         valid = mask.bool().cpu()
         rho, dlog = per_sentence(default.sigma, ref.sigma, valid)

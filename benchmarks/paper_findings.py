@@ -60,7 +60,7 @@ def run(models, texts, n_output: dict[str, int], work: Path, chunk: int, max_ste
                 zm = load(name)
                 hidden = Explainer(zm, output=False, max_steps=max_steps)
                 explainers[name] = {"layers": hidden,
-                                    "output": Explainer(zm, layers=(), max_steps=max_steps, stats=hidden.stats)}
+                                    "output": Explainer(zm, layers=(), max_steps=max_steps, feature_std=hidden.feature_std)}
             count = len(texts) if part == "layers" else n_output[name]
             for i in range(0, count, chunk):
                 path = chunk_path(work, f"{name}-{part}", i, min(i + chunk, count), ".safetensors")

@@ -145,8 +145,8 @@ class Workload:
         kw = dict(method="linearized") if linearized else dict(max_steps=steps, early_stop=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unconverged (by design: fixed steps), σ_S notes
-            res = self.ea.explain(ids, additional_forward_args=(mask,), mask=mask, feature_std=self.std,
-                                  internal_batch_size=ibs, seed=0, **kw)
+            res = self.ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=self.std,
+                                           internal_batch_size=ibs, seed=0, **kw)
         if not linearized and not bool((res.steps == steps).all()):
             raise RuntimeError(f"expected {steps} steps for every sentence, got {res.steps.tolist()}")
         return res

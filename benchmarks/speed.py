@@ -56,20 +56,20 @@ def part_guan(zm, args):
     common = lambda ids, mask: dict(additional_forward_args=(mask,), feature_std=std)  # noqa: E731
     t_default = t_linear = 0.0
     for ids, mask in data:
-        t_default += timed(lambda: ea.explain(ids, **common(ids, mask)))[1]
-        t_linear += timed(lambda: ea.explain(ids, **common(ids, mask), method="linearized"))[1]
+        t_default += timed(lambda: ea.attribute_result(ids, **common(ids, mask)))[1]
+        t_linear += timed(lambda: ea.attribute_result(ids, **common(ids, mask), method="linearized"))[1]
     # the authors' loop, one sentence at a time, and a reference for the accuracy of every method
     singles = [(ids[b : b + 1, : int(mask[b].sum())], mask[b : b + 1, : int(mask[b].sum())])
                for ids, mask in data for b in range(len(ids))][: args.guan_sentences]
     rows = {"default": [], "linearized": [], "guan2019": [], "reference": []}
     t_guan = 0.0
     for ids, mask in singles:
-        res, took = timed(lambda: ea.explain(ids, **common(ids, mask), preset="guan2019"))
+        res, took = timed(lambda: ea.attribute_result(ids, **common(ids, mask), preset="guan2019"))
         t_guan += took
         rows["guan2019"].append(res.sigma)
-        rows["default"].append(ea.explain(ids, **common(ids, mask)).sigma)
-        rows["linearized"].append(ea.explain(ids, **common(ids, mask), method="linearized").sigma)
-        rows["reference"].append(ea.explain(ids, **common(ids, mask), **REFERENCE).sigma)
+        rows["default"].append(ea.attribute_result(ids, **common(ids, mask)).sigma)
+        rows["linearized"].append(ea.attribute_result(ids, **common(ids, mask), method="linearized").sigma)
+        rows["reference"].append(ea.attribute_result(ids, **common(ids, mask), **REFERENCE).sigma)
     masks = [m.bool() for _, m in singles]
     per = {
         "default": t_default / args.sentences, "linearized": t_linear / args.sentences,
@@ -93,7 +93,7 @@ def part_logit(zm, args):
     for ids, mask in buckets(zm, args.logit_sentences, args.bucket):
         with torch.no_grad():
             pred = zm.forward(ids, mask).argmax(-1)
-        res, took = timed(lambda: ea.explain(ids, target=pred, additional_forward_args=(mask,), feature_std=std))
+        res, took = timed(lambda: ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=std))
         t_ours += took
         converged += res.converged.tolist()
         t_lig += timed(lambda: lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50))[1]
@@ -107,12 +107,12 @@ def part_layers(zm, args):
     stds = [zoo_feature_std(zm, m) for m in layers]
     data = buckets(zm, args.layer_sentences, args.bucket)
     together = EntropyAttribution(zm.forward, zm.embedding, target_layer=layers)
-    t_one = sum(timed(lambda: together.explain(ids, additional_forward_args=(mask,), feature_std=stds))[1]
+    t_one = sum(timed(lambda: together.attribute_result(ids, additional_forward_args=(mask,), feature_std=stds))[1]
                 for ids, mask in data)
     t_six = 0.0
     for layer, std in zip(layers, stds):
         ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=layer)
-        t_six += sum(timed(lambda: ea.explain(ids, additional_forward_args=(mask,), feature_std=std))[1]
+        t_six += sum(timed(lambda: ea.attribute_result(ids, additional_forward_args=(mask,), feature_std=std))[1]
                      for ids, mask in data)
     return {"part": "six layers in one call vs six calls", "sentences": args.layer_sentences,
             "seconds": {"one_call": round(t_one, 2), "six_calls": round(t_six, 2)}, "ratio": round(t_one / t_six, 2)}

@@ -287,11 +287,11 @@ def explain_layers(
         warnings.simplefilter("always")
         if layers:
             ea = EntropyAttribution(forward_func, embedding, target_layer=list(layers.values()))
-            results += ea.explain(inputs, additional_forward_args=additional_forward_args,
+            results += ea.attribute_result(inputs, additional_forward_args=additional_forward_args,
                                   feature_std=None if std is None else [std(n) for n in layers], **settings)
         if output:
             ea = EntropyAttribution(forward_func, embedding)
-            results.append(ea.explain(inputs, target=target, additional_forward_args=additional_forward_args,
+            results.append(ea.attribute_result(inputs, target=target, additional_forward_args=additional_forward_args,
                                       feature_std=None if std is None else std(OUTPUT), **settings))
     names = list(layers) + ([OUTPUT] if output else [])
     _rewarn(caught, names, results)

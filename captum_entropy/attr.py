@@ -17,6 +17,7 @@ from captum.attr._utils.attribution import LayerAttribution, PerturbationAttribu
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ._deprecated import renamed
 from .errors import ConvergenceWarning, NotComparableWarning
 from .feature import Feature, ModelRunner, format_inputs, sentence_seeds, token_mask
 from .feature import max_sigma as sigma_cap
@@ -217,7 +218,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         chosen = given(tolerance=tolerance, feature_std=feature_std, mask=mask, pad_token_id=pad_token_id,
                        max_sigma=max_sigma, method=method, max_steps=max_steps, n_samples=n_samples, seed=seed,
                        internal_batch_size=internal_batch_size, show_progress=show_progress)
-        results = self.explain(inputs, target, additional_forward_args, attribute_to_layer_input, preset=preset,
+        results = self.attribute_result(inputs, target, additional_forward_args, attribute_to_layer_input, preset=preset,
                                **chosen, **settings)
         many = isinstance(results, list)
         results = results if many else [results]
@@ -229,7 +230,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         return out, (deltas if many else deltas[0])
 
     @log_usage()
-    def explain(
+    def attribute_result(
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: Any = None,
@@ -297,6 +298,13 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         return results if isinstance(self.target_layer, (list, tuple, nn.ModuleList)) else results[0]
 
     # -- internals -------------------------------------------------------------------------
+
+
+    def explain(self, *args: Any, **kwargs: Any) -> EntropyResult | list[EntropyResult]:
+        """Deprecated spelling of :meth:`attribute_result` (``captum_entropy.explain`` is the
+        one-line function that returns a :class:`~captum_entropy.LayerExplanation`)."""
+        renamed("EntropyAttribution.explain()", "EntropyAttribution.attribute_result()")
+        return self.attribute_result(*args, **kwargs)
 
     def _root_names(self) -> dict[int, str]:
         return module_names(self.forward_func)

@@ -19,7 +19,7 @@ from .optim import STOP_REASONS
 
 @dataclass
 class EntropyResult:
-    """Per-sentence answer of :meth:`EntropyAttribution.explain` for one feature.
+    """Per-sentence answer of :meth:`EntropyAttribution.attribute_result` for one feature.
 
     Shapes: B sentences, T tokens, K dimensions per token. σ and the entropies hold NaN on
     padding; the kept information (Captum's orientation: high = important) holds 0 there.

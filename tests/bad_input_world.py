@@ -57,11 +57,11 @@ class World:
         kw = {**FAST, **kw}
         ids = kw.pop("ids", self.ids)
         extra = kw.pop("extra", (self.mask,))
-        return self.ea(kw.pop("target_layer", None)).explain(ids, additional_forward_args=extra, **kw)
+        return self.ea(kw.pop("target_layer", None)).attribute_result(ids, additional_forward_args=extra, **kw)
 
     def explain_lin(self, **kw):
         x = kw.pop("x", self.x)
-        return EntropyAttribution(self.lin, self.lin.emb).explain(x, **{**FAST, **kw})
+        return EntropyAttribution(self.lin, self.lin.emb).attribute_result(x, **{**FAST, **kw})
 
     def result_file(self) -> Path:
         path = self.tmp / "result.safetensors"

@@ -56,13 +56,13 @@ def test_one_call_equals_separate_single_layer_calls():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i, (name, module) in enumerate(layers.items()):
-            alone = EntropyAttribution(bert_logits(model), model.bert.embeddings, target_layer=module).explain(
+            alone = EntropyAttribution(bert_logits(model), model.bert.embeddings, target_layer=module).attribute_result(
                 ids, additional_forward_args=(mask,), feature_std=stats[name], **QUICK)
             torch.testing.assert_close(ex.token_entropy[i], alone.token_entropy.float(), rtol=1e-5, atol=1e-5,
                                        equal_nan=True)
             assert torch.equal(ex.converged[i], alone.converged)
         pred = bert_logits(model)(ids, mask).argmax(-1)
-        out = EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
+        out = EntropyAttribution(bert_logits(model), model.bert.embeddings).attribute_result(
             ids, target=pred, additional_forward_args=(mask,), feature_std=stats["output"], **QUICK)
     torch.testing.assert_close(ex.token_kept[2], out.token_kept.float(), rtol=1e-5, atol=1e-5)
     assert torch.equal(ex.prediction, pred) and torch.equal(ex.target, pred)

@@ -90,7 +90,7 @@ def test_default_ranks_words_like_the_authors_code(minilm, fixture, feature):
     ea = EntropyAttribution(forward, model.embeddings, target_layer=target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = ea.explain(batch, additional_forward_args=(mask,), mask=mask, feature_std=tensors[f"std/{feature}"])
+        res = ea.attribute_result(batch, additional_forward_args=(mask,), mask=mask, feature_std=tensors[f"std/{feature}"])
     rhos = [_spearman(res.sigma[i, : len(x), 0], tensors[f"{feature}/{i}"]) for i, x in enumerate(ids)]
     mean = sum(rhos) / len(rhos)
     assert mean >= MIN_MEAN_SPEARMAN[feature], (feature, round(mean, 3), [round(r, 3) for r in rhos])

@@ -87,7 +87,7 @@ class OffsetPositions(nn.Module):
 def _offset_positions(w: World):
     model = w.track(OffsetPositions().eval())
     ids = torch.randint(0, 20, (2, 7), generator=torch.Generator().manual_seed(0))
-    return lambda: EntropyAttribution(model, model.word_embeddings).explain(ids, **FAST)
+    return lambda: EntropyAttribution(model, model.word_embeddings).attribute_result(ids, **FAST)
 
 
 def _nan_weights(w: World):
@@ -141,13 +141,13 @@ class SharedEmbedding(nn.Module):
 def _shared_block(w: World):
     model = w.track(SharedBlock().eval())
     ids = torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
-    return lambda: EntropyAttribution(model, model.emb, target_layer=model.block).explain(ids, **FAST)
+    return lambda: EntropyAttribution(model, model.emb, target_layer=model.block).attribute_result(ids, **FAST)
 
 
 def _shared_embedding(w: World):
     model = w.track(SharedEmbedding().eval())
     a, b = torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])
-    return lambda: EntropyAttribution(model, model.emb).explain(a, additional_forward_args=(b,), **FAST)
+    return lambda: EntropyAttribution(model, model.emb).attribute_result(a, additional_forward_args=(b,), **FAST)
 
 
 class ReusedLater(nn.Module):
@@ -169,7 +169,7 @@ class ReusedLater(nn.Module):
 def _reused_later(w: World):
     model = w.track(ReusedLater().eval())
     ids = torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
-    return lambda: EntropyAttribution(model, model.emb, target_layer=model.block).explain(
+    return lambda: EntropyAttribution(model, model.emb, target_layer=model.block).attribute_result(
         ids, feature_std=torch.ones(4), **FAST)
 
 
@@ -186,7 +186,7 @@ def _stats_offset_positions(w: World):
 
 def _half_with_amp(w: World):
     model = w.track(copy.deepcopy(w.bert).half())
-    return lambda: EntropyAttribution(bert_logits(model), model.bert.embeddings).explain(
+    return lambda: EntropyAttribution(bert_logits(model), model.bert.embeddings).attribute_result(
         w.ids, additional_forward_args=(w.mask,), amp=True, **FAST)
 
 
@@ -253,7 +253,7 @@ CASES = [
       r"NaN or inf for sentence\(s\) \[1\] before any noise.*check those inputs", id="inf-in-input-embeddings"),
     P(_nan_weights, ValueError, r"NaN or inf for sentence\(s\) \[0\] before any noise.*model's weights",
       id="nan-in-embedding-weights"),
-    P(lambda w: (lambda m: lambda: EntropyAttribution(m, m.emb).explain(w.x, **FAST))(w.track(NaNHead())), ValueError,
+    P(lambda w: (lambda m: lambda: EntropyAttribution(m, m.emb).attribute_result(w.x, **FAST))(w.track(NaNHead())), ValueError,
       r"feature output is NaN or inf for sentence\(s\) \[0, 1\] before any noise.*check the inputs and the weights",
       id="nan-in-model-output"),
     P(_inf_in_target_layer, ValueError,
@@ -272,7 +272,7 @@ CASES = [
     P(lambda w: lambda: w.explain(target=0.5), ValueError,
       r"target 0\.5 does not select.*Pass an int class index", id="target-float"),
     # --- layer / target_layer
-    P(lambda w: lambda: EntropyAttribution(w.f, copy.deepcopy(w.bert.bert.embeddings)).explain(
+    P(lambda w: lambda: EntropyAttribution(w.f, copy.deepcopy(w.bert.bert.embeddings)).attribute_result(
         w.ids, additional_forward_args=(w.mask,), **FAST), ValueError,
       r"layer was never called by forward_func: pass a module that the model runs.*not a copy", id="layer-not-in-model"),
     P(lambda w: lambda: w.explain(target_layer=copy.deepcopy(w.bert.bert.encoder.layer[0])), ValueError,
@@ -280,7 +280,7 @@ CASES = [
     P(lambda w: lambda: EntropyAttribution(w.f, "bert.embeddings"), TypeError,
       r"layer must be an nn\.Module, got str: pass the module object", id="layer-given-by-name"),
     P(lambda w: lambda: EntropyAttribution(w.f, w.bert.bert.encoder.layer[1], target_layer=w.bert.bert.encoder.layer[0])
-      .explain(w.ids, additional_forward_args=(w.mask,), **FAST), ValueError,
+      .attribute_result(w.ids, additional_forward_args=(w.mask,), **FAST), ValueError,
       r"runs before layer, so it cannot depend on it: pick a target_layer deeper", id="target-layer-before-layer"),
     P(_shared_embedding, ValueError, r"called 2 times per forward.*pick a module that runs once",
       id="layer-called-twice-shared-embedding"),
@@ -404,8 +404,8 @@ def test_a_model_in_training_mode_works_with_dropout_off_and_keeps_its_flags(tmp
     kw = dict(additional_forward_args=(w.mask,), feature_std=torch.ones(2), **FAST)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = EntropyAttribution(bert_logits(trained), trained.bert.embeddings).explain(w.ids, **kw)
-        b = EntropyAttribution(w.f, w.bert.bert.embeddings).explain(w.ids, **kw)  # the same weights, eval mode
+        a = EntropyAttribution(bert_logits(trained), trained.bert.embeddings).attribute_result(w.ids, **kw)
+        b = EntropyAttribution(w.f, w.bert.bert.embeddings).attribute_result(w.ids, **kw)  # the same weights, eval mode
     assert torch.equal(a.sigma.nan_to_num(), b.sigma.nan_to_num())  # dropout was off during the call
     assert trained.training and not trained.bert.encoder.layer[1].training
     assert_untouched(before)
@@ -422,8 +422,8 @@ def test_half_precision_models_work_on_cpu(dtype, tmp_path):
         warnings.simplefilter("ignore")
         low = EntropyAttribution(bert_logits(half), half.bert.embeddings, target_layer=layer(half))
         full = EntropyAttribution(w.f, w.bert.bert.embeddings, target_layer=layer(w.bert))
-        attr_low, res_low = low.attribute(w.ids, **kw), low.explain(w.ids, **kw)
-        res_full = full.explain(w.ids, **kw)
+        attr_low, res_low = low.attribute(w.ids, **kw), low.attribute_result(w.ids, **kw)
+        res_full = full.attribute_result(w.ids, **kw)
     assert attr_low.dtype == dtype and attr_low.shape == (4, 9, 16) and torch.isfinite(attr_low).all()
     real = w.mask.bool()
     ratio = res_low.sigma[real] / res_full.sigma[real]
@@ -480,7 +480,7 @@ def test_what_comes_after_the_target_layer_is_not_held_against_it(after, tmp_pat
     before = snapshot(*w.models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = EntropyAttribution(model, model.emb, target_layer=model.block).explain(
+        res = EntropyAttribution(model, model.emb, target_layer=model.block).attribute_result(
             ids, feature_std=torch.ones(4), **FAST)
     assert torch.isfinite(res.sigma).all()
     assert_untouched(before)

@@ -17,10 +17,10 @@ def _explainer(bert):
 def test_batched_equals_one_sentence_at_a_time(bert, bert_batch):
     ids, mask = bert_batch
     ea = _explainer(bert)
-    batched = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    batched = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
-        alone = ea.explain(ids[b : b + 1, :n], additional_forward_args=(mask[b : b + 1, :n],), **FAST)
+        alone = ea.attribute_result(ids[b : b + 1, :n], additional_forward_args=(mask[b : b + 1, :n],), **FAST)
         assert torch.allclose(batched.sigma[b, :n], alone.sigma[0], rtol=1e-4, atol=0), b
         assert batched.steps[b] == alone.steps[0]
         assert torch.isnan(batched.sigma[b, n:]).all()
@@ -29,8 +29,8 @@ def test_batched_equals_one_sentence_at_a_time(bert, bert_batch):
 def test_internal_batch_size_does_not_change_results(bert, bert_batch):
     ids, mask = bert_batch
     ea = _explainer(bert)
-    whole = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
-    chunked = ea.explain(ids, additional_forward_args=(mask,), mask=mask, internal_batch_size=1, **FAST)
+    whole = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    chunked = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, internal_batch_size=1, **FAST)
     assert torch.allclose(whole.sigma, chunked.sigma, rtol=1e-4, equal_nan=True)
     assert torch.equal(whole.steps, chunked.steps)
 
@@ -38,7 +38,7 @@ def test_internal_batch_size_does_not_change_results(bert, bert_batch):
 def test_same_seed_same_numbers_other_seed_other_numbers(bert, bert_batch):
     ids, mask = bert_batch
     ea = _explainer(bert)
-    run = lambda seed: ea.explain(ids, additional_forward_args=(mask,), mask=mask, seed=seed, **FAST).sigma
+    run = lambda seed: ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, seed=seed, **FAST).sigma
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
     assert not torch.allclose(torch.nan_to_num(a), torch.nan_to_num(c))
@@ -48,16 +48,16 @@ def test_sentence_order_in_the_batch_does_not_matter(bert, bert_batch):
     ids, mask = bert_batch
     ea = _explainer(bert)
     perm = torch.tensor([2, 0, 3, 1])
-    first = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
-    shuffled = ea.explain(ids[perm], additional_forward_args=(mask[perm],), mask=mask[perm], **FAST)
+    first = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    shuffled = ea.attribute_result(ids[perm], additional_forward_args=(mask[perm],), mask=mask[perm], **FAST)
     assert torch.allclose(first.sigma[perm], shuffled.sigma, rtol=1e-4, equal_nan=True)
 
 
 def test_amp_runs_and_stays_close_to_float32(bert, bert_batch):
     ids, mask = bert_batch
     ea = _explainer(bert)
-    full = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
-    half = ea.explain(ids, additional_forward_args=(mask,), mask=mask, amp=True, **FAST)
+    full = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    half = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, amp=True, **FAST)
     valid = mask.bool()
     assert torch.isfinite(half.sigma[valid]).all()
     assert ((half.sigma[valid] / full.sigma[valid] - 1).abs().median()) < 0.05
@@ -79,10 +79,10 @@ def test_per_row_targets_and_pad_token_id_batched_equal_alone(bert, bert_batch):
     f = bert_logits(bert)
     ea = EntropyAttribution(f, bert.bert.embeddings)
     target = torch.tensor([0, 1, 1, 0])
-    batched = ea.explain(ids, target=target, additional_forward_args=(mask,), pad_token_id=0, **FAST)
+    batched = ea.attribute_result(ids, target=target, additional_forward_args=(mask,), pad_token_id=0, **FAST)
     assert torch.equal(batched.mask, mask.bool())
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
-        alone = ea.explain(ids[b : b + 1, :n], target=int(target[b]), additional_forward_args=(mask[b : b + 1, :n],), **FAST)
+        alone = ea.attribute_result(ids[b : b + 1, :n], target=int(target[b]), additional_forward_args=(mask[b : b + 1, :n],), **FAST)
         assert torch.allclose(batched.sigma[b, :n], alone.sigma[0], rtol=1e-4, atol=0), b
         assert batched.steps[b] == alone.steps[0] and batched.converged[b] == alone.converged[0]

@@ -58,7 +58,7 @@ def test_target_selects_one_output_like_captum():
     x = torch.randn(2, tokens, dims)
     ea = EntropyAttribution(model, model.emb)
     for target in (1, [2, 0], torch.tensor([0, 1])):
-        res = ea.explain(x, target=target, feature_std=torch.ones(out), max_sigma=100.0, max_steps=1)
+        res = ea.attribute_result(x, target=target, feature_std=torch.ones(out), max_sigma=100.0, max_steps=1)
         ks = [target] * 2 if isinstance(target, int) else list(map(int, target))
         for b, k in enumerate(ks):
             jsq = (model.A[k].reshape(tokens, dims) ** 2).sum(-1)  # M = 1 for a selected scalar
@@ -114,8 +114,8 @@ def test_noise_on_layer_input_works_with_keyword_calls():
     model = KeywordBlock().eval()
     ids = torch.randint(0, 20, (2, 5))
     std = torch.ones(2)
-    on_output = EntropyAttribution(model, model.emb).explain(ids, feature_std=std, max_sigma=3.0, **FAST)
-    on_input = EntropyAttribution(model, model.block).explain(
+    on_output = EntropyAttribution(model, model.emb).attribute_result(ids, feature_std=std, max_sigma=3.0, **FAST)
+    on_input = EntropyAttribution(model, model.block).attribute_result(
         ids, feature_std=std, max_sigma=3.0, attribute_to_layer_input=True, **FAST
     )
     assert torch.allclose(on_output.sigma, on_input.sigma, rtol=1e-5)
@@ -128,10 +128,10 @@ def test_model_untouched_and_dropout_off_during_the_run(bert_batch):
     model.bert.pooler.dense.weight.requires_grad_(False)
     before = snapshot(model)
     f = bert_logits(model)
-    trained = EntropyAttribution(f, model.bert.embeddings).explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    trained = EntropyAttribution(f, model.bert.embeddings).attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     before.assert_unchanged()
     model.eval()
-    evaluated = EntropyAttribution(f, model.bert.embeddings).explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    evaluated = EntropyAttribution(f, model.bert.embeddings).attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     assert torch.equal(torch.nan_to_num(trained.sigma), torch.nan_to_num(evaluated.sigma))  # dropout was off
 
 

@@ -37,7 +37,7 @@ def test_attributions_are_kept_information_high_means_important():
     x = torch.randn(2, 4, 3)
     ea = EntropyAttribution(model, model.emb)
     attr = ea.attribute(x, target=0, feature_std=torch.ones(2), **FAST)
-    res = ea.explain(x, target=0, feature_std=torch.ones(2), **FAST)
+    res = ea.attribute_result(x, target=0, feature_std=torch.ones(2), **FAST)
     assert (attr >= 0).all()
     jac = (model.A[0].reshape(4, 3) ** 2).sum(-1)
     assert torch.equal(attr.sum(-1).argmax(-1), torch.full((2,), int(jac.argmax())))
@@ -92,8 +92,8 @@ def test_works_inside_no_grad_and_leaves_the_model_as_it_was(bert, bert_batch):
 def test_attention_mask_in_additional_forward_args_equals_an_explicit_mask(bert, bert_batch):
     ids, mask = bert_batch
     ea = EntropyAttribution(bert_logits(bert), bert.bert.embeddings, target_layer=bert.bert.encoder.layer[1])
-    found = ea.explain(ids, additional_forward_args=(mask,), **FAST)
-    given = ea.explain(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    found = ea.attribute_result(ids, additional_forward_args=(mask,), **FAST)
+    given = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
     assert torch.equal(found.mask, mask.bool()) and found.settings["mask"] == "detected: additional_forward_args[0]"
     real = mask.bool()
     assert torch.equal(found.sigma[real], given.sigma[real])
@@ -103,7 +103,7 @@ def test_a_mask_the_model_does_not_honour_is_not_used(bert, bert_batch):
     # the model ignores its second argument: the padding positions are read, so they are real tokens
     ids, mask = bert_batch
     ignores_mask = lambda ids, am: bert(input_ids=ids).logits  # noqa: E731
-    res = EntropyAttribution(ignores_mask, bert.bert.embeddings).explain(ids, additional_forward_args=(mask,), **FAST)
+    res = EntropyAttribution(ignores_mask, bert.bert.embeddings).attribute_result(ids, additional_forward_args=(mask,), **FAST)
     assert res.mask.all() and res.settings["mask"] == "none"
 
 
@@ -115,7 +115,7 @@ def test_token_type_ids_are_not_taken_for_a_mask(bert, bert_batch):
     def forward(ids, token_type_ids, attention_mask):
         return bert(input_ids=ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
 
-    res = EntropyAttribution(forward, bert.bert.embeddings).explain(ids, additional_forward_args=(types, mask), **FAST)
+    res = EntropyAttribution(forward, bert.bert.embeddings).attribute_result(ids, additional_forward_args=(types, mask), **FAST)
     assert torch.equal(res.mask, mask.bool())
 
 
@@ -181,7 +181,7 @@ def test_return_convergence_delta_is_the_stationarity_per_example(bert, bert_bat
     ea = EntropyAttribution(bert_logits(bert), bert.bert.embeddings)
     assert ea.has_convergence_delta()
     attr, delta = ea.attribute(ids, additional_forward_args=(mask,), return_convergence_delta=True, **FAST)
-    res = ea.explain(ids, additional_forward_args=(mask,), **FAST)
+    res = ea.attribute_result(ids, additional_forward_args=(mask,), **FAST)
     assert delta.shape == (4,) and torch.equal(delta, res.stationarity)
     _, lin = ea.attribute(ids, additional_forward_args=(mask,), return_convergence_delta=True, method="linearized")
     assert torch.isnan(lin).all()  # no optimisation ran: the distance to the optimum is unknown

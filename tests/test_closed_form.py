@@ -39,7 +39,7 @@ def map_a(model: LinearMap, std: torch.Tensor, tokens: int, dims: int) -> torch.
 @pytest.mark.parametrize("init", ["linear", "random"])
 def test_default_matches_closed_form_on_the_toy(init):
     model, x, std = toy_setup(8)
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, init=init)
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, init=init)
     expected = linear_optimal_sigma(toy_a(std), tolerance=TAU)
     rel = (res.sigma[..., 0] / expected - 1).abs()
     # 256 outputs, no exact Jacobian: sampled
@@ -59,7 +59,7 @@ def test_default_is_exact_on_small_linear_features_from_any_start(seed, init):
     g = torch.Generator().manual_seed(seed + 10)
     x = torch.randn(5, tokens, dims, generator=g)
     std = torch.rand(out, generator=g) + 0.5
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, max_sigma=100.0, init=init)
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, max_sigma=100.0, init=init)
     expected = linear_optimal_sigma(map_a(model, std, tokens, dims), tolerance=TAU)
     err = res.sigma[..., 0].log() - expected.log()
     if init == "linear":
@@ -72,14 +72,14 @@ def test_default_is_exact_on_small_linear_features_from_any_start(seed, init):
 
 def test_linearized_method_is_the_closed_form_with_its_standard_error():
     model, x, std = toy_setup(2)
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, method="linearized")
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, method="linearized")
     expected = linear_optimal_sigma(toy_a(std), tolerance=TAU)
     # Rademacher probes are exact for this diagonal Jacobian: zero spread, zero standard error
     assert torch.allclose(res.sigma[..., 0], expected.expand(2, -1), rtol=1e-4)
     assert res.stop_reasons == ["linearized"] * 2 and (res.steps == 0).all()
     assert torch.allclose(res.nonlinearity, torch.ones(2, 5))
     dense = LinearMap(6, 4, 100)  # 100 outputs > exact_jacobian: Hutchinson with a real spread
-    est = EntropyAttribution(dense, dense.emb).explain(
+    est = EntropyAttribution(dense, dense.emb).attribute_result(
         torch.randn(1, 6, 4), feature_std=torch.ones(100), method="linearized", max_sigma=1e3
     )
     truth = linear_optimal_sigma(map_a(dense, torch.ones(100), 6, 4), tolerance=TAU)
@@ -93,12 +93,12 @@ def test_per_element_matches_its_closed_form():
     ea = EntropyAttribution(model, model.emb)
     # one σ per element: a_ik = w_i² / (σ_S,k²·M), P = n·K, σ_ik² = τ/(P·a_ik) = τ·σ_S,k² / (n·w_i²)
     expected = std[None, None, :] * (TAU / 5) ** 0.5 / WEIGHTS.abs()[None, :, None]
-    exact = ea.explain(x, feature_std=std, per_element=True, exact_jacobian=256)  # control variate
+    exact = ea.attribute_result(x, feature_std=std, per_element=True, exact_jacobian=256)  # control variate
     assert torch.allclose(exact.sigma, expected, rtol=1e-4) and exact.converged.all()
     # sampled: each σ sees one noise dimension per draw, so it needs many draws; the stationarity
     # statistic (the step left by the gradient averaged over the accumulation period) must track
     # the true RMS error of log σ: neither hide it nor overstate it by more than 2×
-    sampled = ea.explain(x, feature_std=std, per_element=True, n_samples=32, curvature_decay=0.9, check_every=20)
+    sampled = ea.attribute_result(x, feature_std=std, per_element=True, n_samples=32, curvature_decay=0.9, check_every=20)
     assert torch.allclose(sampled.linear_sigma, expected, rtol=1e-4)  # Rademacher: exact for a diagonal map
     err = (sampled.sigma / expected).log().abs()
     assert err.median() < 0.04 and err.max() < 0.15, (err.median(), err.max())
@@ -113,7 +113,7 @@ def test_adam_on_the_penalised_objective_from_a_random_start(select):
     x = torch.randn(3, tokens, dims)
     std = torch.tensor([0.5, 1.0, 2.0])
     # exact_jacobian=0: no control variate, so Adam works on sampled gradients as the reference does
-    res = EntropyAttribution(model, model.emb).explain(
+    res = EntropyAttribution(model, model.emb).attribute_result(
         x, feature_std=std, entropy_weight=0.1, update="adam", init="random", select=select, max_sigma=1.0,
         lr=0.05, lr_decay_steps=None, max_steps=1500, check_every=100, early_stop=False, n_samples=16,
         exact_jacobian=0,
@@ -130,7 +130,7 @@ def test_water_filling_gives_a_capped_words_unused_budget_to_the_others():
     x = torch.randn(2, 3, 16) / 100
     std = torch.full((16,), 0.1)
     cap = 0.05
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, max_sigma=cap)
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, max_sigma=cap)
     a = toy_a(std, weights)
     assert (a[1] * cap**2 < TAU / 3).item()  # word 1 at the cap spends less than its share
     rest = torch.sqrt((TAU - a[1] * cap**2) / (2 * a[[0, 2]]))
@@ -147,7 +147,7 @@ def test_tolerance_means_the_same_for_any_sentence_length():
     model = LinearMap(tokens, dims, out)
     x = torch.randn(2, tokens, dims)
     mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=torch.ones(out), mask=mask, max_sigma=100.0)
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=torch.ones(out), mask=mask, max_sigma=100.0)
     a = map_a(model, torch.ones(out), tokens, dims)
     for b, n in enumerate([6, 3]):
         expected = linear_optimal_sigma(a[:n], tolerance=TAU)
@@ -161,8 +161,8 @@ def test_ignored_word_saturates_at_the_cap_whatever_the_step_count():
     x = torch.randn(1, 3, 16) / 100
     std = torch.full((16,), 0.1)
     ea = EntropyAttribution(model, model.emb)
-    short = ea.explain(x, feature_std=std, max_sigma=0.5, max_steps=3)
-    long = ea.explain(x, feature_std=std, max_sigma=0.5, max_steps=300)
+    short = ea.attribute_result(x, feature_std=std, max_sigma=0.5, max_steps=3)
+    long = ea.attribute_result(x, feature_std=std, max_sigma=0.5, max_steps=300)
     for res in (short, long):
         assert res.saturated[0].tolist() == [False, True, False]
         assert res.sigma[0, 1, 0] == 0.5
@@ -176,7 +176,7 @@ def test_guan2019_preset_reproduces_the_published_toy():
     # The reference loop is noisy (one run lands 10-30 % off on most words), so 8 sentences
     # (8 independent runs: for a linear Φ the optimum does not depend on x) are averaged in log space.
     model, x, std = toy_setup(8)
-    res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, preset="guan2019", max_sigma=1.0, lr=0.5)
+    res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, preset="guan2019", max_sigma=1.0, lr=0.5)
     sig = res.sigma[..., 0]
     c = (1 / std**2).mean()
     authors_closed_form = torch.sqrt(0.1 / (2 * 5 * c)) / WEIGHTS.abs()  # mean loss: depends on n = 5
@@ -188,6 +188,6 @@ def test_guan2019_preset_reproduces_the_published_toy():
     assert (sig / authors_closed_form - 1).abs().median() < 0.15
     assert (res.steps == 5000).all()
     # the default objective with τ = rate/2 has the same optimum on this linear feature
-    default = EntropyAttribution(model, model.emb).explain(x, feature_std=std, max_sigma=1.0)
+    default = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, max_sigma=1.0)
     assert torch.allclose(default.sigma[..., 0], authors_closed_form.expand(8, -1), rtol=0.05)
     assert math.isclose(0.1 / 2, TAU)

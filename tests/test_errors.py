@@ -115,7 +115,7 @@ def test_near_zero_feature_std_gets_a_floor_and_a_warning_never_nan():
     std = torch.full((256,), 0.3)
     std[7] = 1e-32
     with pytest.warns(TinyStdWarning, match="1 of 256 dimensions"):
-        res = EntropyAttribution(model, model.emb).explain(x, feature_std=std, **FAST)
+        res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std, **FAST)
     assert torch.isfinite(res.sigma).all()
 
 

@@ -105,7 +105,7 @@ def test_error_bars_are_calibrated_on_a_linear_feature_sampled_without_the_contr
 def redundant_result():
     model = Redundant()
     x = redundant_sentences(model)
-    return EntropyAttribution(model, model.emb).explain(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2,
+    return EntropyAttribution(model, model.emb).attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2,
                                                         update="fixed_draws")
 
 
@@ -153,13 +153,13 @@ def test_batched_equals_alone_and_seeds_agree_within_their_error_bars():
     mask[2] = 1
     ea = EntropyAttribution(model, model.emb)
     kw = dict(target=1, feature_std=torch.ones(2), additional_forward_args=(mask,), update="fixed_draws")
-    batch = ea.explain(ids, **kw)
+    batch = ea.attribute_result(ids, **kw)
     for b in range(3):
         n = int(mask[b].sum())
-        alone = ea.explain(ids[b : b + 1, :n], target=1, feature_std=torch.ones(2), additional_forward_args=(mask[b : b + 1, :n],), update="fixed_draws")
+        alone = ea.attribute_result(ids[b : b + 1, :n], target=1, feature_std=torch.ones(2), additional_forward_args=(mask[b : b + 1, :n],), update="fixed_draws")
         torch.testing.assert_close(alone.sigma[0], batch.sigma[b, :n], rtol=1e-5, atol=0)
         assert bool(alone.ambiguous[0]) == bool(batch.ambiguous[b])
-    other = ea.explain(ids, **kw, seed=1)
+    other = ea.attribute_result(ids, **kw, seed=1)
     m = batch.mask
     z = (batch.sigma.log() - other.sigma.log())[m].abs() / (batch.log_sigma_se[m] ** 2 + other.log_sigma_se[m] ** 2).sqrt().clamp_min(1e-9)
     assert float((z < 3).float().mean()) >= 0.9
@@ -173,7 +173,7 @@ def test_a_converged_answer_is_feasible_on_fresh_draws_and_a_cut_short_one_is_no
     x[:, 0] = 0.0
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.tensor(0.5), max_sigma=3.0, update="fixed_draws")
-    res = ea.explain(x, **kw)
+    res = ea.attribute_result(x, **kw)
     eps = torch.randn(4000, 4, 8, generator=torch.Generator().manual_seed(7))
     for b in range(3):
         with torch.no_grad():
@@ -181,5 +181,5 @@ def test_a_converged_answer_is_feasible_on_fresh_draws_and_a_cut_short_one_is_no
         if bool(res.converged[b]):
             assert d < 2 * 0.05, (b, d)
     with pytest.warns(Warning):
-        short = ea.explain(x, **kw, max_iter=1, continuation=(), starts=1)
+        short = ea.attribute_result(x, **kw, max_iter=1, continuation=(), starts=1)
     assert not (short.converged & (short.steps > 1)).any()

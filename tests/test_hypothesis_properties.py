@@ -62,7 +62,7 @@ def _explain(x, mask, seed=0, **kw) -> EntropyResult:
     model = MaskedMean(x.shape[-1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on short runs is not the point here
-        return EntropyAttribution(model, model.emb).explain(
+        return EntropyAttribution(model, model.emb).attribute_result(
             x, additional_forward_args=(mask,), feature_std=torch.full((OUT,), 0.5), seed=seed,
             **{"max_steps": 8, "check_every": 2, "n_samples": 8, "tol": 0.3, **kw})
 

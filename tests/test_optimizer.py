@@ -52,8 +52,8 @@ def test_default_is_not_worse_than_adam_on_a_saturating_logit_penalised():
     model, x, std, cap = SaturatingLogit(), sentences(), 0.2, 3.0
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.tensor(std), max_sigma=cap, entropy_weight=0.1)
-    ours = ea.explain(x, **kw)
-    adam = ea.explain(x, **kw, update="adam", lr=0.02, max_steps=2000, check_every=200, early_stop=False, n_samples=16)
+    ours = ea.attribute_result(x, **kw)
+    adam = ea.attribute_result(x, **kw, update="adam", lr=0.02, max_steps=2000, check_every=200, early_stop=False, n_samples=16)
 
     def loss(sigma, b):
         return float(distortion(model, x[b], sigma[b], std) - 0.1 * sigma[b].log().mean())
@@ -67,8 +67,8 @@ def test_default_reaches_the_constrained_optimum_on_a_saturating_logit():
     model, x, std, cap = SaturatingLogit(), sentences(), 0.2, 3.0
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.tensor(std), max_sigma=cap)
-    ours = ea.explain(x, **kw)
-    long = ea.explain(x, **kw, n_samples=64, max_steps=300, check_every=100, early_stop=False, curvature_decay=0.9, seed=5)
+    ours = ea.attribute_result(x, **kw)
+    long = ea.attribute_result(x, **kw, n_samples=64, max_steps=300, check_every=100, early_stop=False, curvature_decay=0.9, seed=5)
     assert ours.converged.all() and long.converged.all()
     for b in range(len(x)):
         ours_h = entropy_at_tolerance(model, x[b], ours.sigma[b], std, cap)
@@ -88,15 +88,15 @@ def test_a_sentence_that_cannot_reach_its_optimum_is_not_reported_converged():
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.tensor(0.2), max_sigma=3.0, init="random")
     with pytest.warns(ConvergenceWarning, match="stationarity test"):
-        stuck = ea.explain(x, **kw, max_jump=1e-3, max_steps=40)
+        stuck = ea.attribute_result(x, **kw, max_jump=1e-3, max_steps=40)
     assert not stuck.converged.any() and stuck.stop_reasons == ["max_steps"] * 2
     assert (stuck.stationarity > 0.1).all()
     with pytest.warns(ConvergenceWarning):
-        creeping = ea.explain(x, **kw, entropy_weight=0.1, update="adam", lr=1e-4, max_steps=60, check_every=20)
+        creeping = ea.attribute_result(x, **kw, entropy_weight=0.1, update="adam", lr=1e-4, max_steps=60, check_every=20)
     assert not creeping.converged.any()
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        free = ea.explain(x, **kw)
+        free = ea.attribute_result(x, **kw)
     assert free.converged.all() and (free.stationarity < 0.02).all()
 
 
@@ -104,14 +104,14 @@ def test_everything_forgotten_within_the_tolerance_warns_and_names_the_fix():
     model, x = SaturatingLogit(), sentences(2)
     ea = EntropyAttribution(model, model.emb)
     with pytest.warns(ConvergenceWarning, match="lower the tolerance"):
-        res = ea.explain(x, feature_std=torch.tensor(100.0), max_sigma=0.5)
+        res = ea.attribute_result(x, feature_std=torch.tensor(100.0), max_sigma=0.5)
     assert res.saturated.all()
 
 
 def test_max_steps_one_reports_max_steps():
     model, x = SaturatingLogit(), sentences(2)
     with pytest.warns(ConvergenceWarning):
-        res = EntropyAttribution(model, model.emb).explain(x, feature_std=torch.tensor(0.2), max_sigma=3.0, max_steps=1)
+        res = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=torch.tensor(0.2), max_sigma=3.0, max_steps=1)
     assert res.stop_reasons == ["max_steps", "max_steps"] and not res.converged.any()
 
 
@@ -136,7 +136,7 @@ def test_words_at_the_cap_come_down_when_they_hold_the_distortion_above_the_tole
     x = sentences(3, tokens=4)
     x[:, 0] = 0.0  # word 0 sits where its quadratic has no gradient
     ea = EntropyAttribution(model, model.emb)
-    res = ea.explain(x, feature_std=torch.tensor(0.5), max_sigma=3.0, max_steps=60)
+    res = ea.attribute_result(x, feature_std=torch.tensor(0.5), max_sigma=3.0, max_steps=60)
     assert res.linear_sigma[:, 0].eq(3.0).all()  # the warm start put word 0 at the cap
     # the answer is feasible: word 0 came off the cap, the others did not collapse
     for b in range(len(x)):
@@ -149,7 +149,7 @@ def test_words_at_the_cap_come_down_when_they_hold_the_distortion_above_the_tole
 def test_a_progress_bar_that_stops_early_ends_at_done(capsys):
     """A sentence that converges after a few steps closes its bar at 100 %, not at "5 %"."""
     model, x = SaturatingLogit(), sentences(2)
-    res = EntropyAttribution(model, model.emb).explain(
+    res = EntropyAttribution(model, model.emb).attribute_result(
         x, feature_std=torch.tensor(0.2), max_sigma=3.0, tolerance=1e-4, show_progress=True)
     assert int(res.steps.max()) < 100  # it stopped early (a tiny tolerance is linear)
     bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]

@@ -31,8 +31,8 @@ def test_sigma_is_invariant_to_feature_scale_and_offset(scale, shift):
     std = torch.full((6,), 0.5)
     base_model, model = Affine(1.0, 0.0), Affine(scale, shift)
     kw = dict(max_sigma=2.0, max_steps=40)
-    base = EntropyAttribution(base_model, base_model.emb).explain(x, feature_std=std, **kw)
-    moved = EntropyAttribution(model, model.emb).explain(x, feature_std=std * scale, **kw)
+    base = EntropyAttribution(base_model, base_model.emb).attribute_result(x, feature_std=std, **kw)
+    moved = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=std * scale, **kw)
     assert torch.allclose(base.sigma, moved.sigma, rtol=2e-3)
 
 
@@ -44,6 +44,6 @@ def test_linear_sigma_scales_with_sqrt_of_tolerance(lam, factor):
     x = torch.randn(1, 4, 3)
     ea = EntropyAttribution(model, model.emb)
     kw = dict(feature_std=torch.ones(2), max_sigma=1e6, max_steps=1)
-    a = ea.explain(x, tolerance=lam, **kw).init_sigma
-    b = ea.explain(x, tolerance=lam * factor, **kw).init_sigma
+    a = ea.attribute_result(x, tolerance=lam, **kw).init_sigma
+    b = ea.attribute_result(x, tolerance=lam * factor, **kw).init_sigma
     assert torch.allclose(b, a * factor**0.5, rtol=1e-4)

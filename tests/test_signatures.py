@@ -18,7 +18,7 @@ MAIN = ("tolerance", "feature_std", "mask", "pad_token_id", "max_sigma", "method
         "internal_batch_size", "show_progress")
 
 
-@pytest.mark.parametrize("function", [EntropyAttribution.attribute, EntropyAttribution.explain])
+@pytest.mark.parametrize("function", [EntropyAttribution.attribute, EntropyAttribution.attribute_result])
 def test_attribute_and_explain_name_their_main_settings(function):
     params = inspect.signature(function).parameters
     for name in ("preset", *MAIN):
@@ -73,3 +73,12 @@ def test_the_old_feature_std_keywords_warn_and_name_the_new_one():
     ex.feature_std = "S"
     with pytest.deprecated_call(match="Explainer.feature_std"):
         assert ex.stats == "S"
+
+
+def test_the_old_method_name_warns_and_gives_the_same_result(bert, bert_batch):
+    ids, mask = bert_batch
+    ea = EntropyAttribution(bert_logits(bert), bert.bert.embeddings)
+    kw = dict(target=0, additional_forward_args=(mask,), method="linearized")
+    with pytest.deprecated_call(match=r"attribute_result\(\)"):
+        old = ea.explain(ids, **kw)
+    assert torch.equal(old.sigma.nan_to_num(), ea.attribute_result(ids, **kw).sigma.nan_to_num())  # NaN: padding

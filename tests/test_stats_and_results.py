@@ -51,8 +51,8 @@ def test_stats_save_load_round_trip_and_use_by_layer_name(bert, tmp_path):
     ids, mask = _batches(1)[0]
     ea = EntropyAttribution(bert, bert.bert.embeddings, target_layer=layer)
     # the model is the forward_func here, so the loaded statistics are found by the layer's name
-    a = ea.explain(ids, additional_forward_args=(mask,), mask=mask, feature_std=loaded, max_steps=20)
-    b = ea.explain(ids, additional_forward_args=(mask,), mask=mask, feature_std=stats[name], max_steps=20)
+    a = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=loaded, max_steps=20)
+    b = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=stats[name], max_steps=20)
     assert torch.equal(torch.nan_to_num(a.sigma), torch.nan_to_num(b.sigma))
     assert a.layer == name
 
@@ -82,7 +82,7 @@ def test_tiny_fitted_std_is_floored_with_a_warning():
 def test_result_save_load_and_importance(bert, tmp_path):
     ids, mask = _batches(1)[0]
     f = bert_logits(bert)
-    res = EntropyAttribution(f, bert.bert.embeddings).explain(
+    res = EntropyAttribution(f, bert.bert.embeddings).attribute_result(
         ids, additional_forward_args=(mask,), mask=mask, max_steps=20
     )
     res.save(tmp_path / "r.safetensors")

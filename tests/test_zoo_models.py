@@ -48,7 +48,7 @@ def test_entropy_attribution_runs_on_every_layer_of_every_word_model(name):
     zm = build(name, SENTENCES, glove=False, config=TINY)
     ids, mask = zm.tokenize(SENTENCES[:3])
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=list(zm.layers.values()))
-    results = ea.explain(ids, additional_forward_args=(mask,), mask=mask, max_steps=20)
+    results = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, max_steps=20)
     assert len(results) == len(zm.layers)
     for res in results:
         assert torch.isfinite(res.token_entropy[mask.bool()]).all()
@@ -115,7 +115,7 @@ def test_a_users_hf_classifier_plugs_in(tmp_path):
     ids, mask = zm.tokenize(SENTENCES[:2])
     assert zm.tokens(ids[0])[:3] == ["[CLS]", "rare", "bird"]
     assert list(zm.layers) == ["layer1", "layer2"] and zm.forward(ids, mask).shape == (2, 2)
-    res = EntropyAttribution(zm.forward, zm.embedding, target_layer=zm.layers["layer2"]).explain(
+    res = EntropyAttribution(zm.forward, zm.embedding, target_layer=zm.layers["layer2"]).attribute_result(
         ids, additional_forward_args=(mask,), mask=mask, max_steps=10)
     assert res.token_entropy.shape == ids.shape
 

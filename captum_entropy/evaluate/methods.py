@@ -170,7 +170,7 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        result = ea.explain(task.ids, target=None if layer else task.target, additional_forward_args=(task.mask,),
+        result = ea.attribute_result(task.ids, target=None if layer else task.target, additional_forward_args=(task.mask,),
                             feature_std=std, mask=task.mask,
                             **{"show_progress": False, "seed": task.seed, **task.settings.get("entropy", {})})
     return result.token_kept

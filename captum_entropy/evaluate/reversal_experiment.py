@@ -121,7 +121,7 @@ def _explain_step(
 
     if method in ENTROPY_VARIANTS:
         ea = EntropyAttribution(step.forward, model.embedding)
-        res = ea.explain(sub.src, target=step.target, additional_forward_args=step.extra, mask=sub.mask,
+        res = ea.attribute_result(sub.src, target=step.target, additional_forward_args=step.extra, mask=sub.mask,
                          feature_std=std, **entropy_kwargs, **ENTROPY_VARIANTS[method])
         kept = res.importance(normalize=False).clamp_min(0.0)  # float error at the cap gives -1e-5
         return kept, float(res.converged.float().mean())
