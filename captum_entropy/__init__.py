@@ -17,7 +17,7 @@ _EXPORTS = {
     "linear_optimal_sigma": "entropy",
     "nats_to_bits": "entropy",
     "sigma_from_entropy": "entropy",
-    "OptimSettings": "optim",
+    "OptimSettings": "optim_settings",
     "EntropyResult": "result",
     "Explainer": "explainer",
     "ModelComparison": "comparison",

@@ -19,6 +19,8 @@ FLOORS: list[set[str]] = [
      "_describe"},
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
+    {"optim_settings"},
+    {"update_rules"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},
     {"settings", "result", "viz"},  # viz renders result objects it knows only as type hints
     {"model_runner", "padding", "sigma_cap", "seeds"},  # the model side, beside the feature

@@ -1,0 +1,165 @@
+"""The optimiser's settings: :class:`OptimSettings` (every knob of :func:`~captum_entropy.optim.fit_sigma`,
+validated on construction), its constants, and the number checks that :mod:`.settings` shares.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+
+from .fixed_draws import FixedDrawSettings, SolveSettings
+
+_IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
+STOP_REASONS = ("converged", "max_steps", "linearized")
+SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
+UPDATES = ("newton", "fixed_draws", "adam")
+TIE_TOLERANCE = 1e-5  # relative: a distortion this close to τ is at τ; entropies this close are equal
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Knobs of :func:`fit_sigma`. Defaults are the fast, converging mode.
+
+    Attributes:
+        method: ``"optimize"`` (the linearised warm start, then refinement on the real
+            feature) or ``"linearized"`` (the closed form of the linearised problem only: one
+            batched backward pass, exact where the feature is linear in the noise).
+        per_element: one σ per embedding element (True) or one per token (False, the paper).
+        n_samples: noise draws per sentence per step (extra batch rows). ``None``:
+            :data:`SMALL_FEATURE_SAMPLES` (64) for a fixed-size feature of at most
+            ``exact_jacobian`` elements (a logit, a probability: one number per draw carries
+            little about each word), else 16.
+        max_steps: most refinement steps per sentence.
+        check_every: window (steps) of the stationarity test and of iterate averaging.
+        tol: a sentence converges when the RMS of the window-mean step ``½·log(c/g)`` is below
+            ``tol`` (0.02 ≈ 2 % in σ).
+        early_stop: stop updating (and computing) a sentence once it has converged.
+        init: ``"linear"`` warm start from the linearised closed form, or ``"random"``
+            (θ ~ N(0, 1), σ = cap·sigmoid(θ), as in the reference).
+        n_probes: Rademacher vector–Jacobian products per sentence for the Hutchinson estimate
+            of the Jacobian norms (features with more than ``exact_jacobian`` elements).
+        exact_jacobian: a feature with at most this many elements gets its exact Jacobian
+            (one backward row per element) and the control variate.
+        update: the solver. ``"newton"`` (default): stochastic Newton steps on fresh draws.
+            ``"fixed_draws"``: the sample-average solver of :mod:`captum_entropy.fixed_draws`
+            (tolerance objective, one σ per token: draws fixed per sentence, a KKT test,
+            per-word error bars, several optima; experimental, see docs/method.md). ``"adam"``: the
+            authors' choice (penalised objective only; uses ``lr``).
+        max_jump: largest change of log σ per step (newton update).
+        curvature_decay: the newton update steps with an exponential moving average of the
+            measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
+        lr: Adam learning rate on the parameter (log σ, or θ for the sigmoid form).
+        lr_decay_steps: Adam's lr is divided by ``sqrt(1 + step / lr_decay_steps)``; ``None``: constant.
+        parametrization: ``"log"`` (σ = exp(u), projected onto σ ≤ cap) or ``"sigmoid"``
+            (σ = cap · sigmoid(θ), the reference; Adam only).
+        select: ``"average"`` (mean of log σ over the last window) or ``"min_loss"`` (the
+            state after the step with the lowest single-sample loss, the reference; Adam only).
+        n_draws: fixed_draws: the draws a sentence starts with (antithetic pairs, even).
+        max_draws: fixed_draws: the draws are doubled up to this many while the median
+            standard error of the free words' log σ is above ``precision``.
+        precision: fixed_draws: the target median standard error of log σ (0.1 ≈ 10 % in σ).
+        starts: fixed_draws: solves per sentence: from the linearised σ, then with each of the
+            ``starts − 1`` most-kept words pushed to the cap (other optima).
+        ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
+            the best makes the sentence ``ambiguous``.
+        continuation: fixed_draws: fractions of τ solved first from the linearised start
+            (exact as τ → 0), e.g. ``(0.25,)``; ``()`` starts at τ.
+        max_iter: fixed_draws: most iterations of one solve.
+    """
+
+    method: str = "optimize"
+    per_element: bool = False
+    n_samples: int | None = None
+    max_steps: int = 100
+    check_every: int = 5
+    tol: float = 0.02
+    early_stop: bool = True
+    init: str = "linear"
+    n_probes: int = 16
+    exact_jacobian: int = 64
+    update: str = "newton"
+    max_jump: float = 1.0
+    curvature_decay: float = 0.5
+    lr: float = 0.05
+    lr_decay_steps: float | None = 50.0
+    parametrization: str = "log"
+    select: str = "average"
+    n_draws: int = FixedDrawSettings.n_draws
+    max_draws: int = FixedDrawSettings.max_draws
+    precision: float = FixedDrawSettings.precision
+    starts: int = FixedDrawSettings.starts
+    ambiguity_gap: float = FixedDrawSettings.ambiguity_gap
+    continuation: tuple[float, ...] = FixedDrawSettings.continuation
+    max_iter: int = SolveSettings.max_iter
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        def positive_int(name: str, low: int = 1) -> None:
+            v = getattr(self, name)
+            default = next(f.default for f in fields(self) if f.name == name)
+            need(_is_int(v) and v >= low, f"{name} must be an int >= {low}, got {v!r} (the default is {default})")
+
+        reals = ("lr", "tol", "max_jump", "curvature_decay") + (() if self.lr_decay_steps is None else ("lr_decay_steps",))
+        for name in reals:
+            v = getattr(self, name)
+            need(_is_real(v), f"{name} must be a number, got {v!r}")
+        for name in ("per_element", "early_stop"):
+            need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
+
+        for name in ("max_steps", "check_every", "n_probes", "max_iter", "starts"):
+            positive_int(name)
+        positive_int("n_draws", 2)
+        need(self.n_draws % 2 == 0, f"n_draws must be even (antithetic pairs), got {self.n_draws}")
+        need(_is_int(self.max_draws) and self.max_draws >= self.n_draws,
+             f"max_draws must be an int >= n_draws ({self.n_draws}), got {self.max_draws!r}")
+        for name in ("precision", "ambiguity_gap"):
+            v = getattr(self, name)
+            need(_is_real(v) and math.isfinite(v) and v > 0, f"{name} must be a positive number, got {v!r}")
+        need(isinstance(self.continuation, (tuple, list)) and all(_is_real(f) and 0 < f < 1 for f in self.continuation),
+             f"continuation must be a tuple of fractions of τ in (0, 1), e.g. (0.25,) or (), got {self.continuation!r}")
+        need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
+             f"n_samples must be an int >= 1 or None (automatic, the default), got {self.n_samples!r}")
+        positive_int("exact_jacobian", 0)
+        need(
+            self.method in ("optimize", "linearized"),
+            f"method must be 'optimize' or 'linearized', got {self.method!r}"
+            + (" (an integration rule of IntegratedGradients; this method has no path)" if self.method in _IG_RULES else ""),
+        )
+        need(math.isfinite(self.lr) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
+        need(
+            math.isfinite(self.tol) and self.tol > 0,
+            f"tol must be a positive number, got {self.tol!r}: it is the threshold of the stationarity test "
+            "(the RMS step in log σ still to take), which tol=0 can never pass; to run all max_steps "
+            "pass early_stop=False",
+        )
+        need(self.lr_decay_steps is None or self.lr_decay_steps > 0, f"lr_decay_steps must be > 0 or None, got {self.lr_decay_steps!r}")
+        need(self.init in ("linear", "random"), f"init must be 'linear' or 'random', got {self.init!r}")
+        need(self.parametrization in ("log", "sigmoid"), f"parametrization must be 'log' or 'sigmoid', got {self.parametrization!r}")
+        need(self.select in ("average", "min_loss"), f"select must be 'average' or 'min_loss', got {self.select!r}")
+        need(self.update in UPDATES, f"update must be one of {UPDATES}, got {self.update!r}")
+        need(
+            self.update == "adam" or (self.parametrization == "log" and self.select == "average"),
+            f"update={self.update!r} works on log σ: parametrization='sigmoid' and "
+            "select='min_loss' need update='adam'",
+        )
+        need(math.isfinite(self.max_jump) and self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
+        need(0 <= self.curvature_decay < 1, f"curvature_decay must be in [0, 1), got {self.curvature_decay!r}")
+
+
+def _is_int(v: object) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def _is_real(v: object) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def _is_bool(v: object) -> bool:
+    return isinstance(v, bool) or type(v).__name__ == "bool_"

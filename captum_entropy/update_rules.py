@@ -1,0 +1,298 @@
+"""The stochastic refinement of log σ on fresh draws: the per-sentence state (window averages,
+the stationarity test) and the two update rules that move it, Newton and Adam.
+
+Update rules (called by :func:`~captum_entropy.optim.fit_sigma`, whose docstring has the
+objectives and their optimality condition):
+
+* ``"newton"`` (default): the step ``u_p += ½·log(c / g_p)`` on common random numbers (the same
+  ``n_samples`` draws for the current point and the proposal), accepted only if it improves the
+  objective on those draws (penalised: the loss; constrained: the entropy after rescaling both
+  points to ``D = τ``); a rejected step halves the step length. A linear feature is solved in
+  one step; where the feature is non-linear the curvature is re-measured at the current σ. A
+  feature with at most ``exact_jacobian`` elements gets its exact Jacobian once, and the linear
+  part of the distortion is then computed in closed form (a control variate): only the
+  non-linear remainder is sampled.
+* ``"adam"``: Adam on the parameter, the reference's choice (penalised objective only).
+
+Convergence is a stationarity test: ``r_p = ½·log(c/g_p)`` (the step that would still be taken;
+at the cap only its negative part) averaged over a window of ``check_every`` steps has an RMS
+below ``tol``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .objective import SampledDistortion, noise, step_to_level, water_level
+from .optim_settings import STOP_REASONS, TIE_TOLERANCE, OptimSettings
+
+
+class _State:
+    """Per-sentence iterate, running averages, the stationarity test, and flags.
+
+    Steps are booked in windows of ``check_every``. The answer and the test use the average over
+    every window after the last one that still *drifted* (its mean step larger than three
+    standard errors of its own noise, or far smaller than the average so far, which then still
+    holds a transient; the first window counts as drifting unless it passes the test at once).
+    So a sentence whose steps are dominated by sampling noise keeps averaging: its σ gets more
+    precise with every step, and it converges once the averaged step is below ``tol``, not when
+    one lucky window is.
+    """
+
+    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype, residual: Callable | None = None) -> None:
+        self.s, self.residual = s, residual
+        self.u = u0.clone()
+        zeros = lambda: torch.zeros_like(u0)  # noqa: E731
+        self.u_win, self.r_win, self.r2_win = zeros(), zeros(), zeros()  # sums over the current window
+        self.u_acc, self.r_acc = zeros(), zeros()  # sums since the last drifting window
+        # the measured gradient and distortion, for the stationarity test on their averages
+        self.g_win, self.g_acc = zeros(), zeros()
+        self.d_win = torch.zeros(b, dtype=dtype, device=dev)
+        self.d_acc = torch.zeros(b, dtype=dtype, device=dev)
+        self.n_acc = torch.zeros(b, dtype=dtype, device=dev)
+        self.fresh = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.in_window = torch.zeros(b, dtype=torch.long, device=dev)
+        self.steps = torch.zeros(b, dtype=torch.long, device=dev)
+        self.converged = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.reason = torch.full((b,), STOP_REASONS.index("max_steps"), dtype=torch.long, device=dev)
+        self.stat = torch.full((b,), math.nan, dtype=dtype, device=dev)
+        self.dist = torch.full((b,), math.nan, dtype=dtype, device=dev)
+        self.losses = torch.full((b, s.max_steps), math.nan, dtype=dtype, device=dev)
+        self.active = torch.arange(b, device=dev)
+        self.best_loss = torch.full((b,), math.inf, dtype=dtype, device=dev)
+        self.best_u: Tensor | None = None
+
+    def record(
+        self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor,
+        g: Tensor | None = None, d: Tensor | None = None,
+    ) -> None:
+        """Book one step of ``rows``; at a window's end, update the averages and the test.
+
+        ``g`` and ``d`` (Newton): the measured gradient and distortion, averaged for the
+        stationarity test, where the gap ``½·log(D̄/τ)`` counts like one more parameter's step.
+        """
+        if g is not None:
+            self.g_win[rows] += g.masked_fill(~valid[rows], 0.0)
+            self.d_win[rows] += d
+        self.steps[rows] += 1
+        self.losses[rows, step] = loss
+        self.dist[rows] = dist
+        r = r.clamp(-10.0, 10.0).masked_fill(~valid[rows], 0.0)
+        self.u_win[rows] += self.u[rows]
+        self.r_win[rows] += r
+        self.r2_win[rows] += r * r
+        self.in_window[rows] += 1
+        full = rows[self.in_window[rows] == self.s.check_every]
+        if len(full):
+            self._close_window(full, valid[full])
+
+    def _close_window(self, full: Tensor, valid: Tensor) -> None:
+        w = self.s.check_every
+        count = valid.flatten(1).sum(1).clamp_min(1)
+        rms = lambda x: (x.flatten(1).sum(1) / count).sqrt()  # noqa: E731
+        mean_r = self.r_win[full] / w
+        var = (self.r2_win[full] - w * mean_r.pow(2)).clamp_min(0) / max(w - 1, 1)
+        drift, noise = rms(mean_r.pow(2)), rms(var / w)
+        # a transient left in the average (its mean step far larger than this window's) restarts it too
+        history = rms(((self.r_acc[full] + self.r_win[full]) / (self.n_acc[full, None, None] + w)).pow(2))
+        restart = (drift > 3 * noise) | (2 * drift < history) | (self.n_acc[full] == 0)
+        # the window that restarted the average drifted (or was the first): drop it from the
+        # average as soon as a later window follows it
+        keep = (~restart & ~self.fresh[full]).to(mean_r.dtype)[:, None, None]
+        self.fresh[full] = restart
+        self.u_acc[full] = self.u_acc[full] * keep + self.u_win[full]
+        self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
+        self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
+        self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
+        self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]
+        n = self.n_acc[full]
+        if self.residual is not None:
+            # the step still to take by the *averaged* gradient and distortion: a log of the mean,
+            # not a mean of logs of noisy single steps (which is biased by their noise)
+            r_bar, gap = self.residual(full, self.u_acc[full] / n[:, None, None], self.g_acc[full] / n[:, None, None],
+                                       self.d_acc[full] / n)
+            self.stat[full] = (rms(r_bar.masked_fill(~valid, 0.0).pow(2)).pow(2) + gap.pow(2)).sqrt()
+        else:  # the penalised objective (Adam): no distortion budget, so no gap
+            self.stat[full] = rms((self.r_acc[full] / n[:, None, None]).pow(2))
+        done = full[self.stat[full] < self.s.tol]
+        self.converged[done] = True
+        self.reason[done] = STOP_REASONS.index("converged")
+        for t in (self.u_win, self.r_win, self.r2_win, self.g_win, self.d_win):
+            t[full] = 0.0
+        self.in_window[full] = 0
+        if self.s.early_stop:
+            self.active = self.active[~self.converged[self.active]]
+
+    def result(self) -> Tensor:
+        if self.best_u is not None:  # select="min_loss"
+            return self.best_u
+        # a sentence that never completed a window keeps its latest iterate
+        averaged = self.u_acc / self.n_acc.clamp_min(1)[:, None, None]
+        return torch.where((self.n_acc > 0)[:, None, None], averaged, self.u)
+
+
+def _stationarity_step(g: Tensor, level: Tensor, room: Tensor) -> Tensor:
+    """``r_p``: the step of log σ still to take, up to the cap (at the cap only a push down counts).
+
+    Not limited by ``max_jump``: a sentence that cannot move fast enough is not stationary."""
+    return torch.minimum(step_to_level(g, level, math.inf), room.clamp_min(0.0))
+
+
+def _free(u: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
+    """Parameters below the cap; all of a row's parameters if none is (a row stuck at the cap)."""
+    free = (u < log_cap - 1e-6) & ok
+    return torch.where(free.flatten(1).any(1)[:, None, None], free, ok)
+
+
+def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor, max_jump: float) -> Tensor:
+    """Shift the free parameters' log σ by ``shift`` (per row), under the cap.
+
+    Parameters at the cap stay there, unless the shift is down by the whole trust region: then
+    the free words alone cannot bring D to τ, and the words at the cap, whose noise may hold it
+    up (a feature saturated by their noise has no gradient to show it), come down with them.
+    """
+    moves = _free(u, log_cap, ok) | (ok & (shift <= -max_jump + 1e-9)[:, None, None])
+    return torch.where(moves, torch.minimum(u + shift[:, None, None], log_cap), u)
+
+
+def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+    b, t, ks = state.u.shape
+    k = dist.values.shape[-1]
+    alpha = torch.ones(b, dtype=state.u.dtype, device=state.u.device)
+    tiny = torch.finfo(state.u.dtype).tiny
+    curv = torch.zeros_like(state.u)  # EMA of g / (2σ²): the quadratic coefficient a_p
+    beta = s.curvature_decay
+    for step in range(s.max_steps):
+        rows = state.active
+        if len(rows) == 0:
+            break
+        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        cap, ok = log_cap[rows], valid[rows]
+        with torch.enable_grad():
+            leaf = state.u[rows].detach().requires_grad_(True)
+            d0 = dist(leaf, rows, eps)
+            _check_finite(d0, rows, step)
+            (g,) = torch.autograd.grad(d0.sum(), leaf)
+        with torch.no_grad():
+            d0, g = d0.detach(), g.masked_fill(~ok, 0.0)
+            u = state.u[rows]
+            n_seen = state.steps[rows].to(u.dtype)[:, None, None]
+            curv[rows] = beta * curv[rows] + (1 - beta) * g / (2 * torch.exp(2 * u))
+            g_smooth = (2 * torch.exp(2 * u) * curv[rows] / (1 - beta ** (n_seen + 1))).masked_fill(~ok, 0.0)
+            if budget is not None:
+                level = water_level(g_smooth, cap - u, ok, budget[rows])
+                # the current point rescaled to D = τ along u + s (first order in s)
+                slope = g.masked_fill(~_free(u, cap, ok), 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
+                s_cur = (torch.log(budget[rows] / d0.clamp_min(tiny)) / slope.clamp_min(tiny)).clamp(-s.max_jump, s.max_jump)
+                current = _rescale(u, s_cur, cap, ok, s.max_jump)
+            else:
+                level = pull[rows]
+                current = u
+            r = _stationarity_step(g, level, cap - u)
+            proposal = torch.minimum(u + alpha[rows, None, None] * step_to_level(g_smooth, level, s.max_jump), cap)
+            proposal = torch.where(ok, proposal, cap)
+            d1 = dist(proposal, rows, eps)
+            _check_finite(d1, rows, step)
+            if budget is not None:
+                # secant on log D along the proposal's own scale, then compare entropies at D = τ;
+                # a candidate counts only where the draws show it within the tolerance
+                tau = budget[rows]
+                s1 = (0.5 * torch.log(tau / d1.clamp_min(tiny))).clamp(-s.max_jump, s.max_jump)
+                d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump), rows, eps)
+                _check_finite(d2, rows, step)
+                log_d1, log_d2 = torch.log(d1.clamp_min(tiny)), torch.log(d2.clamp_min(tiny))
+                # decisions read "at τ" within TIE_TOLERANCE: a draw that lands on τ (the secant often
+                # does) must not be decided by float rounding, which differs with the batch's size
+                near = TIE_TOLERANCE * tau
+                bracket = ((d1 - tau) * (d2 - tau) <= 0) | ((d1 - tau).abs() <= near) | ((d2 - tau).abs() <= near)
+                rise = torch.where((log_d2 - log_d1).abs() > 1e-12, log_d2 - log_d1, torch.ones_like(log_d1))
+                frac = torch.where(bracket, ((torch.log(tau) - log_d1) / rise).clamp(0.0, 1.0), (s1 > 0).to(s1.dtype))
+                eligible = bracket | ((d1 <= tau + near) & (d2 <= tau + near))
+                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok, s.max_jump), cap)
+                better = eligible & (_mean(candidate, ok) >= _mean(current, ok) - TIE_TOLERANCE)
+                loss = -_mean(torch.where(better[:, None, None], candidate, current), ok)
+                d_new = torch.where(better, budget[rows], d0)
+            else:
+                candidate = proposal
+                loss0 = d0 - pull[rows] * _sum(u, ok)
+                loss1 = d1 - pull[rows] * _sum(proposal, ok)
+                better = loss1 <= loss0
+                loss = torch.minimum(loss0, loss1)
+                d_new = torch.where(better, d1, d0)
+            new_u = torch.where(better[:, None, None], candidate, current)
+            alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
+            state.u[rows] = torch.where(ok, new_u, cap)
+            state.record(rows, step, r, loss, d_new, valid, g=g, d=d0)
+        if progress is not None:
+            progress(step + 1)
+
+
+def _adam(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+    b, t, ks = state.u.shape
+    k = dist.values.shape[-1]
+    sigmoid = s.parametrization == "sigmoid"
+    # the parameter: u itself, or θ with σ = cap·sigmoid(θ)
+    ratio = torch.exp(state.u - log_cap).clamp(1e-6, 1 - 1e-6)
+    param = (torch.log(ratio) - torch.log1p(-ratio)) if sigmoid else state.u.clone()
+    m, v = torch.zeros_like(param), torch.zeros_like(param)
+    t_adam = torch.zeros(b, dtype=param.dtype, device=param.device)
+    if s.select == "min_loss":
+        state.best_u = state.u.clone()
+    to_u = (lambda p, rows: log_cap[rows] + torch.nn.functional.logsigmoid(p)) if sigmoid else (lambda p, rows: p)
+    for step in range(s.max_steps):
+        rows = state.active
+        if len(rows) == 0:
+            break
+        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        ok = valid[rows]
+        with torch.enable_grad():
+            leaf = param[rows].detach().requires_grad_(True)
+            u = torch.where(ok, to_u(leaf, rows), log_cap[rows])
+            d = dist(u, rows, eps)
+            _check_finite(d, rows, step)
+            loss = d - pull[rows] * _sum(u, ok)
+            (gp,) = torch.autograd.grad(loss.sum(), leaf)
+        with torch.no_grad():
+            u = u.detach()
+            # ∂D/∂u from ∂L/∂param: L = D − pull·Σu, so ∂D/∂u = ∂L/∂u + pull
+            du_dparam = torch.sigmoid(-leaf.detach()) if sigmoid else torch.ones_like(u)
+            g = (gp / du_dparam.clamp_min(1e-12) + pull[rows, None, None]).masked_fill(~ok, 0.0)
+            r = _stationarity_step(g, pull[rows], log_cap[rows] - u)
+            lr = s.lr if s.lr_decay_steps is None else s.lr / math.sqrt(1.0 + step / s.lr_decay_steps)
+            gp = gp.masked_fill(~ok, 0.0)
+            t_adam[rows] += 1
+            m[rows] = 0.9 * m[rows] + 0.1 * gp
+            v[rows] = 0.999 * v[rows] + 0.001 * gp * gp
+            tt = t_adam[rows][:, None, None]
+            param[rows] -= lr * (m[rows] / (1 - 0.9**tt)) / ((v[rows] / (1 - 0.999**tt)).sqrt() + 1e-8)
+            if not sigmoid:
+                param[rows] = torch.minimum(param[rows], log_cap[rows])
+            state.u[rows] = torch.where(ok, to_u(param[rows], rows), log_cap[rows])
+            if state.best_u is not None:
+                better = loss.detach() < state.best_loss[rows]
+                state.best_loss[rows[better]] = loss.detach()[better]
+                state.best_u[rows[better]] = state.u[rows[better]]
+            state.record(rows, step, r, loss.detach(), d.detach(), valid)
+        if progress is not None:
+            progress(step + 1)
+
+
+def _sum(u: Tensor, ok: Tensor) -> Tensor:
+    return u.masked_fill(~ok, 0.0).flatten(1).sum(1)
+
+
+def _mean(u: Tensor, ok: Tensor) -> Tensor:
+    return _sum(u, ok) / ok.flatten(1).sum(1).clamp_min(1)
+
+
+def _check_finite(d: Tensor, rows: Tensor, step: int) -> None:
+    if not torch.isfinite(d).all():
+        bad = rows[~torch.isfinite(d)].tolist()
+        raise FloatingPointError(
+            f"the distortion became non-finite at step {step} for sentence(s) {bad}; the feature "
+            "probably overflows under noise: lower max_sigma, or pass feature_std"
+        )
