@@ -174,7 +174,7 @@ def specials(exs: list[LayerExplanation]) -> dict[str, list[list[float]]]:
             word = ex.word_kept(b).mean(-1)
             for s, name in enumerate(ex.groupings[b].special_names()):
                 ratio = (ex.special_kept(b)[:, s] / word.clamp_min(1e-12)).tolist()
-                out.setdefault(name, [[] for _ in ex.layers])
+                out.setdefault(name, [[] for _ in ex.features])
                 for f, r in enumerate(ratio):
                     out[name][f].append(r)
     return out
@@ -201,20 +201,20 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     rises = []
     for name in models:
         layers, outs = data[name]["layers"], data[name]["output"]
-        names = layers[0].layers + ["output"]
+        names = layers[0].features + ["output"]
         depth = layers[0].depth + [outs[0].depth[0]]
         rows = depth_rows(layers) + depth_rows(outs)
-        conv = [float(torch.cat([e.converged[f] for e in layers]).float().mean()) for f in range(len(layers[0].layers))]
+        conv = [float(torch.cat([e.converged[f] for e in layers]).float().mean()) for f in range(len(layers[0].features))]
         conv += [float(torch.cat([e.converged[0] for e in outs]).float().mean())]
         cis = [ci(r) for r in rows]
         for n_, d, c, cv in zip(names, depth, cis, conv):
             table1.append(f"| {name} | {n_} ({d:.2f}) | {fmt(c)} | {c[3]} | {cv:.0%} |")
         ax.errorbar(depth, [c[0] for c in cis], yerr=[[c[0] - c[1] for c in cis], [c[2] - c[0] for c in cis]],
                     marker="o", capsize=3, label=name)
-        first, last = rows[0], rows[len(layers[0].layers) - 1]
-        pairs = [(names[len(layers[0].layers) - 1] + f" → output (first {len(rows[-1])})", last, rows[-1])]
-        if len(layers[0].layers) > 1:
-            pairs.insert(0, (f"{names[0]} → {names[len(layers[0].layers) - 1]}", first, last))
+        first, last = rows[0], rows[len(layers[0].features) - 1]
+        pairs = [(names[len(layers[0].features) - 1] + f" → output (first {len(rows[-1])})", last, rows[-1])]
+        if len(layers[0].features) > 1:
+            pairs.insert(0, (f"{names[0]} → {names[len(layers[0].features) - 1]}", first, last))
         for what, lo_rows, hi_rows in pairs:
             d = ci([b - a for a, b in zip(lo_rows, hi_rows)])
             rises.append(f"| {name} | {what} | {fmt(d)} | {np.mean([b > a for a, b in zip(lo_rows, hi_rows)]):.0%} "
@@ -259,7 +259,7 @@ def summarise(models, work: Path, timing: dict, n_texts: int, fig_dir: Path, doc
     table3 = []
     if "minilm" in models:
         sp = specials(data["minilm"]["layers"])
-        names = data["minilm"]["layers"][0].layers
+        names = data["minilm"]["layers"][0].features
         table3 = ["Kept information per dimension of the special token over the sentence's mean word's (1 = kept "
                   "like an average word, 0 = forgotten):", "",
                   "| layer | [CLS] kept / mean word's kept [95 % CI] | [SEP] kept / mean word's kept [95 % CI] |",
@@ -367,7 +367,7 @@ def task_features(models, data):
     """``(model, "output" | "last layer", its explanations, the feature's index)`` for every model."""
     for name in models:
         for label, exs in (("output", data[name]["output"]), ("last layer", data[name]["layers"])):
-            yield name, label, exs, len(exs[0].layers) - 1
+            yield name, label, exs, len(exs[0].features) - 1
 
 
 def seconds(timing: dict, model: str) -> float:

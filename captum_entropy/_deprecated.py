@@ -14,11 +14,12 @@ that names the new module. The same for ``captum_entropy.zoo.train`` (the module
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import types
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 
 class _MovedModule(types.ModuleType):
@@ -58,6 +59,26 @@ def renamed_keyword(function: str, old: str, new: str, old_value: Any, new_value
         return new_value
     renamed(f"{function}({old}=...)", f"{function}({new}=...)", stacklevel=4)
     return old_value
+
+
+def renamed_init_keyword(old: str, new: str) -> Callable[[type], type]:
+    """Class decorator (above ``@dataclass``): ``cls(old=...)`` keeps working now that the field
+    ``old`` is ``new``, with a warning."""
+
+    def decorate(cls: type) -> type:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            if old in kwargs:
+                renamed(f"{cls.__name__}({old}=...)", f"{cls.__name__}({new}=...)")
+                kwargs[new] = kwargs.pop(old)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__
+        return cls
+
+    return decorate
 
 
 def renamed(old: str, new: str, stacklevel: int = 3) -> None:

@@ -12,7 +12,7 @@ model's prediction, groups sub-word tokens into words (:mod:`.words`) and return
 >>> forward = lambda ids: head(torch.tanh(enc(emb(ids))).mean(1))
 >>> ex = explain_layers(forward, emb, torch.tensor([[3, 4, 5]]), layers={"enc": enc},
 ...                     tokens=[["a", "good", "film"]], max_steps=20, tolerance=0.05)
->>> ex.layers, ex.word_entropy(0).shape        # the hidden layer and the prediction, × 3 words
+>>> ex.features, ex.word_entropy(0).shape        # the hidden layer and the prediction, × 3 words
 (['enc', 'output'], torch.Size([2, 3]))
 """
 
@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._deprecated import renamed, renamed_init_keyword
 from ._io import load_tensors, save_tensors
 from ._names import OUTPUT, OUTPUT_DEPTH  # noqa: F401  (re-exported)
 from .errors import ConvergenceWarning, NotComparableWarning
@@ -38,6 +39,7 @@ _TENSORS = ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "sa
             "stationarity", "distortion", "steps", "prediction", "probability", "target")
 
 
+@renamed_init_keyword("layers", "features")
 @dataclass
 class LayerExplanation(WordReadings):
     """Per-word entropies of a batch of sentences at several features (hidden layers, the prediction).
@@ -52,7 +54,8 @@ class LayerExplanation(WordReadings):
 
     Attributes:
         model: the model's name.
-        layers: feature names, shallow to deep (``"output"``: the predicted class's logit).
+        features: the explained features' names, shallow to deep (hidden layers' outputs, and
+            ``"output"``: the predicted class's logit); ``layers`` is the deprecated spelling.
         depth: relative depth of each feature (layer l of N: l/N; the output: ``OUTPUT_DEPTH``).
         texts: the sentences (empty strings where unknown).
         groupings: per sentence, how its token positions form words.
@@ -69,7 +72,7 @@ class LayerExplanation(WordReadings):
     """
 
     model: str
-    layers: list[str]
+    features: list[str]
     depth: list[float]
     texts: list[str]
     groupings: list[WordGrouping]
@@ -92,9 +95,15 @@ class LayerExplanation(WordReadings):
 
     # -- words: the readings are in .readings (WordReadings) ---------------------------------
 
+    @property
+    def layers(self) -> list[str]:
+        """Deprecated spelling of :attr:`features` (a feature is a layer's output or the prediction)."""
+        renamed("LayerExplanation.layers", "LayerExplanation.features")
+        return self.features
+
     def __repr__(self) -> str:
         conv = int(self.converged.sum())
-        return (f"LayerExplanation(model={self.model!r}, sentences={len(self)}, features={self.layers}, "
+        return (f"LayerExplanation(model={self.model!r}, sentences={len(self)}, features={self.features}, "
                 f"converged={conv}/{self.converged.numel()}; .show(), .plot(), .to_html(), .save())")
 
     def words(self, b: int) -> list[str]:
@@ -148,7 +157,7 @@ class LayerExplanation(WordReadings):
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file (tensors) with JSON metadata (words, texts, settings); atomic."""
         meta = {
-            "format": "captum_entropy.LayerExplanation/1", "model": self.model, "layers": self.layers,
+            "format": "captum_entropy.LayerExplanation/1", "model": self.model, "features": self.features,
             "depth": self.depth, "texts": self.texts, "n_dims": self.n_dims, "label_names": self.label_names,
             "settings": self.settings, "groupings": [g.to_dict() for g in self.groupings],
         }
@@ -164,20 +173,20 @@ class LayerExplanation(WordReadings):
         if missing:
             raise ValueError(f"{path} lacks tensors {missing}: truncated or not written by LayerExplanation.save")
         return cls(
-            model=str(meta["model"]), layers=list(meta["layers"]), depth=[float(d) for d in meta["depth"]],
+            model=str(meta["model"]), features=list(meta["features"] if "features" in meta else meta["layers"]), depth=[float(d) for d in meta["depth"]],
             texts=list(meta["texts"]), groupings=[WordGrouping.from_dict(g) for g in meta["groupings"]],
             n_dims=int(meta["n_dims"]), label_names=list(meta["label_names"]), settings=dict(meta["settings"]),
             **{k: tensors[k] for k in _TENSORS},
         )
 
-    def select(self, layers: Sequence[str]) -> "LayerExplanation":
+    def select(self, features: Sequence[str]) -> "LayerExplanation":
         """The same sentences at a subset of the features."""
-        idx = [self._layer_index(n) for n in layers]
+        idx = [self._layer_index(n) for n in features]
         per_layer = {k: getattr(self, k)[idx] for k in ("token_entropy", "token_kept", "log_sigma", "saturated",
                                                          "converged", "stationarity", "distortion", "steps")}
         rest = {k: getattr(self, k) for k in ("model", "texts", "groupings", "mask", "max_sigma", "prediction",
                                                "probability", "target", "n_dims", "label_names", "settings")}
-        return LayerExplanation(layers=[self.layers[i] for i in idx], depth=[self.depth[i] for i in idx],
+        return LayerExplanation(features=[self.features[i] for i in idx], depth=[self.depth[i] for i in idx],
                                 **per_layer, **rest)
 
     @classmethod
@@ -187,7 +196,7 @@ class LayerExplanation(WordReadings):
             raise ValueError("nothing to concatenate: pass one LayerExplanation or more")
         first = parts[0]
         for p in parts[1:]:
-            if (p.model, p.layers, p.n_dims) != (first.model, first.layers, first.n_dims):
+            if (p.model, p.features, p.n_dims) != (first.model, first.features, first.n_dims):
                 raise ValueError(f"cannot concatenate {p!r} with {first!r}: another model or other features")
         width = max(p.mask.shape[1] for p in parts)
         pad = {"token_entropy": math.nan, "token_kept": 0.0, "log_sigma": math.nan, "saturated": False, "mask": False}
@@ -199,7 +208,7 @@ class LayerExplanation(WordReadings):
                 ts = [torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=pad[key]) for t in ts]
             return torch.cat(ts, dim)
 
-        return cls(model=first.model, layers=list(first.layers), depth=list(first.depth),
+        return cls(model=first.model, features=list(first.features), depth=list(first.depth),
                    texts=[t for p in parts for t in p.texts],
                    groupings=[g.padded(width) for p in parts for g in p.groupings],
                    n_dims=first.n_dims, label_names=list(first.label_names), settings=dict(first.settings),
@@ -210,16 +219,16 @@ class LayerExplanation(WordReadings):
         idx = torch.as_tensor(list(sentences), dtype=torch.long)
         per_sentence = {k: getattr(self, k)[idx] for k in ("mask", "max_sigma", "prediction", "probability", "target")}
         per_layer = {k: getattr(self, k)[:, idx] for k in _TENSORS if k not in per_sentence}
-        return LayerExplanation(model=self.model, layers=list(self.layers), depth=list(self.depth),
+        return LayerExplanation(model=self.model, features=list(self.features), depth=list(self.depth),
                                 texts=[self.texts[i] for i in idx.tolist()],
                                 groupings=[self.groupings[i] for i in idx.tolist()], n_dims=self.n_dims,
                                 label_names=list(self.label_names), settings=dict(self.settings),
                                 **per_sentence, **per_layer)
 
     def _layer_index(self, name: str) -> int:
-        if name not in self.layers:
-            raise KeyError(f"no feature {name!r}; this explanation has {self.layers}")
-        return self.layers.index(name)
+        if name not in self.features:
+            raise KeyError(f"no feature {name!r}; this explanation has {self.features}")
+        return self.features.index(name)
 
 
 def relative_depth(names: Sequence[str]) -> list[float]:
@@ -303,7 +312,7 @@ def explain_layers(
     if output and isinstance(target, (int, Tensor)):
         target_t = torch.as_tensor(target, dtype=torch.long).cpu().expand(mask.shape[0]).clone()
     return LayerExplanation(
-        model=model_name, layers=names, depth=relative_depth(names),
+        model=model_name, features=names, depth=relative_depth(names),
         texts=list(texts) if texts is not None else [""] * mask.shape[0], groupings=groupings,
         token_entropy=torch.stack([r.token_entropy for r in results]).float().cpu(),
         token_kept=torch.stack([r.token_kept for r in results]).float().cpu(),

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ._deprecated import renamed
+from ._deprecated import renamed, renamed_init_keyword
 from ._io import load_tensors, save_tensors
 from ._names import OUTPUT
 from .analysis import LayerExplanation
@@ -42,6 +42,7 @@ from .words import align_words, aligned_words
 _FORMAT = "captum_entropy.ModelComparison/2"  # /1: units read as sums over pieces and words
 
 
+@renamed_init_keyword("layers", "features")
 @dataclass
 class ModelComparison:
     """Several models' explanations of the same sentences on a common word segmentation.
@@ -50,7 +51,8 @@ class ModelComparison:
         models: model names.
         texts: the sentences (B).
         units: per sentence, the display strings of the aligned word units.
-        layers, depth: per model, its feature names and their relative depths.
+        features, depth: per model, its feature names and their relative depths (``layers``: the
+            deprecated spelling of ``features``).
         entropy: per model, (L_m, B, U) entropy per dimension of each unit (the mean of the
             model's words in it, each :meth:`~captum_entropy.readings.WordReadings.word_entropy`),
             nats/dim (NaN where a unit has no word of that model, e.g. a truncated sentence, or
@@ -69,7 +71,7 @@ class ModelComparison:
     models: list[str]
     texts: list[str]
     units: list[list[str]]
-    layers: list[list[str]]
+    features: list[list[str]]
     depth: list[list[float]]
     entropy: list[Tensor]
     share: list[Tensor]
@@ -78,6 +80,12 @@ class ModelComparison:
     prediction: list[Tensor]
     probability: list[Tensor]
     label_names: list[list[str]] = field(default_factory=list)
+
+    @property
+    def layers(self) -> list[list[str]]:
+        """Deprecated spelling of :attr:`features`."""
+        renamed("ModelComparison.layers", "ModelComparison.features")
+        return self.features
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -98,7 +106,7 @@ class ModelComparison:
 
     def feature_index(self, m: int, feature: str | None = None) -> int:
         """Index of ``feature`` (default: the output if explained, else the last layer) in model ``m``."""
-        names = self.layers[m]
+        names = self.features[m]
         feature = feature or (OUTPUT if OUTPUT in names else names[-1])
         if feature not in names:
             raise KeyError(f"{self.models[m]} has no feature {feature!r}; it has {names}")
@@ -134,7 +142,7 @@ class ModelComparison:
             for key in ("entropy", "share", "mean_entropy", "converged", "prediction", "probability"):
                 tensors[f"{m}/{key}"] = getattr(self, key)[m]
         meta = {"format": _FORMAT, "models": self.models, "texts": self.texts, "units": self.units,
-                "layers": self.layers, "depth": self.depth, "label_names": self.label_names}
+                "features": self.features, "depth": self.depth, "label_names": self.label_names}
         save_tensors(path, tensors, meta)
 
     @classmethod
@@ -152,7 +160,7 @@ class ModelComparison:
         except KeyError as missing:
             raise ValueError(f"{path} lacks tensor {missing}: truncated or not written by ModelComparison.save") from None
         return cls(models=list(meta["models"]), texts=list(meta["texts"]), units=[list(u) for u in meta["units"]],
-                   layers=[list(x) for x in meta["layers"]], depth=[list(map(float, d)) for d in meta["depth"]],
+                   features=[list(x) for x in meta["features" if "features" in meta else "layers"]], depth=[list(map(float, d)) for d in meta["depth"]],
                    label_names=[list(x) for x in meta["label_names"]], **per)
 
 
@@ -174,8 +182,8 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
     width = max((len(u) for u in units), default=0)
     entropy, shares = [], []
     for m, ex in enumerate(explanations):
-        e = torch.full((len(ex.layers), n_b, width), float("nan"))
-        k = torch.full((len(ex.layers), n_b, width), float("nan"))
+        e = torch.full((len(ex.features), n_b, width), float("nan"))
+        k = torch.full((len(ex.features), n_b, width), float("nan"))
         for b in range(n_b):
             we, wk = ex.word_entropy(b), ex.word_kept(b)  # per dimension, each word the mean over its pieces
             for u, idx in enumerate(maps[b][m]):
@@ -186,7 +194,7 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
         shares.append(share(k.nan_to_num(0.0)).where(~k.isnan(), k))
     return ModelComparison(
         models=[ex.model for ex in explanations], texts=list(texts) or [""] * n_b, units=units,
-        layers=[list(ex.layers) for ex in explanations], depth=[list(ex.depth) for ex in explanations],
+        features=[list(ex.features) for ex in explanations], depth=[list(ex.depth) for ex in explanations],
         entropy=entropy, share=shares, mean_entropy=[ex.mean_word_entropy() for ex in explanations],
         converged=[ex.converged for ex in explanations],
         prediction=[ex.prediction for ex in explanations], probability=[ex.probability for ex in explanations],

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     ex.save(out / "explanation.safetensors")
     paths.append(str(out / "explanation.safetensors"))
     conv = int(ex.converged.sum())
-    print(f"{len(ex.layers)} features x {len(ex)} sentences explained in {took:.1f} s; "
+    print(f"{len(ex.features)} features x {len(ex)} sentences explained in {took:.1f} s; "
           f"{conv} of {ex.converged.numel()} feature-sentence pairs passed the convergence test")
     print("written:\n  " + "\n  ".join(paths))
 

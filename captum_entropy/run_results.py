@@ -93,7 +93,7 @@ class RunResults:
                 ent, kept, share, sat = (ex.word_entropy(b, unit), ex.word_kept(b, unit), ex.word_share(b),
                                          ex.word_saturated(b))
                 ent_total, kept_total = ex.word_entropy_total(b, unit), ex.word_kept_total(b, unit)
-                for f, feature in enumerate(ex.layers):
+                for f, feature in enumerate(ex.features):
                     n = len(words)
                     cols["row"] += [row] * n
                     cols["label"] += [self.labels[row]] * n

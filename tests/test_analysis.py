@@ -52,7 +52,7 @@ def test_one_call_equals_separate_single_layer_calls():
     model = tiny_bert()
     ids, mask = padded_batch()
     ex, layers, stats = _sweep(model, ids, mask)
-    assert ex.layers == ["layer1", "layer2", "output"] and ex.token_entropy.shape == (3, 4, 9)
+    assert ex.features == ["layer1", "layer2", "output"] and ex.token_entropy.shape == (3, 4, 9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for i, (name, module) in enumerate(layers.items()):
@@ -76,7 +76,7 @@ def test_words_add_their_tokens_and_specials_are_kept_apart(hf_bert, minilm_toke
     pieces = [p for p in g.spans()[1]]
     assert len(pieces) > 1 and ex.word_pieces(0)[1] == len(pieces)  # WordPiece splits "unbelievably"
     K = ex.n_dims
-    for f in range(len(ex.layers)):
+    for f in range(len(ex.features)):
         # the totals add the pieces (the paper's joint entropy); the readings are their mean per dimension
         assert ex.word_entropy_total(0)[f, 1] == pytest.approx(float(ex.token_entropy[f, 0, pieces].sum()), rel=1e-6)
         assert ex.word_entropy(0)[f, 1] == pytest.approx(float(ex.token_entropy[f, 0, pieces].mean()) / K, rel=1e-6)
@@ -93,7 +93,7 @@ def test_words_add_their_tokens_and_specials_are_kept_apart(hf_bert, minilm_toke
         assert torch.equal(ex.sentence_kept(), ex.total_word_kept())
     torch.testing.assert_close(ex.mean_word_entropy()[:, 1], ex.word_entropy(1).mean(-1))
     torch.testing.assert_close(ex.mean_word_entropy(per_dim=False)[:, 1], ex.word_entropy_total(1).mean(-1))
-    torch.testing.assert_close(ex.word_share(1).sum(-1), torch.ones(len(ex.layers)))
+    torch.testing.assert_close(ex.word_share(1).sum(-1), torch.ones(len(ex.features)))
     torch.testing.assert_close(ex.word_entropy(0, unit="bits"), ex.word_entropy(0) / torch.log(torch.tensor(2.0)))
     assert ex.label_names == ["LABEL_0", "LABEL_1"] and (ex.probability > 0.5).all()
 
@@ -110,7 +110,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
                  "stationarity", "distortion", "steps", "prediction", "probability", "target"):
         a, b = getattr(ex, name), getattr(back, name)
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), name
-    assert back.groupings == ex.groupings and back.layers == ex.layers and back.depth == ex.depth
+    assert back.groupings == ex.groupings and back.features == ex.features and back.depth == ex.depth
     assert back.texts == ex.texts and back.settings == ex.settings and back.n_dims == ex.n_dims
     assert back.groupings[0].special_names() == ["[CLS]"] and back.words(1) == [f"w{t}" for t in range(1, 6)]
 

@@ -68,7 +68,7 @@ def test_explain_a_local_hugging_face_folder_end_to_end(tmp_path, capsys, monkey
     for name in ("report.html", "sentence0.png", "sentence1.png", "explanation.safetensors"):
         assert (out / name).stat().st_size > 0 and str(out / name) in printed
     ex = LayerExplanation.load(out / "explanation.safetensors")
-    assert ex.layers == ["layer1", "layer2", "output"] and ex.words(0)[1] == "unbelievably"
+    assert ex.features == ["layer1", "layer2", "output"] and ex.words(0)[1] == "unbelievably"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<b>bold</b>" not in page and "&lt;b&gt;" in page
     assert main(["layers", "--model", str(folder), "--list"]) == 0  # `layers` takes the folder too

@@ -17,7 +17,7 @@ def test_demo_explains_varied_correct_test_sentences_and_writes_its_files(zoo_ca
     for name in ("report.html", "depth.png", "sentence0.png", "sentence1.png", "explanation.safetensors"):
         assert (tmp_path / name).stat().st_size > 0 and str(tmp_path / name) in printed, name
     ex = LayerExplanation.load(tmp_path / "explanation.safetensors")
-    assert ex.layers == [f"layer{i}" for i in range(1, 7)] + ["output"] and len(ex) == 2
+    assert ex.features == [f"layer{i}" for i in range(1, 7)] + ["output"] and len(ex) == 2
     labels = {e.text: e.label for e in load_polarity("test")}
     assert [labels[t] for t in ex.texts] == ex.prediction.tolist() == [1, 0]  # correct, one of each class
     assert checkpoint_path("minilm").is_file()

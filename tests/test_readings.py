@@ -34,7 +34,7 @@ def explanation(per_dim=PER_DIM, tokens=TOKENS) -> LayerExplanation:
     entropy = K * (0.5 * math.log(2 * math.pi * math.e)) + K * log_sigma
     names = ["layer1", "output"]
     return LayerExplanation(
-        model="toy", layers=names, depth=relative_depth(names), texts=["good porridge film"], groupings=[g],
+        model="toy", features=names, depth=relative_depth(names), texts=["good porridge film"], groupings=[g],
         token_entropy=entropy, token_kept=kept, log_sigma=log_sigma, mask=torch.ones(1, T, dtype=torch.bool),
         max_sigma=torch.full((1,), 2.0), saturated=torch.zeros(L, 1, T, dtype=torch.bool),
         converged=torch.ones(L, 1, dtype=torch.bool), stationarity=torch.zeros(L, 1), distortion=torch.zeros(L, 1),

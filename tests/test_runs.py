@@ -62,7 +62,7 @@ def baseline(setup):
 
 
 def _same(a: LayerExplanation, b: LayerExplanation) -> None:
-    assert a.texts == b.texts and a.layers == b.layers
+    assert a.texts == b.texts and a.features == b.features
     assert [g.to_dict() for g in a.groupings] == [g.to_dict() for g in b.groupings]
     for k in _TENSORS:
         assert torch.equal(getattr(a, k).nan_to_num(-7.0), getattr(b, k).nan_to_num(-7.0)), k
@@ -93,8 +93,8 @@ def test_a_run_in_dataset_order_equals_explaining_each_shard(setup, baseline):
     assert "<html" in baseline.to_html()
     table = results.table()
     n_words = sum(len(baseline.words(b)) for b in range(len(baseline)))
-    assert len(table) == n_words * len(baseline.layers)
-    assert table["row"].is_monotonic_increasing and set(table["feature"]) == set(baseline.layers)
+    assert len(table) == n_words * len(baseline.features)
+    assert table["row"].is_monotonic_increasing and set(table["feature"]) == set(baseline.features)
     first = table[(table.row == 1) & (table.feature == "output")]
     assert first["word"].tolist() == baseline.words(1)
     torch.testing.assert_close(torch.tensor(first["kept_per_dim"].tolist()), baseline.word_kept(1)[-1], rtol=0,
@@ -109,7 +109,7 @@ def _trim(ex: LayerExplanation, width: int) -> LayerExplanation:
     fields = {k: getattr(ex, k)[..., :width] if getattr(ex, k).dim() >= 2 and k in
               ("token_entropy", "token_kept", "log_sigma", "saturated", "mask") else getattr(ex, k) for k in _TENSORS}
     groupings = [WordGrouping(g.tokens[:width], g.words, g.word_of[:width], g.specials, g.scheme) for g in ex.groupings]
-    rest = {k: getattr(ex, k) for k in ("model", "layers", "depth", "texts", "n_dims", "label_names", "settings")}
+    rest = {k: getattr(ex, k) for k in ("model", "features", "depth", "texts", "n_dims", "label_names", "settings")}
     return LayerExplanation(**fields, **rest, groupings=groupings)
 
 

@@ -82,3 +82,34 @@ def test_the_old_method_name_warns_and_gives_the_same_result(bert, bert_batch):
     with pytest.deprecated_call(match=r"attribute_result\(\)"):
         old = ea.explain(ids, **kw)
     assert torch.equal(old.sigma.nan_to_num(), ea.attribute_result(ids, **kw).sigma.nan_to_num())  # NaN: padding
+
+
+def test_explanations_name_their_features_and_the_old_name_warns(tmp_path):
+    """A LayerExplanation's and a ModelComparison's columns are features (a hidden layer's output
+    or the prediction), not layers; ``.layers`` warns; files saved under the old key still load."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from captum_entropy import LayerExplanation
+    from captum_entropy.analysis import explain_layers
+
+    emb, enc, head = torch.nn.Embedding(9, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+    forward = lambda ids: head(enc(emb(ids)).mean(1))  # noqa: E731
+    ex = explain_layers(forward, emb, torch.tensor([[3, 4, 5]]), layers={"enc": enc}, method="linearized")
+    assert ex.features == ["enc", "output"]
+    with pytest.deprecated_call(match="LayerExplanation.features"):
+        assert ex.layers == ex.features
+    ex.save(tmp_path / "new.safetensors")
+    with safe_open(str(tmp_path / "new.safetensors"), framework="pt") as f:
+        meta, tensors = json.loads(f.metadata()["json"]), {k: f.get_tensor(k) for k in f.keys()}
+    meta["layers"] = meta.pop("features")  # as files were written before the rename
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"json": json.dumps(meta)})
+    assert LayerExplanation.load(tmp_path / "old.safetensors").features == ["enc", "output"]
+    fields = {k: getattr(ex, k) for k in ("model", "depth", "texts", "groupings", "n_dims", "label_names", "settings",
+                                          "token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated",
+                                          "converged", "stationarity", "distortion", "steps", "prediction",
+                                          "probability", "target")}
+    with pytest.deprecated_call(match=r"LayerExplanation\(features=\.\.\.\)"):
+        assert LayerExplanation(layers=["enc", "output"], **fields).features == ["enc", "output"]

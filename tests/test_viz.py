@@ -68,7 +68,7 @@ def make(sentences=SENTENCES, layers=("layer1", "layer2", "layer3"), *, not_conv
     for fi, b in not_converged:
         converged[fi, b] = False
     return LayerExplanation(
-        model=model, layers=names, depth=relative_depth(names), texts=[t for _, t in sentences], groupings=groupings,
+        model=model, features=names, depth=relative_depth(names), texts=[t for _, t in sentences], groupings=groupings,
         token_entropy=entropy, token_kept=kept, log_sigma=torch.zeros(L, B, T), mask=mask,
         max_sigma=torch.full((B,), 2.0), saturated=sat, converged=converged, stationarity=torch.rand(L, B),
         distortion=torch.full((L, B), 0.05), steps=torch.full((L, B), 40), prediction=torch.arange(B) % 2 * -1 + 1,
@@ -201,7 +201,7 @@ def test_depth_figure(ex, tmp_path):
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("relative depth") and ax.get_ylabel().startswith(
         "mean entropy per word per dimension (nats/dim)")
-    assert [t.get_text() for t in ax.get_xticklabels()] == ex.layers
+    assert [t.get_text() for t in ax.get_xticklabels()] == ex.features
     assert list(ax.get_xticks()) == pytest.approx([1 / 3, 2 / 3, 1.0, 1.25])
     mean = next(line for line in ax.get_lines() if line.get_linewidth() > 2)
     assert mean.get_ydata() == pytest.approx(ex.corpus_entropy().numpy(), rel=1e-6)
@@ -287,7 +287,7 @@ NASTY = ("[CLS] <script>alert(1)</script> \"quotes\" a&b 'single' [SEP]", "<scri
 def nasty() -> LayerExplanation:
     ex = make([NASTY, SENTENCES[1]], label_names=("<b>neg</b>", 'pos"itive'), model="m<odel>",
               saturated_word=(2, 0, '"quotes"'))
-    ex.layers[0] = "layer<1>&"
+    ex.features[0] = "layer<1>&"
     return ex
 
 

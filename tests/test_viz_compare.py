@@ -47,7 +47,7 @@ def shares_at_output(ex: LayerExplanation, b: int, units: list[list[int]] | None
     """Per unit (default: per word), its % of the units' summed kept information per dimension at
     the output, from the synthetic token values: a word reads the mean over its tokens, a unit the
     mean over its words."""
-    g, fi = ex.groupings[b], ex.layers.index("output")
+    g, fi = ex.groupings[b], ex.features.index("output")
     words = [sum(float(ex.token_kept[fi, b, p]) for p in span) / len(span) / K for span in g.spans()]
     units = units if units is not None else [[w] for w in range(len(words))]
     kept = [sum(words[w] for w in u) / len(u) for u in units]

@@ -78,7 +78,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
             + f"\n{_dim(float(r.min()))}–{_dim(float(r.max()))} {unit}/dim"
             + (" (spread < 10 %)" if _narrow(r) else "")
-            for n, c, r in zip(ex.layers, conv, kept)]
+            for n, c, r in zip(ex.features, conv, kept)]
     fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
     hatch = (0.75, 0.1, 0.1, 0.7)
@@ -143,7 +143,7 @@ def _depth(figure: type, ex: LayerExplanation, unit: str = "nats", seed: int = 0
         ax.fill_between(x, band[:, 0], band[:, 1], color="black", alpha=0.15, lw=0,
                         label="95 % bootstrap interval of the mean")
     ax.plot(x, mean, color="black", lw=2.6, marker="o", label=f"mean over {y.shape[1]} sentences")
-    ax.set_xticks(x, [_tex(_short(ex.layers[i], 16)) for i in order], rotation=45 if len(x) > 6 else 0,
+    ax.set_xticks(x, [_tex(_short(ex.features[i], 16)) for i in order], rotation=45 if len(x) > 6 else 0,
                   ha="right" if len(x) > 6 else "center")
     ax.set_xlabel("relative depth (layer l of N at l/N; the prediction at 1.25)")
     ax.set_ylabel(f"mean entropy per word per dimension ({unit}/dim)\nlow = kept")
@@ -242,7 +242,7 @@ def _cmp_words(figure: type, cmp: ModelComparison, b: int, feature: str | None =
     panels = max(1, math.ceil(U / max(1, max_units)))
     per = max(1, math.ceil(U / panels))
     rows = [_tex(_short(name, 24)) + ("" if conv[m] else " (not converged)")
-            + "\n" + _tex(f"{_short(cmp.layers[m][fis[m]], 14, True)} · {_short(_cmp_pred(cmp, m, b), 26)}")
+            + "\n" + _tex(f"{_short(cmp.features[m][fis[m]], 14, True)} · {_short(_cmp_pred(cmp, m, b), 26)}")
             for m, name in enumerate(cmp.models)]
     fig = figure(figsize=(min(20.0, max(7.5, 4.0 + 0.55 * per)), panels * (0.55 * n_m + 1.6) + 1.4),
                  layout="constrained")
@@ -282,7 +282,7 @@ def _cmp_words(figure: type, cmp: ModelComparison, b: int, feature: str | None =
     wide = fig.get_size_inches()[0] >= 12
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 1, fontsize=8,
                frameon=False)
-    at = feature or (OUTPUT if all(cmp.layers[m][fi] == OUTPUT for m, fi in enumerate(fis))
+    at = feature or (OUTPUT if all(cmp.features[m][fi] == OUTPUT for m, fi in enumerate(fis))
                      else "output (its last layer without one)")
     fig.suptitle(_tex(f"“{_short(_cmp_text(cmp, b), 90)}”\nshare of the sentence's kept information per "
                       f"dimension per word unit at each model's {at}"), fontsize=10)

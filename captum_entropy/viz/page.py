@@ -128,7 +128,7 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     tables = []
     for chunk in _chunks(items):
         rows = []
-        for fi, name in enumerate(ex.layers):
+        for fi, name in enumerate(ex.features):
             cells = []
             for i in chunk:
                 if i < len(words):
@@ -182,7 +182,7 @@ def comparison_html(cmp: ModelComparison, title: str | None = None, full_page: b
 
 def _at(cmp: ModelComparison) -> str:
     fis = [cmp.feature_index(m) for m in range(len(cmp.models))]
-    return (OUTPUT if all(cmp.layers[m][fi] == OUTPUT for m, fi in enumerate(fis))
+    return (OUTPUT if all(cmp.features[m][fi] == OUTPUT for m, fi in enumerate(fis))
             else "output (its last layer where it has no output)")
 
 
@@ -222,8 +222,8 @@ def _depth_section(cmp: ModelComparison, seed: int = 0, n_resamples: int = 2000)
             style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
             nc = conv[fi] < n_b
             model = f'<th scope="rowgroup" rowspan="{len(order)}">{_e(name)}</th>' if k == 0 else ""
-            feat = _e(cmp.layers[m][fi]) + (f'<span class="ce-ncl">{NC} not converged</span>' if nc else "")
-            tip = _e(f"{name} at {cmp.layers[m][fi]}: {v:.4f} nats/dim; converged in {conv[fi]} of {n_b} sentences")
+            feat = _e(cmp.features[m][fi]) + (f'<span class="ce-ncl">{NC} not converged</span>' if nc else "")
+            tip = _e(f"{name} at {cmp.features[m][fi]}: {v:.4f} nats/dim; converged in {conv[fi]} of {n_b} sentences")
             classes = " ".join(c for c, on in (("ce-first", k == 0), ("ce-nc", nc)) if on)
             rows.append((f'<tr class="{classes}">' if classes else "<tr>") + f'{model}<th scope="row">{feat}</th>'
                         f'<td class="ce-v">{cmp.depth[m][fi]:.2f}</td>'
@@ -261,7 +261,7 @@ def _cmp_section(cmp: ModelComparison, b: int) -> str:
         head = "".join(f'<th scope="col">{_e(_short(units[u], 24))}</th>' for u in chunk)
         rows = []
         for m, name in enumerate(cmp.models):
-            feature = cmp.layers[m][fis[m]]
+            feature = cmp.features[m][fis[m]]
             cells = []
             for u in chunk:
                 v = float(share[m, u])

@@ -45,21 +45,21 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
     words = [_short(w, 18) for w in g.words]
     specials = [_short(s, 18) for s in g.special_names()]
     lw = max([len(x) for x in words + specials + [MEAN_ROW]] + [8])
-    cw = max(9, min(12, max(len(n) for n in ex.layers) + 3))
+    cw = max(9, min(12, max(len(n) for n in ex.features) + 3))
     per = max(1, (width - lw - 1) // cw)
-    per = math.ceil(len(ex.layers) / math.ceil(len(ex.layers) / per))  # blocks of equal size
+    per = math.ceil(len(ex.features) / math.ceil(len(ex.features) / per))  # blocks of equal size
 
     def cell(v: float, fi: int, saturated: bool) -> str:
         num = "0" if saturated else _dim(v)
         return f"{num:>{cw - 2}}{(SAT if saturated else '') + ('' if conv[fi] else NC):<2}"
 
     out = head
-    for start in range(0, len(ex.layers), per):
-        cols = range(start, min(start + per, len(ex.layers)))
-        if per < len(ex.layers):
-            out.append(f"    features {cols[0] + 1}-{cols[-1] + 1} of {len(ex.layers)}:" if len(cols) > 1
-                       else f"    feature {cols[0] + 1} of {len(ex.layers)}:")
-        header = "".join(f"{_short(ex.layers[fi], cw - 3, True):>{cw - 2}}{'' if conv[fi] else NC:<2}" for fi in cols)
+    for start in range(0, len(ex.features), per):
+        cols = range(start, min(start + per, len(ex.features)))
+        if per < len(ex.features):
+            out.append(f"    features {cols[0] + 1}-{cols[-1] + 1} of {len(ex.features)}:" if len(cols) > 1
+                       else f"    feature {cols[0] + 1} of {len(ex.features)}:")
+        header = "".join(f"{_short(ex.features[fi], cw - 3, True):>{cw - 2}}{'' if conv[fi] else NC:<2}" for fi in cols)
         out += [f"{'word':<{lw}} {header}".rstrip(), "-" * (lw + 1 + cw * len(cols))]
         for w, name in enumerate(words):
             out.append(f"{name:<{lw}} " + "".join(cell(float(kept[fi, w]), fi, bool(sat[fi, w])) for fi in cols))
@@ -70,7 +70,7 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
                 out.append(f"{name:<{lw}} "
                            + "".join(cell(float(sp_kept[fi, s]), fi, bool(sp_sat[fi, s])) for fi in cols))
     if not all(conv):
-        bad = ", ".join(n for n, c in zip(ex.layers, conv) if not c)
+        bad = ", ".join(n for n, c in zip(ex.features, conv) if not c)
         out += textwrap.wrap(f"{NC} not converged: {bad} (the optimiser's stationarity test did not pass; "
                              "numbers approximate)", width)
     if bool(sat.any()) or bool(sp_sat.any()):
@@ -96,7 +96,7 @@ def depth_table(ex: LayerExplanation, unit: str = "nats", *, seed: int = 0, n_re
     the mean over sentences) with a 95 % bootstrap interval over sentences (seeded), the mean word's
     kept information per dimension, and in how many of the B sentences the feature converged."""
     entropy = ex.mean_word_entropy(unit).numpy()  # (L, B)
-    kept = ex.mean_word_kept(unit).numpy() if len(ex) else np.zeros((len(ex.layers), 0))
+    kept = ex.mean_word_kept(unit).numpy() if len(ex) else np.zeros((len(ex.features), 0))
     conv = ex.converged.sum(1).tolist()
     n_b = len(ex)
     out = textwrap.wrap(f"{ex.model}: entropy against depth over {n_b} sentence{'s' if n_b != 1 else ''} "
@@ -105,7 +105,7 @@ def depth_table(ex: LayerExplanation, unit: str = "nats", *, seed: int = 0, n_re
                          f"mean over its pieces), {unit}/dim, mean over the sentences, with a 95 % bootstrap interval "
                          f"over sentences; kept: the mean word's kept information per dimension, {unit}/dim (log "
                          "σ_max/σ; high = kept)", width, initial_indent="    ", subsequent_indent="    ")
-    names = [_short(n, 24, True) + ("" if conv[fi] == n_b else NC) for fi, n in enumerate(ex.layers)]
+    names = [_short(n, 24, True) + ("" if conv[fi] == n_b else NC) for fi, n in enumerate(ex.features)]
     lw = max([len(n) for n in names] + [len("feature")])
     head = (f"{'feature':<{lw}} {'depth':>6}  {f'entropy ({unit}/dim)':>18}  {'95 % interval':>16}  "
             f"{f'kept ({unit}/dim)':>16}  {'converged':>9}")
@@ -145,7 +145,7 @@ def _corpus_block(cmp: ModelComparison, width: int, seed: int, n_resamples: int)
                          "1.25", width, initial_indent="    ", subsequent_indent="    ")
     models = [_short(m, 20) for m in cmp.models]
     names = [[_short(n, 22, True) + ("" if int(c.sum()) == n_b else NC)
-              for n, c in zip(cmp.layers[m], cmp.converged[m])] for m in range(len(cmp.models))]
+              for n, c in zip(cmp.features[m], cmp.converged[m])] for m in range(len(cmp.models))]
     mw = max([len(m) for m in models] + [len("model")])
     fw = max([len(n) for ns in names for n in ns] + [len("feature")])
     head = (f"{'model':<{mw}} {'feature':<{fw}} {'depth':>6}  {'entropy (nats/dim)':>18}  {'95 % interval':>16}  "
@@ -180,7 +180,7 @@ def _share_block(cmp: ModelComparison, b: int, width: int) -> list[str]:
     out += [one_line] if len(one_line) <= width else [
         line for p in preds for line in textwrap.wrap(f"predicted by {p}", width, initial_indent="    ",
                                                       subsequent_indent="        ")]
-    features = [cmp.layers[m][fis[m]] for m in range(n_m)]
+    features = [cmp.features[m][fis[m]] for m in range(n_m)]
     at = OUTPUT if all(f == OUTPUT for f in features) else f"{OUTPUT} (or last layer)"
     out += textwrap.wrap(f"share (%) of the kept information per dimension of the sentence's word units, at each "
                          f"model's {at} feature (a unit: the mean of the model's words in it, each the mean over its "
