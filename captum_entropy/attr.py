@@ -289,7 +289,7 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
                     linear_sigma=fit.linear_sigma, linear_log_se=fit.linear_log_se,
                     log_sigma_se=fit.log_sigma_se, ambiguous=fit.ambiguous, ambiguity_gap=fit.ambiguity_gap,
                     alternative_sigma=fit.alternative_sigma, trades=fit.trades & mask, n_draws=fit.n_draws,
-                    n_dims=values3.shape[-1], layer_shape=tuple(values.shape), layer=problem.name,
+                    n_dims=values3.shape[-1], layer_shape=tuple(values.shape), feature=problem.name,
                     settings={**layer_cfg.describe(preset), "mask": mask_source},
                     layer_dtype=str(values.dtype).removeprefix("torch."),
                 )
@@ -361,7 +361,7 @@ def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
     failed = (~result.converged).nonzero().flatten().tolist()
     if failed and cfg.optim.update == "fixed_draws":
         warnings.warn(
-            f"{result.layer}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the KKT test "
+            f"{result.feature}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the KKT test "
             f"on their fixed draws within max_iter={cfg.optim.max_iter} iterations (result.stationarity: "
             f"{[round(float(result.stationarity[i]), 3) for i in failed[:5]]}, tol={cfg.optim.tol}); raise max_iter, "
             "or check result.converged before using these rows",
@@ -370,7 +370,7 @@ def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
         )
     elif failed and cfg.optim.early_stop:
         warnings.warn(
-            f"{result.layer}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the "
+            f"{result.feature}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the "
             f"stationarity test in max_steps={cfg.optim.max_steps} (result.stationarity: "
             f"{[round(float(result.stationarity[i]), 3) for i in failed[:5]]}, tol={cfg.optim.tol}); raise max_steps "
             "or n_samples, or check result.converged before using these rows",
@@ -382,7 +382,7 @@ def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
     if all_capped:
         what = f"tolerance={cfg.tolerance}" if cfg.tolerance is not None else f"entropy_weight={cfg.entropy_weight}"
         warnings.warn(
-            f"{result.layer}: every word of sentence(s) {all_capped[:10]} is at the σ cap (fully forgotten): "
+            f"{result.feature}: every word of sentence(s) {all_capped[:10]} is at the σ cap (fully forgotten): "
             f"the feature stays within {what} even with all words destroyed, or max_sigma is too small; "
             "lower the tolerance (or entropy_weight), or raise max_sigma",
             ConvergenceWarning,

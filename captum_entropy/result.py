@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._deprecated import renamed
+from ._deprecated import renamed, renamed_init_keyword
 from ._io import bad_file, load_tensors, save_tensors
 from ._names import OUTPUT
 from .entropy import entropy_from_sigma, nats_to_bits
 from .optim import STOP_REASONS
 
 
+@renamed_init_keyword("layer", "feature")
 @dataclass
 class EntropyResult:
     """Per-sentence answer of :meth:`EntropyAttribution.attribute_result` for one feature.
@@ -54,7 +55,9 @@ class EntropyResult:
         trades: (B, T) bool: the words whose σ differs between the two optima.
         n_draws: (B,) the noise draws behind each answer.
         layer_shape: shape of the layer value the noise went on, (B, T, ...).
-        layer: name of the explained feature (``"output"`` or the target layer's name).
+        feature: name of the explained feature (``"output"`` or the target layer's name); the
+            ``layer_*`` fields describe the layer that got the noise (``layer`` is the deprecated
+            spelling of ``feature``).
         settings: the settings used, JSON-serialisable.
         layer_dtype: dtype of the layer value (attributions come back in it).
     """
@@ -80,7 +83,7 @@ class EntropyResult:
     trades: Tensor | None = None
     n_draws: Tensor | None = None
     layer_shape: tuple[int, ...] = ()
-    layer: str = OUTPUT
+    feature: str = OUTPUT
     settings: dict[str, Any] = field(default_factory=dict)
     layer_dtype: str = "float32"
 
@@ -144,6 +147,12 @@ class EntropyResult:
         return kept.expand(*kept.shape[:2], self.n_dims)
 
     @property
+    def layer(self) -> str:
+        """Deprecated spelling of :attr:`feature` (the explained feature's name)."""
+        renamed("EntropyResult.layer", "EntropyResult.feature")
+        return self.feature
+
+    @property
     def token_kept(self) -> Tensor:
         """(B, T): information the feature keeps about each token, in nats summed over its
         dimensions (0 = forgotten, 0 on padding); the mirror of :attr:`token_entropy`."""
@@ -202,7 +211,7 @@ class EntropyResult:
     def save(self, path: str | os.PathLike) -> None:
         """Save to one safetensors file with JSON metadata, written atomically."""
         tensors = {name: getattr(self, name) for name in _TENSORS + _OPTIONAL}
-        meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "layer": self.layer,
+        meta = {"n_dims": self.n_dims, "layer_shape": list(self.layer_shape), "feature": self.feature,
                 "settings": self.settings, "layer_dtype": self.layer_dtype}
         save_tensors(path, tensors, meta)
 
@@ -212,17 +221,18 @@ class EntropyResult:
         metadata holds no paths, and every field is checked before use)."""
         what = "an EntropyResult file"
         tensors, meta = load_tensors(path, what)
-        missing = [n for n in _TENSORS if n not in tensors] + [k for k in ("n_dims", "layer") if k not in meta]
+        meta.setdefault("feature", meta.pop("layer", None))  # files written before the rename say "layer"
+        missing = [n for n in _TENSORS if n not in tensors] + [k for k in ("n_dims", "feature") if meta.get(k) is None]
         if missing:
             raise bad_file(path, what, f"it lacks {missing} (it has tensors {sorted(tensors)[:8]})")
         extra = sorted(set(tensors) - set(_TENSORS) - set(_OPTIONAL))
         if extra:
             raise bad_file(path, what, f"it has unexpected tensors {extra[:8]}")
-        n_dims, shape, layer = meta["n_dims"], meta.get("layer_shape", []), meta["layer"]
+        n_dims, shape, feature = meta["n_dims"], meta.get("layer_shape", []), meta["feature"]
         settings, dtype = meta.get("settings", {}), meta.get("layer_dtype", "float32")
-        if not (isinstance(n_dims, int) and n_dims >= 1 and isinstance(layer, str) and isinstance(settings, dict)
+        if not (isinstance(n_dims, int) and n_dims >= 1 and isinstance(feature, str) and isinstance(settings, dict)
                 and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise bad_file(path, what, "its metadata (n_dims, layer_shape, layer, settings) has the wrong types")
+            raise bad_file(path, what, "its metadata (n_dims, layer_shape, feature, settings) has the wrong types")
         try:
             _dtype(dtype)
         except ValueError as err:
@@ -235,7 +245,7 @@ class EntropyResult:
             raise bad_file(path, what, f"its tensors do not fit together (sigma {tuple(sigma.shape)}, mask "
                                        f"{tuple(mask.shape)}, layer_shape {shape}, n_dims {n_dims})")
         return cls(
-            **tensors, n_dims=n_dims, layer_shape=tuple(shape), layer=layer, settings=settings, layer_dtype=dtype
+            **tensors, n_dims=n_dims, layer_shape=tuple(shape), feature=feature, settings=settings, layer_dtype=dtype
         )
 
 

@@ -144,15 +144,15 @@ def test_bad_input(make, expected, match, tmp_path):
 
 
 def test_paths_in_result_files_are_never_opened(tmp_path):
-    # every string a result file carries is data: a "layer" that looks like a path is just a name
+    # every string a result file carries is data: a "feature" name that looks like a path is just a name
     w = World(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = w.explain_lin(feature_std=torch.ones(2))
-    res.layer, res.settings = str(tmp_path / "missing" / "evil.safetensors"), {"stats": "/etc/shadow"}
+    res.feature, res.settings = str(tmp_path / "missing" / "evil.safetensors"), {"stats": "/etc/shadow"}
     res.save(tmp_path / "r.safetensors")
     back = EntropyResult.load(tmp_path / "r.safetensors")
-    assert back.layer == res.layer and back.settings == res.settings
+    assert back.feature == res.feature and back.settings == res.settings
     assert not (tmp_path / "missing").exists()
 
 
@@ -211,7 +211,7 @@ def test_valid_files_still_load_exactly(tmp_path):
     back = EntropyResult.load(tmp_path / "r.safetensors")
     for name in ("sigma", "mask", "max_sigma", "steps", "losses", "stationarity", "linear_sigma"):
         assert same_tensor(getattr(back, name), getattr(res, name)), name
-    assert (back.layer, back.layer_shape, back.n_dims, back.settings) == (res.layer, res.layer_shape, res.n_dims, res.settings)
+    assert (back.feature, back.layer_shape, back.n_dims, back.settings) == (res.feature, res.layer_shape, res.n_dims, res.settings)
     assert torch.equal(back.attribution(), res.attribution())
 
     stats = FeatureStats().fit(w.f, [(w.ids, w.mask)], layers={"l1": w.bert.bert.encoder.layer[0], "output": None},

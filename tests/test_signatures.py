@@ -113,3 +113,12 @@ def test_explanations_name_their_features_and_the_old_name_warns(tmp_path):
                                           "probability", "target")}
     with pytest.deprecated_call(match=r"LayerExplanation\(features=\.\.\.\)"):
         assert LayerExplanation(layers=["enc", "output"], **fields).features == ["enc", "output"]
+
+
+def test_a_result_names_its_feature_and_the_old_name_warns(bert, bert_batch):
+    ids, mask = bert_batch
+    res = EntropyAttribution(bert_logits(bert), bert.bert.embeddings).attribute_result(
+        ids, target=0, additional_forward_args=(mask,), method="linearized")
+    assert res.feature == "output" and res.layer_shape == (*ids.shape, 16)  # layer_*: the layer that got the noise
+    with pytest.deprecated_call(match="EntropyResult.feature"):
+        assert res.layer == "output"

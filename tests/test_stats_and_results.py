@@ -54,7 +54,7 @@ def test_stats_save_load_round_trip_and_use_by_layer_name(bert, tmp_path):
     a = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=loaded, max_steps=20)
     b = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, feature_std=stats[name], max_steps=20)
     assert torch.equal(torch.nan_to_num(a.sigma), torch.nan_to_num(b.sigma))
-    assert a.layer == name
+    assert a.feature == name
 
 
 def test_stats_unknown_layer_gives_a_clear_error(bert):
@@ -88,7 +88,7 @@ def test_result_save_load_and_importance(bert, tmp_path):
     res.save(tmp_path / "r.safetensors")
     back = EntropyResult.load(tmp_path / "r.safetensors")
     assert torch.equal(torch.nan_to_num(back.sigma), torch.nan_to_num(res.sigma))
-    assert back.layer == res.layer and back.settings == res.settings and back.n_dims == 16
+    assert back.feature == res.feature and back.settings == res.settings and back.n_dims == 16
     assert back.layer_dtype == res.layer_dtype == "float32"
     assert back.layer_shape == res.layer_shape == (5, 7, 16) and torch.equal(back.attribution(), res.attribution())
     imp = res.importance()
