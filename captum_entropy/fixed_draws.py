@@ -1,5 +1,8 @@
 """The fixed-draw (sample-average) solver: one sentence's σ on draws fixed once, with error bars.
 
+One idea, the solver, in one module (so over ~400 lines): its problem, step, stopping test, error
+bars and starts only make sense together.
+
 The constrained problem of :mod:`captum_entropy.optim` (maximise ``mean_p log σ_p`` subject to
 ``D(σ) = τ`` and ``σ ≤ cap``) is solved on a fixed set of noise draws, so the objective is a
 deterministic, smooth function of ``u = log σ``:
