@@ -11,6 +11,8 @@ InputXGradient, DeepLift, GradientShap (all on the embedding layer), FeatureAbla
 KernelShap and Lime (words on and off, ids replaced by padding), and a seeded random baseline.
 Any Captum class, instance or ``captum.attr`` name is added with :func:`captum_method`; any
 callable ``task -> Tensor`` with :func:`register`.
+One idea, the methods' registry, in one module (so over ~400 lines): each method is a few lines,
+and they share the task, the word scores and the registry.
 
 >>> from captum_entropy.evaluate.methods import METHODS, resolve
 >>> sorted(METHODS)[:3]

@@ -7,6 +7,8 @@ and :class:`ReverseTransformer` (encoder only) are trained by :func:`train_rever
 zoo's loop (:func:`~captum_entropy.zoo.training.optimize`) and saved in the zoo's checkpoint format
 (:func:`save_reversal` / :func:`load_reversal`: safetensors + JSON, never pickle). Token ids:
 ``PAD = 0``, ``BOS = 1`` (the LSTM decoder's start), symbols ``2 … n_symbols+1``; right-padded.
+One idea, the reversal task, in one module (so over ~400 lines): its sequences, its two models,
+their training and their checkpoints belong together.
 
 >>> b = make_batch(3, TaskConfig(n_symbols=5, min_len=2, max_len=4), seed=0)
 >>> bool((b.tgt[0, : b.lengths[0]] == b.src[0, : b.lengths[0]].flip(0)).all())
