@@ -13,7 +13,7 @@ Each check prints PASS/FAIL and one line of numbers; the exit status is the numb
 * results on the model's device, contiguous, in its dtype; a half-precision model gives half
   attributions; ``torch.autocast(bfloat16)`` gives finite σ that rank like float32's;
 * ``torch.no_grad()``, the attention mask found in ``additional_forward_args``, NoiseTunnel,
-  model weights, ``.grad`` and the training flag untouched; feature statistics fitted on GPU.
+  model weights, ``.grad`` and the training flag untouched; σ_S (feature_std) fitted on GPU.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For each feature kind (MiniLM layer 3 and layer 6 of all tokens, MiniLM's pooled output, the
 predicted logit of the fine-tuned zoo ``minilm``, the LSTM's and the CNN's predicted logit) on
-the first ``--sentences`` held-out test sentences, with feature statistics fitted on 256
+the first ``--sentences`` held-out test sentences, with σ_S (feature_std) fitted on 256
 training sentences:
 
 * **default**: ``EntropyAttribution(...).attribute_result(...)`` with default settings;

@@ -1,7 +1,7 @@
 """Wall time of the default optimiser against the authors' loop and LayerIntegratedGradients.
 
 Everything on the fine-tuned zoo ``minilm`` (noise on its embedding module), held-out test
-sentences sorted by length in buckets of ``--bucket``, feature statistics from 256 training
+sentences sorted by length in buckets of ``--bucket``, σ_S (feature_std) from 256 training
 sentences, all timings from one process on one machine: read the ratios.
 
 1. **MiniLM layer 3 (all tokens), against the ``guan2019`` preset run one sentence at a time**

@@ -1,5 +1,6 @@
 """Old spellings that still work, with a ``DeprecationWarning`` naming the new one: renamed
-attributes and keywords (:func:`renamed`, :func:`renamed_keyword`), and old module paths whose name
+attributes, keywords and constructor keywords (:func:`renamed`, :func:`renamed_keyword`,
+:func:`renamed_init_keyword`), and old module paths whose name
 is now only a function's (:func:`moved_module`).
 
 ``captum_entropy.compare`` is the function that explains texts with several models and compares
@@ -57,6 +58,8 @@ def renamed_keyword(function: str, old: str, new: str, old_value: Any, new_value
     the old keyword ``old`` (a value other than ``None``)."""
     if old_value is None:
         return new_value
+    if new_value is not None:
+        raise TypeError(f"{function}() got both {old}= and {new}=: {old} is the old name of {new}; pass {new}= only")
     renamed(f"{function}({old}=...)", f"{function}({new}=...)", stacklevel=4)
     return old_value
 
@@ -71,6 +74,8 @@ def renamed_init_keyword(old: str, new: str) -> Callable[[type], type]:
         @functools.wraps(init)
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{cls.__name__}() got both {old}= and {new}=: pass {new}= only")
                 renamed(f"{cls.__name__}({old}=...)", f"{cls.__name__}({new}=...)")
                 kwargs[new] = kwargs.pop(old)
             init(self, *args, **kwargs)

@@ -19,12 +19,15 @@ from torch import Tensor, nn
 
 from ._deprecated import renamed
 from .errors import ConvergenceWarning, NotComparableWarning
-from .feature import Feature, ModelRunner, format_inputs, sentence_seeds, token_mask
-from .feature import max_sigma as sigma_cap
+from .feature import Feature
 from .hooks import no_dropout
+from .model_runner import ModelRunner, format_inputs
 from .optim import SigmaFit, fit_sigma
+from .padding import token_mask
 from .result import EntropyResult
-from .settings import DEFAULT, DEFAULT_TOLERANCE, Settings, given
+from .seeds import sentence_seeds
+from .settings import DEFAULT_TOLERANCE, Settings, Unset, given
+from .sigma_cap import max_sigma as sigma_cap
 from .stats import module_names
 
 __all__ = ["ConvergenceWarning", "EntropyAttribution", "NotComparableWarning", "Settings", "DEFAULT_TOLERANCE"]
@@ -106,20 +109,20 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
         return_convergence_delta: Literal[False] = False,
-        quantity: str = "kept",
+        quantity: Literal["kept", "entropy"] = "kept",
         *,
         preset: str | None = None,
-        tolerance: float | None = DEFAULT,
-        feature_std: Any = DEFAULT,
-        mask: Tensor | None = DEFAULT,
-        pad_token_id: int | None = DEFAULT,
-        max_sigma: float | Tensor | None = DEFAULT,
-        method: str = DEFAULT,
-        max_steps: int = DEFAULT,
-        n_samples: int | None = DEFAULT,
-        seed: int = DEFAULT,
-        internal_batch_size: int | None = DEFAULT,
-        show_progress: bool = DEFAULT,
+        tolerance: float | None = Unset.tolerance,
+        feature_std: Any = Unset.feature_std,
+        mask: Tensor | None = Unset.mask,
+        pad_token_id: int | None = Unset.pad_token_id,
+        max_sigma: float | Tensor | None = Unset.max_sigma,
+        method: Literal["optimize", "linearized"] = Unset.method,
+        max_steps: int = Unset.max_steps,
+        n_samples: int | None = Unset.n_samples,
+        seed: int = Unset.seed,
+        internal_batch_size: int | None = Unset.internal_batch_size,
+        show_progress: bool = Unset.show_progress,
         **settings: Any,
     ) -> Tensor | list[Tensor]: ...
 
@@ -132,19 +135,19 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         *,
         return_convergence_delta: Literal[True],
-        quantity: str = "kept",
+        quantity: Literal["kept", "entropy"] = "kept",
         preset: str | None = None,
-        tolerance: float | None = DEFAULT,
-        feature_std: Any = DEFAULT,
-        mask: Tensor | None = DEFAULT,
-        pad_token_id: int | None = DEFAULT,
-        max_sigma: float | Tensor | None = DEFAULT,
-        method: str = DEFAULT,
-        max_steps: int = DEFAULT,
-        n_samples: int | None = DEFAULT,
-        seed: int = DEFAULT,
-        internal_batch_size: int | None = DEFAULT,
-        show_progress: bool = DEFAULT,
+        tolerance: float | None = Unset.tolerance,
+        feature_std: Any = Unset.feature_std,
+        mask: Tensor | None = Unset.mask,
+        pad_token_id: int | None = Unset.pad_token_id,
+        max_sigma: float | Tensor | None = Unset.max_sigma,
+        method: Literal["optimize", "linearized"] = Unset.method,
+        max_steps: int = Unset.max_steps,
+        n_samples: int | None = Unset.n_samples,
+        seed: int = Unset.seed,
+        internal_batch_size: int | None = Unset.internal_batch_size,
+        show_progress: bool = Unset.show_progress,
         **settings: Any,
     ) -> tuple[Tensor | list[Tensor], Tensor | list[Tensor]]: ...
 
@@ -156,20 +159,20 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
         return_convergence_delta: bool = False,
-        quantity: str = "kept",
+        quantity: Literal["kept", "entropy"] = "kept",
         *,
         preset: str | None = None,
-        tolerance: float | None = DEFAULT,
-        feature_std: Any = DEFAULT,
-        mask: Tensor | None = DEFAULT,
-        pad_token_id: int | None = DEFAULT,
-        max_sigma: float | Tensor | None = DEFAULT,
-        method: str = DEFAULT,
-        max_steps: int = DEFAULT,
-        n_samples: int | None = DEFAULT,
-        seed: int = DEFAULT,
-        internal_batch_size: int | None = DEFAULT,
-        show_progress: bool = DEFAULT,
+        tolerance: float | None = Unset.tolerance,
+        feature_std: Any = Unset.feature_std,
+        mask: Tensor | None = Unset.mask,
+        pad_token_id: int | None = Unset.pad_token_id,
+        max_sigma: float | Tensor | None = Unset.max_sigma,
+        method: Literal["optimize", "linearized"] = Unset.method,
+        max_steps: int = Unset.max_steps,
+        n_samples: int | None = Unset.n_samples,
+        seed: int = Unset.seed,
+        internal_batch_size: int | None = Unset.internal_batch_size,
+        show_progress: bool = Unset.show_progress,
         **settings: Any,
     ) -> Tensor | list[Tensor] | tuple[Any, Any]:
         r"""Information the feature keeps about each element of the layer, shaped like the layer.
@@ -196,14 +199,16 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             quantity: ``"kept"`` (default) or ``"entropy"``.
             preset: ``None`` (the fast default) or ``"guan2019"`` (the authors' settings); the
                 keywords you pass win over the preset's.
-            tolerance: τ, how much the normalised feature may change (default 0.05).
+            tolerance: τ, how much the normalised feature may change (default 0.05);
+                ``tolerance=None`` with ``entropy_weight=λ`` is the authors' penalised objective.
             feature_std: σ_S, the feature's std over data (tensor, :class:`FeatureStats`, dict
                 or list; default ``None``: self-normalised, with a warning).
             mask, pad_token_id: padding (default: an attention mask found among the inputs).
-            max_sigma: the σ cap (default: 10 × the embedding weights' std).
+            max_sigma: the σ cap (default: 10 × the embedding weights' std for an
+                ``nn.Embedding`` layer, else 10 × the std of the sentence's layer values).
             method: ``"optimize"`` (default) or ``"linearized"`` (the closed form, no steps).
             max_steps, n_samples: the optimiser's budget (default 100 steps; draws per step 64
-                for a logit, 16 for a layer).
+                for a small fixed-size feature such as a logit, else 16).
             seed: base seed of every sentence's noise stream (default 0).
             internal_batch_size: most sentences optimised at once (memory; answers unchanged).
             show_progress: a tqdm progress bar (default False).
@@ -238,17 +243,17 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
         attribute_to_layer_input: bool = False,
         *,
         preset: str | None = None,
-        tolerance: float | None = DEFAULT,
-        feature_std: Any = DEFAULT,
-        mask: Tensor | None = DEFAULT,
-        pad_token_id: int | None = DEFAULT,
-        max_sigma: float | Tensor | None = DEFAULT,
-        method: str = DEFAULT,
-        max_steps: int = DEFAULT,
-        n_samples: int | None = DEFAULT,
-        seed: int = DEFAULT,
-        internal_batch_size: int | None = DEFAULT,
-        show_progress: bool = DEFAULT,
+        tolerance: float | None = Unset.tolerance,
+        feature_std: Any = Unset.feature_std,
+        mask: Tensor | None = Unset.mask,
+        pad_token_id: int | None = Unset.pad_token_id,
+        max_sigma: float | Tensor | None = Unset.max_sigma,
+        method: Literal["optimize", "linearized"] = Unset.method,
+        max_steps: int = Unset.max_steps,
+        n_samples: int | None = Unset.n_samples,
+        seed: int = Unset.seed,
+        internal_batch_size: int | None = Unset.internal_batch_size,
+        show_progress: bool = Unset.show_progress,
         **settings: Any,
     ) -> EntropyResult | list[EntropyResult]:
         """Like :meth:`attribute` (the same keywords) but returns :class:`EntropyResult` (σ, kept

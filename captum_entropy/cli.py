@@ -42,9 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-output", action="store_true", help="skip the prediction (the slowest feature)")
         p.add_argument("--bits", action="store_true", help="print bits instead of nats")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--feature-std-file", "--stats-file", dest="feature_std_file",
+        p.add_argument("--feature-std-texts", metavar="FILE", dest="feature_std_texts",
                        help="sentences (one per line) to fit σ_S, the features' std, on "
                        "(default: 256 training sentences of the embedded polarity corpus; cached)")
+        p.add_argument("--stats-file", dest="feature_std_texts", help=argparse.SUPPRESS)  # the old name
 
     ex = sub.add_parser("explain", help="which words each layer and the prediction keep, for your sentences",
                         description="Explain sentences at every layer and at the predicted class: a words × "
@@ -180,9 +181,9 @@ def _explainer(args: argparse.Namespace, model: Any, tokenizer: Any = None):
     if args.max_steps < 1:
         raise BadInput(f"--max-steps must be at least 1, got {args.max_steps}")
     layers = "all" if args.layers == "all" else [n.strip() for n in args.layers.split(",") if n.strip()]
-    std_texts = _lines(args.feature_std_file) if args.feature_std_file else None
+    std_texts = _lines(args.feature_std_texts) if args.feature_std_texts else None
     if std_texts is not None and len(std_texts) < 2:
-        raise BadInput(f"--feature-std-file {args.feature_std_file} needs at least 2 sentences")
+        raise BadInput(f"--feature-std-texts {args.feature_std_texts} needs at least 2 sentences")
     try:
         if isinstance(model, str) and tokenizer is None:
             model, tokenizer = _model(model)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ._deprecated import renamed, renamed_init_keyword
+from ._deprecated import renamed, renamed_init_keyword, renamed_keyword
 from ._io import load_tensors, save_tensors
 from ._names import OUTPUT
 from .analysis import LayerExplanation
@@ -42,6 +42,7 @@ from .words import align_words, aligned_words
 _FORMAT = "captum_entropy.ModelComparison/2"  # /1: units read as sums over pieces and words
 
 
+@renamed_init_keyword("mean_entropy", "mean_word_entropy")
 @renamed_init_keyword("layers", "features")
 @dataclass
 class ModelComparison:
@@ -57,7 +58,7 @@ class ModelComparison:
             model's words in it, each :meth:`~captum_entropy.readings.WordReadings.word_entropy`),
             nats/dim (NaN where a unit has no word of that model, e.g. a truncated sentence, or
             past a sentence's last unit).
-        mean_entropy: per model, (L_m, B) the mean entropy per dimension of a word of the
+        mean_word_entropy: per model, (L_m, B) the mean entropy per dimension of a word of the
             sentence, over the model's own words (not the units: a model whose tokenizer
             splits "isn't" into three words would otherwise look as if it forgot more).
         share: per model, (L_m, B, U) each unit's kept information per dimension (the mean of
@@ -75,7 +76,7 @@ class ModelComparison:
     depth: list[list[float]]
     entropy: list[Tensor]
     share: list[Tensor]
-    mean_entropy: list[Tensor]
+    mean_word_entropy: list[Tensor]
     converged: list[Tensor]
     prediction: list[Tensor]
     probability: list[Tensor]
@@ -95,14 +96,20 @@ class ModelComparison:
                 ".to_html(), .save())")
 
     def corpus_entropy(self) -> list[Tensor]:
-        """Per model, (L_m,): the mean over sentences of :attr:`mean_entropy` (nats per dimension)."""
-        return [e.mean(-1) for e in self.mean_entropy]
+        """Per model, (L_m,): the mean over sentences of :attr:`mean_word_entropy` (nats per dimension)."""
+        return [e.mean(-1) for e in self.mean_word_entropy]
 
     def sentence_entropy(self) -> list[Tensor]:
-        """Deprecated: the field :attr:`mean_entropy` (per model, (L_m, B): each sentence's mean word
-        entropy per dimension)."""
-        renamed("ModelComparison.sentence_entropy()", "ModelComparison.mean_entropy")
-        return list(self.mean_entropy)
+        """Deprecated: the field :attr:`mean_word_entropy` (per model, (L_m, B): each sentence's mean
+        word entropy per dimension, as :meth:`LayerExplanation.mean_word_entropy`)."""
+        renamed("ModelComparison.sentence_entropy()", "ModelComparison.mean_word_entropy")
+        return list(self.mean_word_entropy)
+
+    @property
+    def mean_entropy(self) -> list[Tensor]:
+        """Deprecated spelling of :attr:`mean_word_entropy`."""
+        renamed("ModelComparison.mean_entropy", "ModelComparison.mean_word_entropy")
+        return self.mean_word_entropy
 
     def feature_index(self, m: int, feature: str | None = None) -> int:
         """Index of ``feature`` (default: the output if explained, else the last layer) in model ``m``."""
@@ -139,7 +146,7 @@ class ModelComparison:
         """One safetensors file with JSON metadata; atomic."""
         tensors = {}
         for m in range(len(self.models)):
-            for key in ("entropy", "share", "mean_entropy", "converged", "prediction", "probability"):
+            for key in ("entropy", "share", "mean_word_entropy", "converged", "prediction", "probability"):
                 tensors[f"{m}/{key}"] = getattr(self, key)[m]
         meta = {"format": _FORMAT, "models": self.models, "texts": self.texts, "units": self.units,
                 "features": self.features, "depth": self.depth, "label_names": self.label_names}
@@ -155,8 +162,11 @@ class ModelComparison:
             raise ValueError(f"{path} is not a saved ModelComparison (format {meta.get('format')!r})")
         n = len(meta["models"])
         try:
+            for m in range(n):  # files written before the rename
+                if f"{m}/mean_entropy" in tensors:
+                    tensors[f"{m}/mean_word_entropy"] = tensors.pop(f"{m}/mean_entropy")
             per = {key: [tensors[f"{m}/{key}"] for m in range(n)]
-                   for key in ("entropy", "share", "mean_entropy", "converged", "prediction", "probability")}
+                   for key in ("entropy", "share", "mean_word_entropy", "converged", "prediction", "probability")}
         except KeyError as missing:
             raise ValueError(f"{path} lacks tensor {missing}: truncated or not written by ModelComparison.save") from None
         return cls(models=list(meta["models"]), texts=list(meta["texts"]), units=[list(u) for u in meta["units"]],
@@ -195,7 +205,7 @@ def compare_models(explanations: Sequence[LayerExplanation]) -> ModelComparison:
     return ModelComparison(
         models=[ex.model for ex in explanations], texts=list(texts) or [""] * n_b, units=units,
         features=[list(ex.features) for ex in explanations], depth=[list(ex.depth) for ex in explanations],
-        entropy=entropy, share=shares, mean_entropy=[ex.mean_word_entropy() for ex in explanations],
+        entropy=entropy, share=shares, mean_word_entropy=[ex.mean_word_entropy() for ex in explanations],
         converged=[ex.converged for ex in explanations],
         prediction=[ex.prediction for ex in explanations], probability=[ex.probability for ex in explanations],
         label_names=[list(ex.label_names) for ex in explanations],
@@ -208,7 +218,6 @@ def compare(models: Sequence[Any], texts: Sequence[str], feature_std_texts: Sequ
     ``feature_std_texts``) and compare them."""
     from .explainer import Explainer
 
-    if "stats_texts" in settings:
-        renamed("compare(stats_texts=...)", "compare(feature_std_texts=...)")
-        feature_std_texts = settings.pop("stats_texts")
+    feature_std_texts = renamed_keyword("compare", "stats_texts", "feature_std_texts", settings.pop("stats_texts", None),
+                                        feature_std_texts)
     return compare_models([Explainer(m, feature_std_texts=feature_std_texts)(texts, **settings) for m in models])

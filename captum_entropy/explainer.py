@@ -15,15 +15,15 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
 
-from ._deprecated import renamed
+from ._deprecated import renamed, renamed_keyword
 from ._names import OUTPUT
 from .analysis import LayerExplanation, explain_layers
-from .settings import DEFAULT, given
+from .settings import Unset, given
 from .stats import FeatureStats
 
 STATS_SENTENCES = 256  # training sentences of the polarity corpus behind the default σ_S
@@ -49,12 +49,9 @@ class Explainer:
     def __init__(self, model: Any, tokenizer: Any = None, layers: str | Sequence[str] = "all", output: bool = True,
                  feature_std: FeatureStats | str | Path | None = None, feature_std_texts: Sequence[str] | None = None,
                  **settings: Any) -> None:
-        if "stats" in settings:
-            renamed("Explainer(stats=...)", "Explainer(feature_std=...)")
-            feature_std = settings.pop("stats")
-        if "stats_texts" in settings:
-            renamed("Explainer(stats_texts=...)", "Explainer(feature_std_texts=...)")
-            feature_std_texts = settings.pop("stats_texts")
+        feature_std = renamed_keyword("Explainer", "stats", "feature_std", settings.pop("stats", None), feature_std)
+        feature_std_texts = renamed_keyword("Explainer", "stats_texts", "feature_std_texts",
+                                            settings.pop("stats_texts", None), feature_std_texts)
         self.zoo_model = as_zoo_model(model, tokenizer)
         known = list(self.zoo_model.layers)
         if isinstance(layers, str):
@@ -101,15 +98,26 @@ class Explainer:
 def explain(model: Any, tokenizer: Any = None, texts: str | Sequence[str] | None = None, *,
             layers: str | Sequence[str] = "all", output: bool = True,
             feature_std: FeatureStats | str | Path | None = None, feature_std_texts: Sequence[str] | None = None,
-            tolerance: float | None = DEFAULT, method: str = DEFAULT, max_steps: int = DEFAULT,
-            n_samples: int | None = DEFAULT, seed: int = DEFAULT, internal_batch_size: int | None = DEFAULT,
-            show_progress: bool = DEFAULT, **settings: Any) -> LayerExplanation:
+            tolerance: float | None= Unset.tolerance, method: Literal["optimize", "linearized"] = Unset.method, max_steps: int = Unset.max_steps,
+            n_samples: int | None= Unset.n_samples, seed: int = Unset.seed, internal_batch_size: int | None = Unset.internal_batch_size,
+            show_progress: bool= Unset.show_progress, **settings: Any) -> LayerExplanation:
     """``Explainer(model, tokenizer, ...)(texts)``: every layer and the prediction, by word.
 
     ``tokenizer`` may be left out for a zoo model (``explain("cnn", texts=[...])``); a string in
-    its place is taken as the texts. The keywords are :class:`Explainer`'s and
-    :meth:`EntropyAttribution.attribute`'s (``**settings``: any other field of
-    :class:`~captum_entropy.Settings`)."""
+    its place is taken as the texts.
+
+    Args:
+        model, tokenizer: a zoo name (``"minilm"``, ``"cnn"``, ...), a ZooModel, or a Hugging
+            Face ``*ForSequenceClassification`` and its tokenizer.
+        texts: one sentence or a list.
+        layers: ``"all"`` hidden layers, a list of their names, or ``()``; output: also the
+            predicted class's logit.
+        feature_std, feature_std_texts: σ_S (a FeatureStats or a saved one), or the sentences to
+            fit it on (default: 256 training sentences of the embedded corpus, cached).
+        tolerance, method, max_steps, n_samples, seed, internal_batch_size, show_progress: as
+            in :meth:`EntropyAttribution.attribute`; ``**settings``: any other field of
+            :class:`~captum_entropy.Settings` (``preset="guan2019"`` included).
+    """
     if texts is None and isinstance(tokenizer, (str, list, tuple)):
         tokenizer, texts = None, tokenizer
     if texts is None:

@@ -138,12 +138,12 @@ class WordReadings:
 
     def sentence_entropy(self, unit: str = "nats") -> Tensor:
         """Deprecated spelling of :meth:`total_word_entropy`."""
-        renamed("sentence_entropy()", "total_word_entropy()")
+        renamed(f"{type(self).__name__}.sentence_entropy()", f"{type(self).__name__}.total_word_entropy()")
         return self.total_word_entropy(unit)
 
     def sentence_kept(self, unit: str = "nats") -> Tensor:
         """Deprecated spelling of :meth:`total_word_kept`."""
-        renamed("sentence_kept()", "total_word_kept()")
+        renamed(f"{type(self).__name__}.sentence_kept()", f"{type(self).__name__}.total_word_kept()")
         return self.total_word_kept(unit)
 
     def mean_word_entropy(self, unit: str = "nats", per_dim: bool = True) -> Tensor:

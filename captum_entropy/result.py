@@ -14,7 +14,7 @@ from ._deprecated import renamed, renamed_init_keyword
 from ._io import bad_file, load_tensors, save_tensors
 from ._names import OUTPUT
 from .entropy import entropy_from_sigma, nats_to_bits
-from .optim import STOP_REASONS
+from .optim_settings import STOP_REASONS
 
 
 @renamed_init_keyword("layer", "feature")

@@ -8,25 +8,45 @@ from typing import Any
 
 from torch import Tensor
 
-from .optim import SMALL_FEATURE_SAMPLES, OptimSettings, _is_bool, _is_int, _is_real
+from .optim_settings import SMALL_FEATURE_SAMPLES, OptimSettings, _is_bool, _is_int, _is_real
 
 DEFAULT_TOLERANCE = 0.05
 MAX_SIGMA_FACTOR = 10.0
 
 
 class _Default:
-    """A keyword left unset: its default applies (or the preset's); shown as ``default`` in help()."""
+    """A keyword left unset: its default applies (or the preset's); help() shows the default."""
+
+    def __init__(self, shown: str = "default") -> None:
+        self.shown = shown
 
     def __repr__(self) -> str:
-        return "default"
+        return self.shown
 
 
 DEFAULT: Any = _Default()
 
 
+class Unset:
+    """The defaults of the keywords that :meth:`EntropyAttribution.attribute` spells out, as
+    help() shows them (an unset keyword takes the preset's value, else the default)."""
+
+    tolerance: Any = _Default(str(DEFAULT_TOLERANCE))
+    feature_std: Any = _Default("None")
+    mask: Any = _Default("None")
+    pad_token_id: Any = _Default("None")
+    max_sigma: Any = _Default("10 × std")
+    method: Any = _Default("'optimize'")
+    max_steps: Any = _Default("100")
+    n_samples: Any = _Default("64 or 16")
+    seed: Any = _Default("0")
+    internal_batch_size: Any = _Default("None")
+    show_progress: Any = _Default("False")
+
+
 def given(**kwargs: Any) -> dict[str, Any]:
-    """The keywords a caller set (those not left at :data:`DEFAULT`)."""
-    return {k: v for k, v in kwargs.items() if v is not DEFAULT}
+    """The keywords a caller set (those not left at a :class:`_Default`)."""
+    return {k: v for k, v in kwargs.items() if not isinstance(v, _Default)}
 
 # keywords of other Captum methods, and what this method takes instead
 CAPTUM_ONLY = {

@@ -1,4 +1,4 @@
-"""Feature statistics σ_S: the per-element std of a feature over a data sample.
+"""σ_S (``feature_std``): the per-element std of a feature over a data sample.
 
 Dividing the distortion by σ_S makes entropies comparable across sentences, layers and models.
 For a per-token feature (B, T, D) the statistic is the std over sentences of the token-mean

@@ -62,7 +62,7 @@ def test_explain_a_local_hugging_face_folder_end_to_end(tmp_path, capsys, monkey
     stats.write_text("a fine film .\na dull movie .\nnot bad at all .\n", encoding="utf-8")
     out = tmp_path / "out"
     code = main(["explain", "--model", str(folder), "--out", str(out), "--max-steps", "3", "--quiet",
-                 "--feature-std-file", str(stats), "an unbelievably dull movie .", "<b>bold</b> & brave"])
+                 "--feature-std-texts", str(stats), "an unbelievably dull movie .", "<b>bold</b> & brave"])
     assert code == 0
     printed = capsys.readouterr().out
     for name in ("report.html", "sentence0.png", "sentence1.png", "explanation.safetensors"):

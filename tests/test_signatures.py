@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from captum_entropy import EntropyAttribution, Explainer, explain
-from captum_entropy.settings import DEFAULT, Settings, given
+from captum_entropy.settings import DEFAULT, Settings, Unset, given
 
 from .tiny_models import bert_logits
 
@@ -43,7 +43,8 @@ def test_the_one_liner_names_its_main_settings():
 
 def test_an_unset_keyword_leaves_the_preset_its_value():
     assert given(tolerance=DEFAULT, max_steps=7) == {"max_steps": 7} and repr(DEFAULT) == "default"
-    guan = Settings.from_kwargs("guan2019", **given(tolerance=DEFAULT, max_steps=DEFAULT))
+    assert given(tolerance=Unset.tolerance, seed=Unset.seed) == {} and repr(Unset.tolerance) == "0.05"  # help()
+    guan = Settings.from_kwargs("guan2019", **given(tolerance=Unset.tolerance, max_steps=Unset.max_steps))
     assert guan.tolerance is None and guan.entropy_weight == 0.1 and guan.optim.max_steps == 5000
 
 
@@ -122,3 +123,28 @@ def test_a_result_names_its_feature_and_the_old_name_warns(bert, bert_batch):
     assert res.feature == "output" and res.layer_shape == (*ids.shape, 16)  # layer_*: the layer that got the noise
     with pytest.deprecated_call(match="EntropyResult.feature"):
         assert res.layer == "output"
+
+
+def test_an_old_and_a_new_keyword_together_are_an_error():
+    with pytest.raises(TypeError, match="both stats= and feature_std="):
+        Explainer("no-such-model", stats="A", feature_std="B")
+    from captum_entropy.evaluate import evaluate
+
+    with pytest.raises(TypeError, match="both stats= and feature_std="):
+        evaluate("no-such-model", ["a film"], stats="A", feature_std="B")
+
+
+def test_help_shows_the_real_defaults():
+    """What help() prints for an unset keyword is the value the settings take when it is unset."""
+    from captum_entropy.optim import OptimSettings
+
+    s, o = Settings(), OptimSettings()
+    shown = {k: repr(getattr(Unset, k)) for k in MAIN}
+    assert shown["tolerance"] == repr(s.tolerance) and shown["seed"] == repr(s.seed)
+    assert shown["max_steps"] == repr(o.max_steps) and shown["method"] == repr(o.method)
+    assert shown["show_progress"] == repr(s.show_progress) and shown["internal_batch_size"] == repr(s.internal_batch_size)
+    assert shown["feature_std"] == shown["mask"] == shown["pad_token_id"] == "None" and s.feature_std is s.mask is None
+    from captum_entropy.settings import MAX_SIGMA_FACTOR
+    from captum_entropy.optim_settings import SMALL_FEATURE_SAMPLES
+
+    assert shown["max_sigma"] == f"{MAX_SIGMA_FACTOR:g} × std" and shown["n_samples"] == f"{SMALL_FEATURE_SAMPLES} or 16"

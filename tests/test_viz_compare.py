@@ -83,9 +83,11 @@ def test_comparison_table_corpus_block(cmp):
     at = lines.index(head) + 2
     rows = [x.split() for x in lines[at:at + 9]]
     assert [r[0] for r in rows if r[0] in cmp.models] == ["bert", "word-lstm"]  # "cnn (2 words)" splits
-    corpus, per_sentence = cmp.corpus_entropy(), cmp.mean_entropy
-    with pytest.deprecated_call(match="mean_entropy"):
-        assert cmp.sentence_entropy() == list(cmp.mean_entropy)
+    corpus, per_sentence = cmp.corpus_entropy(), cmp.mean_word_entropy
+    with pytest.deprecated_call(match="mean_word_entropy"):
+        assert cmp.sentence_entropy() == list(cmp.mean_word_entropy)
+    with pytest.deprecated_call(match="mean_word_entropy"):
+        assert cmp.mean_entropy is cmp.mean_word_entropy
     lo, hi = _bootstrap(per_sentence[0][1].numpy(), 2000, 0)
     assert rows[1] == ["layer2~", "0.67", _dim(float(corpus[0][1])), f"[{_dim(lo)},", f"{_dim(hi)}]", "1/2"]
     assert rows[6][:3] == ["output~", "1.25", _dim(float(corpus[1][2]))] and rows[6][-1] == "1/2"

@@ -182,7 +182,7 @@ def _cmp_depth(figure: type, cmp: ModelComparison, seed: int = 0, n_resamples: i
     fig = figure(figsize=(8.5, 5.2), layout="constrained")
     ax = fig.add_subplot()
     colours = [f"C{m % 10}" for m in range(len(cmp.models))]
-    corpus, per_sentence, n_b = cmp.corpus_entropy(), cmp.mean_entropy, len(cmp)
+    corpus, per_sentence, n_b = cmp.corpus_entropy(), cmp.mean_word_entropy, len(cmp)
     any_nc = any_band = False
     for m, name in enumerate(cmp.models):
         order = _depth_order(cmp.depth[m])

@@ -208,7 +208,7 @@ def _cmp_legend(cmp: ModelComparison) -> str:
 
 
 def _depth_section(cmp: ModelComparison, seed: int = 0, n_resamples: int = 2000) -> str:
-    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.mean_entropy
+    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.mean_word_entropy
     values = [float(v) for c in corpus for v in c.tolist() if math.isfinite(v)]
     lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
     rows = []

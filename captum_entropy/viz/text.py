@@ -136,7 +136,7 @@ def comparison_table(cmp: ModelComparison, width: int = 100, *, seed: int = 0, n
 
 
 def _corpus_block(cmp: ModelComparison, width: int, seed: int, n_resamples: int) -> list[str]:
-    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.mean_entropy
+    n_b, corpus, per_sentence = len(cmp), cmp.corpus_entropy(), cmp.mean_word_entropy
     out = textwrap.wrap(f"{len(cmp.models)} models, {n_b} sentence{'s' if n_b != 1 else ''}: corpus entropy per "
                         "dimension against relative depth (low entropy = kept)", width)
     out += textwrap.wrap("entropy: mean over a sentence's words (each model's own; each word the mean over its "
