@@ -3,13 +3,14 @@
 1. **The redundancy toy** (``captum_entropy.evaluate.known.RedundantEvidence``: two words carry the same
    evidence, the output saturates; τ = 0.2, cap 10): σ of words 2 and 5 and the objective (mean
    log σ) of each solver's answer, its distortion scored on 8192 fresh antithetic draws.
-2. **The zoo ``minilm``'s predicted logit** on the first ``--sentences`` held-out test sentences
-   (σ_S from the library's cached 256 training sentences): share of sentences whose KKT test
-   passed, median standard error of log σ, draws used, ambiguous sentences, seed 0 against
-   seed 1 (mean Spearman of σ over real tokens), wall time against
-   ``LayerIntegratedGradients(n_steps=50)`` on the same batch and targets, in one process.
+2. **A zoo model's predicted logit** (``minilm``, ``transformer``, ``lstm``, ``cnn``) on the first
+   ``--sentences`` held-out test sentences (σ_S from the library's cached 256 training
+   sentences), for each rule in ``--updates``: share of sentences that converged (the KKT test for
+   fixed_draws), seed 0 against seed 1 (Spearman of σ over real tokens), wall time against
+   ``LayerIntegratedGradients(n_steps=50)`` on the same batch and targets, in one process; for
+   fixed_draws also the median standard error of log σ, the draws used, ambiguous sentences.
 
-    python benchmarks/fixed_draws_status.py [--sentences 4] [--parts toy,minilm]
+    python benchmarks/fixed_draws_status.py [--sentences 4] [--parts toy,minilm,cnn] [--updates fixed_draws,newton]
 
 Prints one JSON object per part.
 """
@@ -56,13 +57,15 @@ def part_toy() -> dict:
     return out
 
 
-def part_minilm(n: int) -> dict:
+def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -> dict:
+    """A zoo model's predicted logit on its first ``n`` held-out test sentences: per update rule,
+    seed 0 against seed 1 and the wall time against LayerIntegratedGradients(n_steps=50)."""
     from captum.attr import LayerIntegratedGradients
 
     from captum_entropy.explainer import feature_stats
     from captum_entropy.zoo import load, load_polarity
 
-    zm = load("minilm", progress=False)
+    zm = load(name, progress=False)
     stats = feature_stats(zm)
     ids, mask = zm.tokenize([e.text for e in load_polarity("test")[:n]])
     with torch.no_grad():
@@ -72,38 +75,46 @@ def part_minilm(n: int) -> dict:
     start = time.perf_counter()
     lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
     t_lig = time.perf_counter() - start
-    runs, times = [], []
-    for seed in (0, 1):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed,
-                                   update="fixed_draws"))
-        times.append(time.perf_counter() - start)
-    r0, r1 = runs
-    rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
-    se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
-    return {
-        "part": f"minilm predicted logit, {n} held-out sentences, update='fixed_draws' (defaults otherwise)",
-        "kkt_passed": f"{int(r0.converged.sum())}/{n}", "median_se_log_sigma": round(float(se.median()), 3),
-        "draws": r0.n_draws.tolist(), "ambiguous": r0.ambiguous.tolist(),
-        "seed0_vs_seed1_spearman": [None if math.isnan(v) else round(float(v), 3) for v in rho],
-        "seconds": {"fixed_draws_seed0": round(times[0], 1), "lig_n_steps_50": round(t_lig, 2)},
-        "ratio_to_lig": round(times[0] / t_lig, 1),
-    }
+    out = {"part": f"{name} predicted logit, {n} held-out sentences (defaults otherwise)",
+           "lig_n_steps_50_seconds": round(t_lig, 2)}
+    for update in updates:
+        runs, times = [], []
+        for seed in (0, 1):
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
+                                                seed=seed, update=update))
+            times.append(time.perf_counter() - start)
+        r0, r1 = runs
+        rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
+        finite = [v for v in rho if not math.isnan(v)]
+        row = {"converged": f"{int(r0.converged.sum())}/{n}",
+               "seed0_vs_seed1_spearman": [None if math.isnan(v) else round(float(v), 3) for v in rho],
+               "mean_spearman": round(sum(finite) / len(finite), 3) if finite else None,
+               "seconds_seed0": round(times[0], 1), "ratio_to_lig": round(times[0] / t_lig, 1)}
+        if update == "fixed_draws":
+            se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
+            row.update(median_se_log_sigma=round(float(se.median()), 3) if se.numel() else None,
+                       draws=r0.n_draws.tolist(), ambiguous=r0.ambiguous.tolist())
+        out[update] = row
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sentences", type=int, default=4)
-    parser.add_argument("--parts", default="toy,minilm")
+    parser.add_argument("--parts", default="toy,minilm", help="toy and any of minilm, transformer, lstm, cnn")
+    parser.add_argument("--updates", default="fixed_draws", help="update rules to compare, e.g. fixed_draws,newton")
     args = parser.parse_args()
     torch.manual_seed(0)
     parts = args.parts.split(",")
     if "toy" in parts:
         print(json.dumps(part_toy()))
-    if "minilm" in parts:
-        print(json.dumps(part_minilm(args.sentences)))
+    for name in ("minilm", "transformer", "lstm", "cnn"):
+        if name in parts:
+            updates = tuple(args.updates.split(","))
+            print(json.dumps(part_model(name, args.sentences, updates)), flush=True)
 
 
 if __name__ == "__main__":
