@@ -25,7 +25,7 @@ _EXPORTS = {
     "compare_models": "comparison",
     "LayerExplanation": "analysis",
     "explain": "explainer",
-    "explain_layers": "analysis",
+    "explain_layers": "layerwise",
     "FeatureStats": "stats",
     "TinyStdWarning": "stats",
     "RunResults": "runs",

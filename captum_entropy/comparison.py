@@ -10,7 +10,7 @@ features' own spread; depth is relative (layer / number of layers), so a 2-layer
 model share one axis.
 
 >>> import torch
->>> from captum_entropy.analysis import explain_layers
+>>> from captum_entropy import explain_layers
 >>> from captum_entropy.comparison import compare_models
 >>> emb = torch.nn.Embedding(30, 8); head = torch.nn.Linear(8, 2)
 >>> forward = lambda ids: head(emb(ids).mean(1))

@@ -22,7 +22,8 @@ from torch import nn
 
 from ._deprecated import renamed, renamed_keyword
 from ._names import OUTPUT
-from .analysis import LayerExplanation, explain_layers
+from .analysis import LayerExplanation
+from .layerwise import explain_layers
 from .settings import Unset, given
 from .stats import FeatureStats
 

@@ -27,6 +27,7 @@ FLOORS: list[set[str]] = [
     {"feature"},
     {"attr"},
     {"llm", "analysis"},
+    {"layerwise"},  # the orchestration of every layer at once, beside explainer
     # the zoo sits beside the core: nothing below `explainer` imports it
     {"zoo.text", "zoo.models", "zoo.data", "zoo.training"},
     {"zoo.registry"},

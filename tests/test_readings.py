@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from captum_entropy import viz
-from captum_entropy.analysis import LayerExplanation, explain_layers, relative_depth
+from captum_entropy import explain_layers
+from captum_entropy.analysis import LayerExplanation, relative_depth
 from captum_entropy.comparison import compare_models
 from captum_entropy.evaluate.methods import METHODS, word_scores
 from captum_entropy.readings import kept_meaning, relative, share

@@ -94,7 +94,7 @@ def test_explanations_name_their_features_and_the_old_name_warns(tmp_path):
     from safetensors.torch import save_file
 
     from captum_entropy import LayerExplanation
-    from captum_entropy.analysis import explain_layers
+    from captum_entropy import explain_layers
 
     emb, enc, head = torch.nn.Embedding(9, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
     forward = lambda ids: head(enc(emb(ids)).mean(1))  # noqa: E731
@@ -148,3 +148,12 @@ def test_help_shows_the_real_defaults():
     from captum_entropy.optim_settings import SMALL_FEATURE_SAMPLES
 
     assert shown["max_sigma"] == f"{MAX_SIGMA_FACTOR:g} × std" and shown["n_samples"] == f"{SMALL_FEATURE_SAMPLES} or 16"
+
+
+def test_explain_layers_lives_beside_explainer_and_its_old_path_warns():
+    from captum_entropy import explain_layers, layerwise
+
+    assert explain_layers is layerwise.explain_layers
+    with pytest.deprecated_call(match="captum_entropy.explain_layers"):
+        from captum_entropy.analysis import explain_layers as old
+    assert old is explain_layers
