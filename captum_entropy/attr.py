@@ -220,11 +220,11 @@ class EntropyAttribution(LayerAttribution, PerturbationAttribution):
             the attributions (a tensor, or a list for a list ``target_layer``), and with
             ``return_convergence_delta`` a pair ``(attributions, delta)``.
         """
-        chosen = given(tolerance=tolerance, feature_std=feature_std, mask=mask, pad_token_id=pad_token_id,
-                       max_sigma=max_sigma, method=method, max_steps=max_steps, n_samples=n_samples, seed=seed,
-                       internal_batch_size=internal_batch_size, show_progress=show_progress)
-        results = self.attribute_result(inputs, target, additional_forward_args, attribute_to_layer_input, preset=preset,
-                               **chosen, **settings)
+        results = self.attribute_result(  # unset keywords pass through as Unset: attribute_result filters them once
+            inputs, target, additional_forward_args, attribute_to_layer_input, preset=preset, tolerance=tolerance,
+            feature_std=feature_std, mask=mask, pad_token_id=pad_token_id, max_sigma=max_sigma, method=method,
+            max_steps=max_steps, n_samples=n_samples, seed=seed, internal_batch_size=internal_batch_size,
+            show_progress=show_progress, **settings)
         many = isinstance(results, list)
         results = results if many else [results]
         attrs = [r.attribution(quantity) for r in results]
