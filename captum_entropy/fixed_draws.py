@@ -8,8 +8,8 @@ The constrained problem of :mod:`captum_entropy.optim` (maximise ``mean_p log σ
 deterministic, smooth function of ``u = log σ``:
 
 * **Draws.** ``n_draws`` standard-normal draws in antithetic pairs (``ε``, ``−ε``: the odd terms of
-  the feature's expansion cancel), from the sentence's own generator, so batching never changes
-  an answer. Where the exact Jacobian ``J`` of the feature is known, its linear part is computed
+  the feature's expansion cancel; each pair side by side, so every even prefix is antithetic),
+  from the sentence's own generator, so batching never changes an answer. Where the exact Jacobian ``J`` of the feature is known, its linear part is computed
   in closed form and only the rest is sampled (a control variate whose weight β is measured on
   the draws and frozen while a solve runs).
 * **Steps.** Each evaluation runs the draws through the model once, forward and backward, and
@@ -19,24 +19,29 @@ deterministic, smooth function of ``u = log σ``:
   The step solves the quadratic model exactly (the constraint is a quadratic, the bounds an
   active set: words at the cap are released when the KKT sign says so), inside a trust region,
   then moves every free word by one common shift to land on ``D = τ`` (one more forward) and is
-  accepted only if the entropy improves.
+  accepted only if the merit (mean log σ less ``|log(D/τ)|``, an exact penalty) improves.
 * **Stopping.** A KKT test on the fixed-draw objective: the RMS over words of ``½·log(c/g_p)``
   (``c`` the free words' common gradient; at the cap only a push down counts) together with
   ``½·log(D/τ)`` below ``tol``.
 * **Error bars.** The delta method on the KKT conditions: the sampling error of the gradient and
   of ``D`` (over antithetic pairs) carried through their Jacobian gives a standard error of each
-  ``log σ``. The draws double until the median standard error of the free words is below
-  ``precision`` (or ``max_draws`` is reached).
-* **Several optima.** After the main solve, ``starts − 1`` more solves on the same draws begin
-  with one of the most-kept words pushed to the cap. The best objective wins; another optimum
-  within ``ambiguity_gap`` nats per dimension that keeps different words makes the sentence
-  ``ambiguous``, with the words that trade off and the gap.
+  ``log σ``. The draws grow (to the count the errors ask for, in doublings) until the median
+  standard error of the free words is below ``precision`` on at least :data:`MIN_DRAWS` draws
+  (fewer pairs under-cover), or ``max_draws`` is reached.
+* **Several optima.** After the main solve, ``starts − 1`` more starts: the linearised σ with one
+  of the most-kept words dropped to the cap (redundant evidence: another word takes its place),
+  solved first on a prefix of the draws and abandoned while far below the best; one that ends
+  within reach is solved on all the draws. The best objective wins; another optimum within
+  ``ambiguity_gap`` nats per dimension (compared on the same draws without the control variate)
+  that keeps different words makes the sentence ``ambiguous``, with the words that trade off
+  and the gap.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -112,7 +117,8 @@ class FixedDrawProblem:
         return self.eps.shape[0]
 
     def add_draws(self, n: int) -> None:
-        """Append ``n`` draws: ``n/2`` antithetic pairs (ε, −ε) sharing a Rademacher sketch vector."""
+        """Append ``n`` draws: ``n/2`` antithetic pairs (ε, −ε) sharing a Rademacher sketch vector,
+        each pair's two draws side by side, so every even prefix of the draws is antithetic too."""
         half = n // 2
         dev = self.values.device
         e = torch.randn((half, len(self.idx), self.k), generator=self.gen, device=dev, dtype=self.dtype)
@@ -120,11 +126,17 @@ class FixedDrawProblem:
             w = torch.ones((half, 1), device=dev, dtype=self.dtype)
         else:
             w = torch.randint(0, 2, (half, self.m), generator=self.gen, device=dev).to(self.dtype) * 2 - 1
-        self.eps = torch.cat([self.eps, e, -e])
-        self.w = torch.cat([self.w, w, w])
+        self.eps = torch.cat([self.eps, torch.stack([e, -e], 1).flatten(0, 1)])
+        self.w = torch.cat([self.w, w.repeat_interleave(2, 0)])
         base = self._pairs.max() + 1 if len(self._pairs) else 0
-        ids = torch.arange(half, device=dev) + base
-        self._pairs = torch.cat([self._pairs, ids, ids])
+        self._pairs = torch.cat([self._pairs, (torch.arange(half, device=dev) + base).repeat_interleave(2)])
+
+    def prefix(self, n: int) -> "FixedDrawProblem":
+        """The same problem on its first ``n`` draws (even: whole antithetic pairs; a copy that
+        does not grow with this one), sharing the rest, the control variate's frozen weight included."""
+        part = copy.copy(self)
+        part.eps, part.w, part._pairs = self.eps[:n], self.w[:n], self._pairs[:n]
+        return part
 
     def measure_beta(self, u: Tensor) -> None:
         """Freeze the control variate's weight at ``u`` (Cov/Var of the two sampled terms, in [0, 1])."""
@@ -335,9 +347,11 @@ class SolveSettings:
 
 
 def _merit(u: Tensor, d: float, tau: float) -> float:
-    """Mean log σ, less the distance to D = τ in the same units (a common shift of every free
-    word changes D by ~e^{2t}): maximal on the constraint surface."""
-    return float(u.mean()) - abs(0.5 * math.log(max(d, 1e-300) / tau))
+    """Mean log σ, less twice the distance to D = τ in the same units: maximal on the constraint
+    surface. (A common shift ``t`` of every word raises the mean by ``t`` and ``½·log(D/τ)`` by
+    about ``t``, so a weight of 1 would make points above the surface look as good as points on
+    it; twice that is an exact penalty.)"""
+    return float(u.mean()) - abs(math.log(max(d, 1e-300) / tau))
 
 
 def _to_level(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, radius: float) -> Tensor:
@@ -393,7 +407,7 @@ class FixedDrawSettings:
     """Knobs of :func:`explain_sentence` (see :class:`~captum_entropy.optim.OptimSettings`)."""
 
     n_draws: int = 32
-    max_draws: int = 256
+    max_draws: int = 2048
     precision: float = 0.1
     starts: int = 2
     ambiguity_gap: float = 0.1
@@ -401,12 +415,19 @@ class FixedDrawSettings:
     solve: SolveSettings = SolveSettings()
 
 
+MIN_DRAWS = 128  # the delta method's error bars need about 64 antithetic pairs to cover as stated
+SEARCH_DRAWS = 256  # other starts are tried on at most this many of the draws first
+
+
 def _precise(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, s: FixedDrawSettings,
              merits: list[float] | None = None) -> tuple[_Eval, float, bool, Tensor, int]:
-    """Solve from ``u``, doubling the draws until the median standard error of the free words'
-    log σ is at most ``precision`` (or ``max_draws``). The control variate's weight is measured
-    at the start of each solve and frozen while it runs."""
+    """Solve from ``u``, adding draws until the median standard error of the free words' log σ
+    is at most ``precision`` on at least :data:`MIN_DRAWS` draws (or ``max_draws`` is reached).
+    The draws grow at once to the count the error bars ask for (standard errors fall as
+    1/√draws; rounded up to a doubling), not one doubling at a time. The control variate's
+    weight is measured at the start of each solve and frozen while it runs."""
     iters = 0
+    least = min(MIN_DRAWS, s.max_draws)
     while True:
         problem.measure_beta(u)
         ev, res, n_it, ok = solve(problem, u, cap, tau, s.solve, merits)
@@ -414,10 +435,31 @@ def _precise(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, s: Fi
         se = standard_errors(ev, cap)
         free = below_cap(ev.u, cap)
         median = float(se[free].median()) if free.any() else 0.0
-        if median <= s.precision or problem.n_draws * 2 > s.max_draws:
+        n = problem.n_draws
+        if (median <= s.precision and n >= least) or n * 2 > s.max_draws:
             return ev, res, ok, se, iters
-        problem.add_draws(problem.n_draws)
+        need = max(n * (median / s.precision) ** 2 if math.isfinite(median) else math.inf, least)
+        target = n * 2
+        while target < need and target * 2 <= s.max_draws:
+            target *= 2
+        problem.add_draws(target - n)
         u = ev.u
+
+
+def _plain_gap(problem: FixedDrawProblem, best: Tensor, other: Tensor, tau: float) -> float:
+    """The merit of ``best`` less that of ``other``, both on the same draws without the control
+    variate (its weight and words are tuned to one point; with a word at the cap that it counts,
+    the other point's estimate would be unbiased but very noisy)."""
+    beta, problem.beta = problem.beta, 0.0
+    try:
+        return _merit(best, problem.evaluate(best, grad=False).d, tau) - _merit(other, problem.evaluate(other, grad=False).d, tau)
+    finally:
+        problem.beta = beta
+
+
+def _moved(u: Tensor, ref: Tensor, se: Tensor) -> Tensor:
+    """The words whose log σ differs between two answers by more than :data:`TRADE` and 3 SE."""
+    return (u - ref).abs() > torch.maximum(torch.full_like(se, TRADE), 3 * se)
 
 
 def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: float,
@@ -427,7 +469,8 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
     problem.add_draws(s.n_draws)
     problem.cap = cap
     merits: list[float] = []
-    u, iters = u_lin.double().clamp_max(cap), 0
+    u_lin = u_lin.double().clamp_max(cap)
+    u, iters = u_lin, 0
     # continuation: the linearised answer is exact as τ → 0; solve at smaller tolerances first
     for frac in s.continuation:
         problem.measure_beta(u)
@@ -436,42 +479,64 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
         u = ev.u + 0.5 * math.log(1.0 / frac)  # the linear model's answer at τ from the one at frac·τ
     best = _precise(problem, u, cap, tau, s, merits)
     iters += best[-1]
-    ev = best[0]
-    free = below_cap(ev.u, cap)
-    others: list[_Eval] = []
-    order = torch.argsort(ev.u)
+    # other starts: the linearised σ with one of the most-kept words dropped to the cap (where the
+    # evidence is redundant, another word takes its place). Each is solved on a prefix of the
+    # draws first, next to the best answer on the same prefix; only one that ends within reach
+    # of it (twice the ambiguity gap) is made as precise as the first.
+    free = below_cap(best[0].u, cap)
+    order = torch.argsort(best[0].u)
+    others: list[tuple[_Eval, float]] = []  # an optimum and its gap to the best, on the same draws
+    search: FixedDrawProblem | None = None
     for k in range(min(s.starts - 1, int(free.sum()))):
-        start = ev.u.clone()
+        if search is None:
+            search = problem.prefix(min(problem.n_draws, max(SEARCH_DRAWS, s.n_draws)))
+            whole = search.n_draws == problem.n_draws
+            ref = best[0] if whole else solve(search, best[0].u, cap, tau, s.solve)[0]
+            se_search = best[3] * math.sqrt(problem.n_draws / search.n_draws)
+        start = u_lin.clone()
         start[order[k]] = cap
-        # on the current draws first: an alternative that does not settle, or ends worse, costs
-        # no more draws; only a better one is made as precise as the first
-        ev_alt, res_alt, n_it, ok_alt = solve(problem, start, cap, tau, s.solve)
+        # a third of the iterations first: a start still far below the best by then (the merit
+        # only rises) is abandoned; one within reach gets the rest
+        short = replace(s.solve, max_iter=max(1, s.solve.max_iter // 3))
+        ev_alt, _, n_it, ok_alt = solve(search, start, cap, tau, short)
         iters += n_it
-        if not ok_alt:
+        gap = _merit(ref.u, ref.d, tau) - _merit(ev_alt.u, ev_alt.d, tau)
+        if not ok_alt and gap <= 2 * s.ambiguity_gap:
+            ev_alt, _, n_it, ok_alt = solve(search, ev_alt.u, cap, tau, s.solve)
+            iters += n_it
+            gap = _merit(ref.u, ref.d, tau) - _merit(ev_alt.u, ev_alt.d, tau)
+        if not ok_alt or not _moved(ev_alt.u, ref.u, se_search).any():
+            continue  # it does not settle, or it is the same optimum
+        if gap > 2 * s.ambiguity_gap:
+            others.append((ev_alt, _plain_gap(search, ref.u, ev_alt.u, tau)))
             continue
-        if _merit(ev_alt.u, ev_alt.d, tau) > _merit(best[0].u, best[0].d, tau) + TIE:
-            alt = _precise(problem, ev_alt.u, cap, tau, s)
-            iters += alt[-1]
-            if not alt[2]:
+        # within reach: solved on all the draws, like the best; only a better one gets more draws
+        ev_full, _, n_it, ok_full = solve(problem, ev_alt.u, cap, tau, s.solve)
+        iters += n_it
+        if not ok_full:
+            continue
+        loser = ev_full
+        if _merit(ev_full.u, ev_full.d, tau) > _merit(best[0].u, best[0].d, tau) + TIE:
+            n_before = problem.n_draws
+            new = _precise(problem, ev_full.u, cap, tau, s)
+            iters += new[-1]
+            if not new[2]:
                 continue  # it does not settle once the draws grow: not an optimum
-            if problem.n_draws != best[0].psi.shape[0] * 2:  # the draws grew: the first start on them too
-                best = _precise(problem, best[0].u, cap, tau, s)
-                iters += best[-1]
-            if _merit(alt[0].u, alt[0].d, tau) > _merit(best[0].u, best[0].d, tau) + TIE:
-                best, alt = alt, best
-            others.append(alt[0])
-        else:
-            others.append(ev_alt)
+            loser = best[0]
+            if problem.n_draws != n_before:  # the draws grew: the old best on them too
+                loser, _, n_it, _ = solve(problem, best[0].u, cap, tau, s.solve)
+                iters += n_it
+            best = new
+        if _moved(loser.u, best[0].u, best[3]).any():
+            others.append((loser, _plain_gap(problem, best[0].u, loser.u, tau)))
     ev, res, ok, se, _ = best
     value = _merit(ev.u, ev.d, tau)
     runner, gap, trades = ev.u, math.nan, torch.zeros_like(ev.u, dtype=torch.bool)
-    for other in others:
-        moved = (other.u - ev.u).abs() > torch.maximum(torch.full_like(se, TRADE), 3 * se)
-        if not moved.any():
-            continue  # the same optimum
-        this_gap = value - _merit(other.u, other.d, tau)
-        if math.isnan(gap) or this_gap < gap:
-            runner, gap, trades = other.u, this_gap, moved
+    for other, this_gap in others:
+        moved = _moved(other.u, ev.u, se)
+        if moved.any() and (math.isnan(gap) or this_gap < gap):
+            # below 0: the runner-up scores higher without the control variate; the two are level
+            runner, gap, trades = other.u, max(this_gap, 0.0), moved
     ambiguous = not math.isnan(gap) and gap <= s.ambiguity_gap
     return Solution(
         u=ev.u, se=se, objective=value, distortion=ev.d, kkt=res, converged=ok, iterations=iters,

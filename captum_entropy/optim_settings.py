@@ -57,11 +57,12 @@ class OptimSettings:
         select: ``"average"`` (mean of log σ over the last window) or ``"min_loss"`` (the
             state after the step with the lowest single-sample loss, the reference; Adam only).
         n_draws: fixed_draws: the draws a sentence starts with (antithetic pairs, even).
-        max_draws: fixed_draws: the draws are doubled up to this many while the median
-            standard error of the free words' log σ is above ``precision``.
+        max_draws: fixed_draws: the draws grow (in doublings) up to this many while the
+            median standard error of the free words' log σ is above ``precision``, and never
+            stop below 128 (the error bars' least count) unless this is lower.
         precision: fixed_draws: the target median standard error of log σ (0.1 ≈ 10 % in σ).
-        starts: fixed_draws: solves per sentence: from the linearised σ, then with each of the
-            ``starts − 1`` most-kept words pushed to the cap (other optima).
+        starts: fixed_draws: solves per sentence: from the linearised σ, then from it with each
+            of the ``starts − 1`` most-kept words dropped to the cap (other optima).
         ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
             the best makes the sentence ``ambiguous``.
         continuation: fixed_draws: fractions of τ solved first from the linearised start
