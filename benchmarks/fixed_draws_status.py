@@ -63,7 +63,8 @@ def part_toy() -> dict:
 def part_calibration(seeds: int = 60) -> dict:
     """Coverage of the 95 % intervals on a linear logit ``Σ_i w_i·x_i`` (5 words, 8 dims) sampled
     without the control variate, where the answer is known in closed form, by number of draws."""
-    from captum_entropy.fixed_draws import FixedDrawProblem, FixedDrawSettings, explain_sentence
+    from captum_entropy.fixed_draw_answer import FixedDrawSettings, explain_sentence
+    from captum_entropy.fixed_draws import FixedDrawProblem
     from captum_entropy.objective import linear_solution
 
     g = torch.Generator().manual_seed(1)

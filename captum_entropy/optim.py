@@ -20,7 +20,7 @@ the budget ``τ`` over the parameters, capped ones first.
 The loop lives here: the linearised warm start (:mod:`.objective`), then the refinement by a
 stochastic update rule on fresh draws (:mod:`.update_rules`: Newton or Adam, the averaging and
 the stationarity test) or, for ``update="fixed_draws"``, sentence by sentence by
-:mod:`.fixed_draws`. The knobs and constants live in :mod:`.optim_settings` and are importable
+:mod:`.fixed_draw_answer` (on :mod:`.fixed_draws`). The knobs and constants live in :mod:`.optim_settings` and are importable
 from here too. Every sentence owns a ``torch.Generator``: its probes and noise draws do not
 depend on which other sentences share the batch, so batching never changes an answer.
 """
@@ -34,7 +34,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .fixed_draws import FixedDrawProblem, FixedDrawSettings, SolveSettings, explain_sentence
+from .fixed_draw_answer import FixedDrawSettings, explain_sentence
+from .fixed_draws import FixedDrawProblem, SolveSettings
 from .objective import FeatureFn, SampledDistortion, linear_solution, linearize, water_level
 from .optim_settings import (
     SATURATION, SMALL_FEATURE_SAMPLES, STOP_REASONS, TIE_TOLERANCE, UPDATES, OptimSettings, _is_bool, _is_int, _is_real,

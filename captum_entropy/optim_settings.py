@@ -8,7 +8,8 @@ import math
 import numbers
 from dataclasses import dataclass, fields
 
-from .fixed_draws import FixedDrawSettings, SolveSettings
+from .fixed_draw_answer import FixedDrawSettings
+from .fixed_draws import SolveSettings
 
 _IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"

@@ -19,6 +19,7 @@ FLOORS: list[set[str]] = [
      "_describe"},
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
+    {"fixed_draw_answer"},
     {"optim_settings"},
     {"update_rules"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},

@@ -9,7 +9,8 @@ from torch import nn
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence as Redundant
 from captum_entropy.evaluate.known import redundant_sentences
-from captum_entropy.fixed_draws import MIN_DRAWS, FixedDrawProblem, FixedDrawSettings, SolveSettings, _psd, _secant, explain_sentence, model_step
+from captum_entropy.fixed_draw_answer import MIN_DRAWS, FixedDrawSettings, explain_sentence
+from captum_entropy.fixed_draws import FixedDrawProblem, SolveSettings, _psd, _secant, model_step
 from captum_entropy.objective import linear_solution
 from tests.test_optimizer import HiddenSaturation
 
