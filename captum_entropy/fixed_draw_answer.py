@@ -47,9 +47,6 @@ class Solution:
     merits: list[float]  # −objective per accepted iteration of the main start
 
 
-# -- the whole answer for one sentence ---------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class FixedDrawSettings:
     """Knobs of :func:`explain_sentence` (see :class:`~captum_entropy.optim.OptimSettings`)."""
@@ -98,11 +95,9 @@ def _plain_gap(problem: FixedDrawProblem, best: Tensor, other: Tensor, tau: floa
     """The merit of ``best`` less that of ``other``, both on the same draws without the control
     variate (its weight and words are tuned to one point; with a word at the cap that it counts,
     the other point's estimate would be unbiased but very noisy)."""
-    beta, problem.beta = problem.beta, 0.0
-    try:
-        return merit(best, problem.evaluate(best, grad=False).d, tau) - merit(other, problem.evaluate(other, grad=False).d, tau)
-    finally:
-        problem.beta = beta
+    d_best = problem.evaluate(best, grad=False, beta=0.0).d
+    d_other = problem.evaluate(other, grad=False, beta=0.0).d
+    return merit(best, d_best, tau) - merit(other, d_other, tau)
 
 
 def _moved(u: Tensor, ref: Tensor, se: Tensor) -> Tensor:
@@ -131,28 +126,25 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
     # evidence is redundant, another word takes its place). Each is solved on a prefix of the
     # draws first, next to the best answer on the same prefix; only one that ends within reach
     # of it (twice the ambiguity gap) is made as precise as the first.
-    free = below_cap(best[0].u, cap)
+    n_starts = min(s.starts - 1, int(below_cap(best[0].u, cap).sum()))
     order = torch.argsort(best[0].u)
     others: list[tuple[Evaluation, float]] = []  # an optimum and its gap to the best, on the same draws
-    search: FixedDrawProblem | None = None
-    for k in range(min(s.starts - 1, int(free.sum()))):
-        if search is None:
-            search = problem.prefix(min(problem.n_draws, max(SEARCH_DRAWS, s.n_draws)))
-            whole = search.n_draws == problem.n_draws
-            ref = best[0] if whole else solve(search, best[0].u, cap, tau, s.solve)[0]
-            se_search = best[3] * math.sqrt(problem.n_draws / search.n_draws)
+    if n_starts > 0:
+        search = problem.prefix(min(problem.n_draws, max(SEARCH_DRAWS, s.n_draws)))
+        ref = best[0] if search.n_draws == problem.n_draws else solve(search, best[0].u, cap, tau, s.solve)[0]
+        se_search = best[3] * math.sqrt(problem.n_draws / search.n_draws)
+    # a third of the iterations first: a start still far below the best by then (the merit only
+    # rises) is abandoned; one within reach gets the rest
+    short = replace(s.solve, max_iter=max(1, s.solve.max_iter // 3))
+    for k in range(n_starts):
         start = u_lin.clone()
         start[order[k]] = cap
-        # a third of the iterations first: a start still far below the best by then (the merit
-        # only rises) is abandoned; one within reach gets the rest
-        short = replace(s.solve, max_iter=max(1, s.solve.max_iter // 3))
         ev_alt, _, n_it, ok_alt = solve(search, start, cap, tau, short)
         iters += n_it
-        gap = merit(ref.u, ref.d, tau) - merit(ev_alt.u, ev_alt.d, tau)
-        if not ok_alt and gap <= 2 * s.ambiguity_gap:
+        if not ok_alt and merit(ref.u, ref.d, tau) - merit(ev_alt.u, ev_alt.d, tau) <= 2 * s.ambiguity_gap:
             ev_alt, _, n_it, ok_alt = solve(search, ev_alt.u, cap, tau, s.solve)
             iters += n_it
-            gap = merit(ref.u, ref.d, tau) - merit(ev_alt.u, ev_alt.d, tau)
+        gap = merit(ref.u, ref.d, tau) - merit(ev_alt.u, ev_alt.d, tau)
         if not ok_alt or not _moved(ev_alt.u, ref.u, se_search).any():
             continue  # it does not settle, or it is the same optimum
         if gap > 2 * s.ambiguity_gap:

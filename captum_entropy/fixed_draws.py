@@ -10,9 +10,10 @@ deterministic, smooth function of ``u = log σ``:
 
 * **Draws.** ``n_draws`` standard-normal draws in antithetic pairs (``ε``, ``−ε``: the odd terms of
   the feature's expansion cancel; each pair side by side, so every even prefix is antithetic),
-  from the sentence's own generator, so batching never changes an answer. Where the exact Jacobian ``J`` of the feature is known, its linear part is computed
-  in closed form and only the rest is sampled (a control variate whose weight β is measured on
-  the draws and frozen while a solve runs).
+  from the sentence's own generator, so batching never changes an answer. Where the exact
+  Jacobian ``J`` of the feature is known, its linear part is computed in closed form and only
+  the rest is sampled (a control variate whose weight β is measured on the draws and frozen
+  while a solve runs).
 * **Steps.** Each evaluation runs the draws through the model once, forward and backward, and
   gives the distortion, its gradient and a Gauss–Newton curvature that sees interactions between
   words: one backward pass yields every draw's Jacobian ``z_s = ∂r_s/∂u`` (a draw is a batch
@@ -145,10 +146,12 @@ class FixedDrawProblem:
             lsq = torch.zeros_like(sq)
         return sq, lsq, r, x, sigma, ell, big_l
 
-    def evaluate(self, u: Tensor, grad: bool = True) -> Evaluation:
-        """``D̂`` at ``u`` (P,), and with ``grad`` its gradient, curvature and per-pair terms."""
+    def evaluate(self, u: Tensor, grad: bool = True, beta: float | None = None) -> Evaluation:
+        """``D̂`` at ``u`` (P,), and with ``grad`` its gradient, curvature and per-pair terms.
+        ``beta`` overrides the control variate's frozen weight for this call (0: the plain
+        sample average)."""
         sq, lsq, r, x, sigma, ell, big_l = self._sampled(u, grad)
-        beta = self.beta
+        beta = self.beta if beta is None else beta
         a = None if self.a is None else self.a * self.cv_words.double()
         exact = 0.0 if a is None else float((a * torch.exp(2 * u.double())).sum())
         d = beta * exact + float((sq - beta * lsq).double().mean())

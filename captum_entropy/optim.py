@@ -20,8 +20,8 @@ the budget ``τ`` over the parameters, capped ones first.
 The loop lives here: the linearised warm start (:mod:`.objective`), then the refinement by a
 stochastic update rule on fresh draws (:mod:`.update_rules`: Newton or Adam, the averaging and
 the stationarity test) or, for ``update="fixed_draws"``, sentence by sentence by
-:mod:`.fixed_draw_answer` (on :mod:`.fixed_draws`). The knobs and constants live in :mod:`.optim_settings` and are importable
-from here too. Every sentence owns a ``torch.Generator``: its probes and noise draws do not
+:mod:`.fixed_draw_answer` (on :mod:`.fixed_draws`). The knobs and constants live in
+:mod:`.optim_settings` and are importable from here too. Every sentence owns a ``torch.Generator``: its probes and noise draws do not
 depend on which other sentences share the batch, so batching never changes an answer.
 """
 
