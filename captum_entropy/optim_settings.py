@@ -16,6 +16,7 @@ SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgo
 STOP_REASONS = ("converged", "max_steps", "linearized")
 SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
 UPDATES = ("newton", "fixed_draws", "adam")
+POLISH = ("auto", "always", "never")
 TIE_TOLERANCE = 1e-5  # relative: a distortion this close to τ is at τ; entropies this close are equal
 
 
@@ -48,6 +49,10 @@ class OptimSettings:
             (tolerance objective, one σ per token: draws fixed per sentence, a KKT test,
             per-word error bars, several optima; experimental, see docs/method.md). ``"adam"``: the
             authors' choice (penalised objective only; uses ``lr``).
+        polish: newton: where the answer is the closed form on the averaged curvature (unbiased
+            where the averaged iterate is not, see ``captum_entropy.optim._polish``) rather than the
+            averaged iterate: ``"auto"`` (features with their exact Jacobian: a logit, a
+            probability), ``"always"`` or ``"never"``.
         max_jump: largest change of log σ per step (newton update).
         curvature_decay: the newton update steps with an exponential moving average of the
             measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
@@ -82,6 +87,7 @@ class OptimSettings:
     n_probes: int = 16
     exact_jacobian: int = 64
     update: str = "newton"
+    polish: str = "auto"
     max_jump: float = 1.0
     curvature_decay: float = 0.5
     lr: float = 0.05
@@ -143,6 +149,7 @@ class OptimSettings:
         need(self.init in ("linear", "random"), f"init must be 'linear' or 'random', got {self.init!r}")
         need(self.parametrization in ("log", "sigmoid"), f"parametrization must be 'log' or 'sigmoid', got {self.parametrization!r}")
         need(self.select in ("average", "min_loss"), f"select must be 'average' or 'min_loss', got {self.select!r}")
+        need(self.polish in POLISH, f"polish must be one of {POLISH}, got {self.polish!r}")
         need(self.update in UPDATES, f"update must be one of {UPDATES}, got {self.update!r}")
         need(
             self.update == "adam" or (self.parametrization == "log" and self.select == "average"),

@@ -46,7 +46,8 @@ class EntropyResult:
             Jacobian is exact), like ``sigma``.
         n_dims: K, the number of dimensions per token.
         log_sigma_se: standard error of log σ from the noise draws, like ``sigma`` (0 at the
-            cap; NaN where the solver does not measure it: ``update="newton"``/``"adam"``).
+            cap; NaN where it is not measured: ``update="adam"``, or fewer than 5 Newton steps
+            averaged). Newton: the delta method on the averaged curvature (docs/method.md).
         ambiguous: (B,) bool: another optimum within ``ambiguity_gap`` keeps other words (the
             sentence has two ways to its feature: redundant evidence).
         ambiguity_gap: (B,) objective gap to the runner-up optimum, nats per dimension (NaN:

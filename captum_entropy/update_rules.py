@@ -31,6 +31,9 @@ from .objective import SampledDistortion, noise, step_to_level, water_level
 from .optim_settings import STOP_REASONS, TIE_TOLERANCE, OptimSettings
 
 
+MIN_AVERAGED = 5  # fewer averaged Newton steps than this: no polished answer, no error bar
+
+
 class _State:
     """Per-sentence iterate, running averages, the stationarity test, and flags.
 
@@ -49,6 +52,16 @@ class _State:
         zeros = lambda: torch.zeros_like(u0)  # noqa: E731
         self.u_win, self.r_win, self.r2_win = zeros(), zeros(), zeros()  # sums over the current window
         self.u_acc, self.r_acc = zeros(), zeros()  # sums since the last drifting window
+        # the measured curvature a = g/(2σ²) at each step (Newton), for the polished answer and its
+        # error bars (:meth:`curvature`): its sum, sum of squares and lag-one products per window,
+        # and over the later half of the windows, by doubling: ``a_cur`` from window ``a_start``
+        # on, ``a_old`` the block before it; ``a_cur`` starts afresh once it is as long as the
+        # windows before it, so the two together always hold the last ½ to ¾ of the windows
+        self.a_win, self.a_cur, self.a_old = zeros()[None].repeat(3, 1, 1, 1), zeros()[None].repeat(3, 1, 1, 1), zeros()[None].repeat(3, 1, 1, 1)
+        self.a_counts = torch.zeros((b, 2), dtype=dtype, device=dev)  # steps in a_cur, a_old
+        self.a_start = torch.zeros(b, dtype=torch.long, device=dev)
+        self.windows = torch.zeros(b, dtype=torch.long, device=dev)
+        self.a_prev = zeros()
         # the measured gradient and distortion, for the stationarity test on their averages
         self.g_win, self.g_acc = zeros(), zeros()
         self.d_win = torch.zeros(b, dtype=dtype, device=dev)
@@ -68,16 +81,21 @@ class _State:
 
     def record(
         self, rows: Tensor, step: int, r: Tensor, loss: Tensor, dist: Tensor, valid: Tensor,
-        g: Tensor | None = None, d: Tensor | None = None,
+        g: Tensor | None = None, d: Tensor | None = None, a: Tensor | None = None,
     ) -> None:
         """Book one step of ``rows``; at a window's end, update the averages and the test.
 
-        ``g`` and ``d`` (Newton): the measured gradient and distortion, averaged for the
+        ``g``, ``d`` and ``a`` (Newton): the measured gradient, distortion and curvature
+        ``g/(2σ²)`` at the point the step started from; ``g`` and ``d`` are averaged for the
         stationarity test, where the gap ``½·log(D̄/τ)`` counts like one more parameter's step.
         """
         if g is not None:
             self.g_win[rows] += g.masked_fill(~valid[rows], 0.0)
             self.d_win[rows] += d
+        if a is not None:
+            a = a.masked_fill(~valid[rows], 0.0)
+            self.a_win[:, rows] += torch.stack([a, a * a, a * self.a_prev[rows]])
+            self.a_prev[rows] = a
         self.steps[rows] += 1
         self.losses[rows, step] = loss
         self.dist[rows] = dist
@@ -106,6 +124,13 @@ class _State:
         self.fresh[full] = restart
         self.u_acc[full] = self.u_acc[full] * keep + self.u_win[full]
         self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
+        self.a_cur[:, full] += self.a_win[:, full]
+        self.a_counts[full, 0] += w
+        self.windows[full] += 1
+        renew = full[(self.windows[full] - self.a_start[full]) >= self.a_start[full].clamp_min(1)]
+        self.a_old[:, renew], self.a_cur[:, renew] = self.a_cur[:, renew], 0.0
+        self.a_counts[renew, 1], self.a_counts[renew, 0] = self.a_counts[renew, 0], 0.0
+        self.a_start[renew] = self.windows[renew]
         self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
         self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
         self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]
@@ -123,6 +148,7 @@ class _State:
         self.reason[done] = STOP_REASONS.index("converged")
         for t in (self.u_win, self.r_win, self.r2_win, self.g_win, self.d_win):
             t[full] = 0.0
+        self.a_win[:, full] = 0.0
         self.in_window[full] = 0
         if self.s.early_stop:
             self.active = self.active[~self.converged[self.active]]
@@ -133,6 +159,34 @@ class _State:
         # a sentence that never completed a window keeps its latest iterate
         averaged = self.u_acc / self.n_acc.clamp_min(1)[:, None, None]
         return torch.where((self.n_acc > 0)[:, None, None], averaged, self.u)
+
+    def curvature(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The averaged measurements behind the polished answer (Newton), per sentence:
+        ``(ā, se_ā, homogeneity)``.
+
+        ``ā``: the mean over the averaged steps of the measured curvature ``a_p = g_p/(2σ_p²)``
+        (unbiased for a linear feature wherever it was measured, so, unlike the iterates, whose
+        steps are logs of noisy ratios, it carries no bias from the draws' noise). ``se_ā``: its
+        standard error: the variance over the steps over n, times ``(1 + ρ)/(1 − ρ)`` for a
+        lag-one autocorrelation ρ pooled over the sentence's parameters (an AR(1) effective
+        sample size; fresh draws every step make ρ small). ``homogeneity``: ``½·Σ_p ḡ_p / D̄``,
+        1 where D grows like σ² (a linear feature), the budget's correction elsewhere. NaN rows:
+        fewer than :data:`MIN_AVERAGED` steps averaged.
+        """
+        total = self.a_cur + self.a_old
+        steps = self.a_counts.sum(1)
+        n = steps[:, None, None]
+        m = n.clamp_min(1)
+        mean = total[0] / m
+        var = ((total[1] / m - mean * mean) * n / (n - 1).clamp_min(1)).clamp_min(0.0)
+        cov = total[2] / m - mean * mean
+        rho = (cov.flatten(1).sum(1) / var.flatten(1).sum(1).clamp_min(1e-300)).clamp(0.0, 0.9)
+        se = (var / m * ((1 + rho) / (1 - rho))[:, None, None]).sqrt()
+        homogeneity = 0.5 * self.g_acc.flatten(1).sum(1) / self.d_acc.clamp_min(1e-300)
+        enough = steps >= MIN_AVERAGED
+        nan = torch.full_like(mean, math.nan)
+        return (torch.where(enough[:, None, None], mean, nan), torch.where(enough[:, None, None], se, nan),
+                torch.where(enough, homogeneity, torch.full_like(homogeneity, math.nan)))
 
 
 def _stationarity_step(g: Tensor, level: Tensor, room: Tensor) -> Tensor:
@@ -226,7 +280,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             new_u = torch.where(better[:, None, None], candidate, current)
             alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
             state.u[rows] = torch.where(ok, new_u, cap)
-            state.record(rows, step, r, loss, d_new, valid, g=g, d=d0)
+            state.record(rows, step, r, loss, d_new, valid, g=g, d=d0, a=g / (2 * torch.exp(2 * u)))
         if progress is not None:
             progress(step + 1)
 
