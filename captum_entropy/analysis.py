@@ -22,6 +22,9 @@ from .words import WordGrouping
 
 _TENSORS = ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated", "converged",
             "stationarity", "distortion", "steps", "prediction", "probability", "target")
+_OPTIONAL = ("log_sigma_se", "ambiguous", "ambiguity_gap")  # files written before the error bars lack them
+_PER_LAYER = ("token_entropy", "token_kept", "log_sigma", "saturated", "converged", "stationarity", "distortion",
+              "steps") + _OPTIONAL
 
 
 @renamed_init_keyword("layers", "features")
@@ -54,6 +57,11 @@ class LayerExplanation(WordReadings):
         n_dims: dimensions per token (K).
         label_names: class names (may be empty).
         settings: the settings of the run, JSON-serialisable.
+        log_sigma_se: (L, B, T) standard error of ``log_sigma`` from the noise draws (0 at the
+            cap, NaN where not measured); the words' error bars
+            (:meth:`~captum_entropy.readings.WordReadings.word_kept_se`).
+        ambiguous, ambiguity_gap: (L, B) another optimum within ``ambiguity_gap`` nats/dim keeps
+            other words (``update="fixed_draws"``; False / NaN otherwise).
     """
 
     model: str
@@ -77,6 +85,18 @@ class LayerExplanation(WordReadings):
     n_dims: int
     label_names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    log_sigma_se: Tensor | None = None
+    ambiguous: Tensor | None = None
+    ambiguity_gap: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        shape = self.converged.shape
+        if self.log_sigma_se is None:
+            self.log_sigma_se = torch.full(self.log_sigma.shape, math.nan)
+        if self.ambiguous is None:
+            self.ambiguous = torch.zeros(shape, dtype=torch.bool)
+        if self.ambiguity_gap is None:
+            self.ambiguity_gap = torch.full(shape, math.nan)
 
     # -- words: the readings are in .readings (WordReadings) ---------------------------------
 
@@ -146,7 +166,7 @@ class LayerExplanation(WordReadings):
             "depth": self.depth, "texts": self.texts, "n_dims": self.n_dims, "label_names": self.label_names,
             "settings": self.settings, "groupings": [g.to_dict() for g in self.groupings],
         }
-        save_tensors(path, {k: getattr(self, k) for k in _TENSORS}, meta)
+        save_tensors(path, {k: getattr(self, k) for k in _TENSORS + _OPTIONAL}, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerExplanation":
@@ -161,14 +181,13 @@ class LayerExplanation(WordReadings):
             model=str(meta["model"]), features=list(meta["features"] if "features" in meta else meta["layers"]), depth=[float(d) for d in meta["depth"]],
             texts=list(meta["texts"]), groupings=[WordGrouping.from_dict(g) for g in meta["groupings"]],
             n_dims=int(meta["n_dims"]), label_names=list(meta["label_names"]), settings=dict(meta["settings"]),
-            **{k: tensors[k] for k in _TENSORS},
+            **{k: tensors[k] for k in _TENSORS}, **{k: tensors[k] for k in _OPTIONAL if k in tensors},
         )
 
     def select(self, features: Sequence[str]) -> "LayerExplanation":
         """The same sentences at a subset of the features."""
         idx = [self._layer_index(n) for n in features]
-        per_layer = {k: getattr(self, k)[idx] for k in ("token_entropy", "token_kept", "log_sigma", "saturated",
-                                                         "converged", "stationarity", "distortion", "steps")}
+        per_layer = {k: getattr(self, k)[idx] for k in _PER_LAYER}
         rest = {k: getattr(self, k) for k in ("model", "texts", "groupings", "mask", "max_sigma", "prediction",
                                                "probability", "target", "n_dims", "label_names", "settings")}
         return LayerExplanation(features=[self.features[i] for i in idx], depth=[self.depth[i] for i in idx],
@@ -184,7 +203,8 @@ class LayerExplanation(WordReadings):
             if (p.model, p.features, p.n_dims) != (first.model, first.features, first.n_dims):
                 raise ValueError(f"cannot concatenate {p!r} with {first!r}: another model or other features")
         width = max(p.mask.shape[1] for p in parts)
-        pad = {"token_entropy": math.nan, "token_kept": 0.0, "log_sigma": math.nan, "saturated": False, "mask": False}
+        pad = {"token_entropy": math.nan, "token_kept": 0.0, "log_sigma": math.nan, "saturated": False, "mask": False,
+               "log_sigma_se": math.nan}
 
         def cat(key: str) -> Tensor:
             dim = 0 if key in ("mask", "max_sigma", "prediction", "probability", "target") else 1
@@ -197,13 +217,13 @@ class LayerExplanation(WordReadings):
                    texts=[t for p in parts for t in p.texts],
                    groupings=[g.padded(width) for p in parts for g in p.groupings],
                    n_dims=first.n_dims, label_names=list(first.label_names), settings=dict(first.settings),
-                   **{k: cat(k) for k in _TENSORS})
+                   **{k: cat(k) for k in _TENSORS + _OPTIONAL})
 
     def take(self, sentences: Sequence[int]) -> "LayerExplanation":
         """The sentences at ``sentences`` (indices, in that order)."""
         idx = torch.as_tensor(list(sentences), dtype=torch.long)
         per_sentence = {k: getattr(self, k)[idx] for k in ("mask", "max_sigma", "prediction", "probability", "target")}
-        per_layer = {k: getattr(self, k)[:, idx] for k in _TENSORS if k not in per_sentence}
+        per_layer = {k: getattr(self, k)[:, idx] for k in _TENSORS + _OPTIONAL if k not in per_sentence}
         return LayerExplanation(model=self.model, features=list(self.features), depth=list(self.depth),
                                 texts=[self.texts[i] for i in idx.tolist()],
                                 groupings=[self.groupings[i] for i in idx.tolist()], n_dims=self.n_dims,

@@ -118,6 +118,9 @@ def explain_layers(
         steps=torch.stack([r.steps for r in results]).cpu(),
         prediction=prediction, probability=probability, target=target_t, n_dims=results[0].n_dims,
         label_names=list(label_names), settings={"features": {n: r.settings for n, r in zip(names, results)}},
+        log_sigma_se=torch.stack([r.log_sigma_se.mean(-1) for r in results]).float().cpu(),
+        ambiguous=torch.stack([r.ambiguous for r in results]).cpu(),
+        ambiguity_gap=torch.stack([r.ambiguity_gap for r in results]).float().cpu(),
     )
 
 

@@ -70,6 +70,7 @@ class WordReadings:
     token_kept: Tensor
     token_entropy: Tensor
     saturated: Tensor
+    log_sigma_se: Tensor
     n_dims: int
 
     def __len__(self) -> int:
@@ -79,6 +80,40 @@ class WordReadings:
         """(L, W): kept information per dimension (nats/dim): the mean over the word's pieces and
         their dimensions of log(σ_max/σ). High = kept, 0 = forgotten; fair across piece counts."""
         return to_unit(per_dim(self.groupings[b], self.token_kept[:, b], self.n_dims), unit)
+
+    def word_kept_se(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): standard error of :meth:`word_kept` from the noise draws: the mean of its pieces'
+        standard errors of log σ (as if their errors moved together: never narrower than the
+        truth when they do not); 0 for a word at the cap, NaN where not measured."""
+        return to_unit(self.groupings[b].mean(self.log_sigma_se[:, b]), unit)
+
+    def word_kept_interval(self, b: int, unit: str = "nats") -> tuple[Tensor, Tensor]:
+        """(low, high), each (L, W): the 95 % interval of :meth:`word_kept` (± 1.96 standard errors)."""
+        kept, half = self.word_kept(b, unit), 1.96 * self.word_kept_se(b, unit)
+        return kept - half, kept + half
+
+    def word_ordered(self, b: int) -> Tensor:
+        """(L, W, W) bool: word i is kept more than word j and their 95 % intervals do not overlap
+        (no pair is ordered where the errors are unknown)."""
+        low, high = self.word_kept_interval(b)
+        return low[:, :, None] > high[:, None, :]
+
+    def word_undetermined(self, b: int) -> Tensor:
+        """(L, W) bool: the word's place in the order is not determined: its 95 % interval
+        overlaps that of the word ranked next above or below it (True where errors are unknown)."""
+        kept = self.word_kept(b)
+        low, high = self.word_kept_interval(b)
+        order = kept.argsort(-1, descending=True)
+        lo, hi = low.gather(-1, order), high.gather(-1, order)
+        touches = lo[:, :-1] <= hi[:, 1:]  # the word at rank r and the next one down overlap
+        touches = touches | ~torch.isfinite(lo[:, :-1]) | ~torch.isfinite(hi[:, 1:])
+        near = torch.zeros_like(kept, dtype=torch.bool)
+        near[:, :-1] |= touches
+        near[:, 1:] |= touches
+        if kept.shape[-1] == 1:
+            near |= ~torch.isfinite(low)
+        out = torch.zeros_like(near)
+        return out.scatter(-1, order, near)
 
     def word_kept_total(self, b: int, unit: str = "nats") -> Tensor:
         """(L, W): kept information summed over the word's pieces and dimensions (nats): how much

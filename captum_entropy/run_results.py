@@ -81,18 +81,24 @@ class RunResults:
         ``entropy_per_dim`` and ``kept_per_dim`` (``unit``/dim, each the mean over the word's
         pieces and dimensions: rank and compare words by these), ``share`` (kept_per_dim over
         the sentence's sum), ``entropy_total`` and ``kept_total`` (``unit``, summed over the
-        word's pieces and dimensions), saturation and the feature's convergence."""
+        word's pieces and dimensions), ``kept_se`` (the standard error of ``kept_per_dim`` from
+        the noise draws, NaN where not measured) and ``kept_low``/``kept_high`` (its 95 %
+        interval), ``undetermined`` (the interval overlaps that of the word ranked next to it),
+        saturation, the feature's convergence, and ``ambiguous`` (another optimum keeps other
+        words)."""
         import pandas as pd
 
         cols: dict[str, list] = {k: [] for k in ("row", "label", "prediction", "probability", "feature", "depth",
                                                  "word_index", "word", "pieces", "entropy_per_dim", "kept_per_dim",
-                                                 "share", "entropy_total", "kept_total", "saturated", "converged")}
+                                                 "share", "entropy_total", "kept_total", "kept_se", "kept_low",
+                                                 "kept_high", "undetermined", "saturated", "converged", "ambiguous")}
         for rows, ex in self.shards():
             for b, row in enumerate(rows):
                 words, pieces = ex.words(b), ex.word_pieces(b).tolist()
                 ent, kept, share, sat = (ex.word_entropy(b, unit), ex.word_kept(b, unit), ex.word_share(b),
                                          ex.word_saturated(b))
                 ent_total, kept_total = ex.word_entropy_total(b, unit), ex.word_kept_total(b, unit)
+                kept_se, (low, high), loose = ex.word_kept_se(b, unit), ex.word_kept_interval(b, unit), ex.word_undetermined(b)
                 for f, feature in enumerate(ex.features):
                     n = len(words)
                     cols["row"] += [row] * n
@@ -109,6 +115,11 @@ class RunResults:
                     cols["share"] += share[f].tolist()
                     cols["entropy_total"] += ent_total[f].tolist()
                     cols["kept_total"] += kept_total[f].tolist()
+                    cols["kept_se"] += kept_se[f].tolist()
+                    cols["kept_low"] += low[f].tolist()
+                    cols["kept_high"] += high[f].tolist()
+                    cols["undetermined"] += loose[f].tolist()
                     cols["saturated"] += sat[f].tolist()
                     cols["converged"] += [bool(ex.converged[f, b])] * n
+                    cols["ambiguous"] += [bool(ex.ambiguous[f, b])] * n
         return pd.DataFrame(cols).sort_values("row", kind="stable").reset_index(drop=True)

@@ -102,6 +102,14 @@ def test_a_run_in_dataset_order_equals_explaining_each_shard(setup, baseline):
     torch.testing.assert_close(torch.tensor(first["kept_total"].tolist()), baseline.word_kept_total(1)[-1], rtol=1e-6,
                                atol=1e-3)
     assert first["pieces"].tolist() == baseline.word_pieces(1).tolist()
+    # the error bars travel with the words: kept_se, the 95 % interval, the undetermined ranks
+    se = baseline.word_kept_se(1)[-1]
+    assert bool(torch.isfinite(se).all())
+    torch.testing.assert_close(torch.tensor(first["kept_se"].tolist()), se, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor((first["kept_high"] - first["kept_low"]).tolist()), 2 * 1.96 * se, rtol=0,
+                               atol=1e-5)
+    assert first["undetermined"].tolist() == baseline.word_undetermined(1)[-1].tolist()
+    assert first["ambiguous"].tolist() == [bool(baseline.ambiguous[-1, 1])] * len(first)
 
 
 def _trim(ex: LayerExplanation, width: int) -> LayerExplanation:

@@ -359,7 +359,8 @@ def test_visualize_text_records(ex):
     records = ex.visualize_text_records(0, "layer3", {"LIG": lig}, true_label=1)
     ours, theirs = records
     kept = ex.word_kept(0)[2]
-    assert ours.raw_input_ids == theirs.raw_input_ids == ex.words(0)
+    assert theirs.raw_input_ids == ex.words(0)  # ours carry a tooltip each: <span title="kept ...">word</span>
+    assert [re.sub(r"<[^>]*>", "", w) for w in ours.raw_input_ids] == ex.words(0)
     assert torch.allclose(ours.word_attributions, kept / kept.max()) and float(ours.word_attributions.max()) == 1.0
     assert ours.pred_class == "positive" and ours.true_class == "positive" and ours.pred_prob == pytest.approx(0.93)
     assert ours.attr_class == "kept per dim (layer3)" and ours.attr_score == pytest.approx(float(kept.sum()))
@@ -381,7 +382,8 @@ def test_visualize_text_records(ex):
 def test_visualize_text_records_escape_for_captum():
     ex = nasty()
     (ours,) = viz.visualize_text_records(ex, 0, "output", {}, None)
-    assert ours.raw_input_ids[0] == "&lt;script&gt;alert(1)&lt;/script&gt;" and ours.true_class == "n/a"
+    assert re.sub(r"<span[^>]*>|</span>", "", ours.raw_input_ids[0]) == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert ours.true_class == "n/a"
     assert ours.pred_class == "pos&quot;itive"
 
 
@@ -399,3 +401,56 @@ def test_a_nearly_uniform_row_stays_pale_and_small_samples_get_no_interval(monke
     assert all(map(math.isnan, _bootstrap(np.array([1.0, 2.0, 3.0, 4.0]), 100, 0)))
     lo, hi = _bootstrap(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 2000, 0)
     assert 1.0 < lo < 3.0 < hi < 5.0
+
+
+def with_error_bars() -> LayerExplanation:
+    """The fixture with a standard error of 0.005 in log σ on every token of sentence 0 at layer1
+    (the rest unmeasured) and its output ambiguous: at layer1 the words read 27, 41, 55, 62, 69 /K
+    nats/dim, so ± 1.96·0.005 separates "the" and "unbelievable" from the rest, while "film",
+    "is" and "great" overlap their rank neighbours."""
+    ex = make()
+    ex.log_sigma_se[0, 0] = torch.where(ex.mask[0], 0.005, math.nan)
+    ex.ambiguous[3, 0], ex.ambiguity_gap[3, 0] = True, 0.04
+    return ex
+
+
+def test_error_bars_order_words_and_show_in_every_view(tmp_path):
+    ex = with_error_bars()
+    se = ex.word_kept_se(0)
+    assert torch.allclose(se[0], torch.full((5,), 0.005)) and torch.isnan(se[1:]).all()
+    ordered = ex.word_ordered(0)[0]
+    words = ex.words(0)
+    i = {w: k for k, w in enumerate(words)}
+    assert ordered[i["great"], i["the"]] and ordered[i["film"], i["unbelievable"]]  # intervals apart
+    assert not ordered[i["great"], i["is"]] and not ordered[i["is"], i["film"]]  # they overlap
+    assert not ordered[i["the"], i["great"]] and not ex.word_ordered(0)[1].any()  # unmeasured: nothing ordered
+    assert ex.word_undetermined(0)[0].tolist() == [False, False, True, True, True]
+    # the text table: value ± half-width, ≈ where the rank is not determined, ? on the ambiguous feature
+    lines = viz.explanation_table(ex, [0]).splitlines()
+    assert next(x for x in lines if x.startswith("word ")).split()[-1] == "output?"
+    half = f"±{1.96 * 0.005:.2f}".replace("±0.", "±.")
+    assert next(x for x in lines if x.startswith("the ")).split()[1] == _dim(27 / K) + half
+    assert next(x for x in lines if x.startswith("film ")).split()[1] == _dim(55 / K) + half + "≈"
+    text = " ".join(lines)
+    assert "≈ not ordered" in text and "? ambiguous" in text and "output (gap 0.040 nats/dim)" in text
+    # the HTML page: the interval in the tooltip and the cell, the ambiguity in the row label
+    page = viz.explanation_html(ex)
+    low, high = 27 / K - 1.96 * 0.005, 27 / K + 1.96 * 0.005
+    assert f"95 % interval: {low:.3f} to {high:.3f} nats/dim" in page
+    assert f'<span class="ce-num">{_dim(55 / K)}{half}≈</span>' in page and "? ambiguous: another optimum 0.040" in page
+    # Captum's visualize_text: our words carry the interval as a tooltip
+    ours = ex.visualize_text_records(0, "layer1")[0]
+    assert f"95 % interval {low:.3f} to {high:.3f}" in ours.raw_input_ids[0]
+    # the heatmap draws ± and ≈ under the numbers and says so in its legend
+    fig = ex.plot("heatmap", sentence=0)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert _dim(55 / K) + "\n" + half + "≈" in texts
+    assert any("95 % interval" in t.get_text() for t in fig.legends[0].get_texts())
+    # saved and loaded exactly; older files (without error bars) still load, unmeasured
+    ex.save(tmp_path / "ex.safetensors")
+    back = LayerExplanation.load(tmp_path / "ex.safetensors")
+    for name in ("log_sigma_se", "ambiguous", "ambiguity_gap"):
+        assert torch.equal(getattr(back, name).nan_to_num(-1.0), getattr(ex, name).nan_to_num(-1.0)), name
+    both = LayerExplanation.concat([ex, make()])
+    assert torch.equal(both.take([0]).log_sigma_se.nan_to_num(-1.0), ex.take([0]).log_sigma_se.nan_to_num(-1.0))
+    assert both.select(["output"]).ambiguous[0].tolist() == [True, False, False, False]

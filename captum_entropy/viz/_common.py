@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..comparison import ModelComparison
 
 NC, SAT = "~", "×"  # marks: not converged, saturated (fully forgotten)
+UNORDERED, AMBIGUOUS = "≈", "?"  # marks: rank not determined by the error bars; another optimum keeps other words
 NONE = "—"  # a unit where a model has no word (it truncated the sentence)
 RGB = ((247, 251, 255), (107, 174, 214), (8, 48, 107))  # light -> dark blue: darker = more kept
 

@@ -13,9 +13,10 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from .._names import OUTPUT, OUTPUT_DEPTH
-from ._common import (NONE, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim, _narrow, _pred, _scaled,
+from ._common import (AMBIGUOUS, NONE, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim, _narrow, _pred, _scaled,
                       _short, _text)
 
 if TYPE_CHECKING:
@@ -67,7 +68,9 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
 
     kept = ex.word_kept(b, unit)
     scaled, sat = _scaled(kept).numpy(), ex.word_saturated(b).numpy()
-    conv = ex.converged[:, b].tolist()
+    conv, amb = ex.converged[:, b].tolist(), ex.ambiguous[:, b].tolist()
+    half = (1.96 * ex.word_kept_se(b, unit)).numpy()
+    loose = (ex.word_undetermined(b) & torch.isfinite(torch.as_tensor(half))).numpy()
     L, W = kept.shape
     if W == 0:
         raise ValueError(f"sentence {b} has no words to draw (only special tokens or padding)")
@@ -75,10 +78,10 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     annotate = W <= 20 if annotate is None else annotate
     panels = max(1, math.ceil(W / max(1, max_words)))
     per = max(1, math.ceil(W / panels))
-    rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)")
+    rows = [_tex(_short(n, 24)) + ("" if c else " (not converged)") + (f" {AMBIGUOUS}ambiguous" if a else "")
             + f"\n{_dim(float(r.min()))}–{_dim(float(r.max()))} {unit}/dim"
             + (" (spread < 10 %)" if _narrow(r) else "")
-            for n, c, r in zip(ex.features, conv, kept)]
+            for n, c, a, r in zip(ex.features, conv, amb, kept)]
     fig = figure(figsize=(min(20.0, max(7.0, 3.5 + 0.5 * per)), panels * (0.5 * L + 1.6) + 1.3), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
     hatch = (0.75, 0.1, 0.1, 0.7)
@@ -97,7 +100,10 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
                 if sat[fi, w]:
                     ax.text(j, fi, SAT, ha="center", va="center", color="crimson", fontsize=13, fontweight="bold")
                 elif annotate:
-                    ax.text(j, fi, _dim(float(kept[fi, w])), ha="center", va="center", fontsize=7,
+                    label = _dim(float(kept[fi, w]))
+                    if math.isfinite(half[fi, w]):
+                        label += f"\n±{half[fi, w]:.2f}".replace("±0.", "±.") + (UNORDERED if loose[fi, w] else "")
+                    ax.text(j, fi, label, ha="center", va="center", fontsize=7,
                             color="black" if light else "white")
         if panels > 1:
             ax.set_title(f"words {cols[0] + 1}–{cols[-1] + 1} of {W}", fontsize=9, loc="left")
@@ -114,8 +120,13 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
                               label="saturated: fully forgotten"))
     handles.append(Patch(color="none", label=f"row labels: min–max ({unit}/dim)"
                          + (f"; numbers: kept per dimension ({unit}/dim)" if annotate else "")))
+    if annotate and bool(np.isfinite(half).any()):
+        handles.append(Patch(color="none", label=f"±: 95 % interval from the noise draws; {UNORDERED}: not ordered "
+                             "against its rank neighbour"))
+    if any(amb):
+        handles.append(Patch(color="none", label=f"{AMBIGUOUS}ambiguous: another optimum keeps other words"))
     wide = fig.get_size_inches()[0] >= 12
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles) if wide else 2, fontsize=8,
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 2) if wide else 1, fontsize=8,
                frameon=False)
     fig.suptitle(_tex(f"“{_short(_text(ex, b), 90)}”\n{_pred(ex, b)} · {ex.model}\nkept information per dimension: "
                       f"the mean of log(σ_max/σ) over the word's pieces and {ex.n_dims} dims"), fontsize=10)

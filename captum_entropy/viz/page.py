@@ -6,10 +6,11 @@ import math
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import torch
 
 from .._names import OUTPUT
 from ..readings import relative
-from ._common import (NC, NONE, RGB, SAT, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
+from ._common import (AMBIGUOUS, NC, NONE, RGB, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
                       _narrow, _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ def _legend(ex: LayerExplanation, unit: str) -> str:
         "stationarity test did not pass, the numbers are approximate</li>"
         f'<li><span class="ce-sat">word</span><span class="ce-satm">{SAT}</span> saturated: fully forgotten '
         "(every token at the σ cap)</li>"
+        f"<li>±: half-width of the 95 % interval of the number from the noise draws (where measured); "
+        f"{UNORDERED}: not ordered, the interval overlaps that of the word ranked next to it</li>"
+        f"<li>{AMBIGUOUS} ambiguous (in the row label): another optimum within the gap keeps other words</li>"
         '<li><span class="ce-sp">&nbsp;[CLS]&nbsp;</span> special tokens, grey: not words, not coloured</li></ul></div>'
     )
 
@@ -115,6 +119,9 @@ def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
 def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     g, conv = ex.groupings[b], ex.converged[:, b].tolist()
     kept, sat = ex.word_kept(b, unit), ex.word_saturated(b).tolist()
+    half = 1.96 * ex.word_kept_se(b, unit)
+    loose = (ex.word_undetermined(b) & torch.isfinite(half)).tolist()
+    half, amb = half.tolist(), ex.ambiguous[:, b].tolist()
     scaled, narrow = _scaled(kept).tolist(), [_narrow(r) for r in kept]
     rel, total = relative(kept).tolist(), ex.word_kept_total(b, unit).tolist()
     ent, ent_total, pieces = ex.word_entropy(b, unit).tolist(), ex.word_entropy_total(b, unit).tolist(), \
@@ -137,12 +144,19 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
                            f"mean word ({mean[fi]:.3f} {per}; scaled {x:.2f})\n{pieces[i]} piece"
                            f"{'s' if pieces[i] != 1 else ''}, kept in all {total[fi][i]:.1f} {unit}\nentropy H(X|s) "
                            f"= {ent[fi][i]:.3f} {per} (in all {ent_total[fi][i]:.1f} {unit})"
+                           + (f"\n95 % interval: {kept[fi][i] - half[fi][i]:.3f} to {kept[fi][i] + half[fi][i]:.3f} "
+                              f"{per}" if math.isfinite(half[fi][i]) and not sat[fi][i] else "")
+                           + (f"\n{UNORDERED} not ordered: the interval overlaps that of the word ranked next to it"
+                              if loose[fi][i] else "")
                            + ("\nsaturated: fully forgotten" if sat[fi][i] else "")
                            + ("" if conv[fi] else "\nnot converged: approximate"))
                     text = _e(_short(words[i], 24))
                     if sat[fi][i]:
                         text = f'<span class="ce-sat">{text}</span><span class="ce-satm">{SAT}</span>'
-                    text += f'<span class="ce-num">{"0" if sat[fi][i] else _dim(kept[fi][i])}</span>'
+                    num = "0" if sat[fi][i] else _dim(kept[fi][i])
+                    if math.isfinite(half[fi][i]) and not sat[fi][i]:
+                        num += f"±{half[fi][i]:.2f}".replace("±0.", "±.")
+                    text += f'<span class="ce-num">{num}{UNORDERED if loose[fi][i] else ""}</span>'
                     style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
                     cells.append(f'<td class="ce-w" style="{style}" title="{_e(tip)}">{text}</td>')
                 elif i == len(words):
@@ -155,6 +169,8 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
                                  f'<span class="ce-num">{_dim(sp[0][fi][s])}</span></td>')
             label = (_e(name) + f'<span class="ce-feat">mean word {_dim(mean[fi])} {_e(per)}</span>'
                      + ("" if conv[fi] else f'<span class="ce-ncl">{NC} not converged</span>')
+                     + (f'<span class="ce-ncl">{AMBIGUOUS} ambiguous: another optimum '
+                        f'{_dim(float(ex.ambiguity_gap[fi, b]))} nats/dim away keeps other words</span>' if amb[fi] else "")
                      + ('<span class="ce-narrow">spread &lt; 10 %: pale</span>' if narrow[fi] else ""))
             tr = "<tr>" if conv[fi] else '<tr class="ce-nc">'
             rows.append(f'{tr}<th scope="row">{label}</th>{"".join(cells)}</tr>')

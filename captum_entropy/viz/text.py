@@ -15,7 +15,7 @@ from torch import Tensor
 from .._names import OUTPUT
 from . import _common
 from ..readings import kept_meaning
-from ._common import (NC, NONE, SAT, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
+from ._common import (AMBIGUOUS, NC, NONE, SAT, UNORDERED, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
                       _pred, _short, _text)
 
 MEAN_ROW = "mean word"  # the last row of a sentence's table: the mean over its words
@@ -36,8 +36,11 @@ def explanation_table(ex: LayerExplanation, sentences: Sequence[int] | None = No
 
 
 def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
-    g, conv = ex.groupings[b], ex.converged[:, b].tolist()
+    g, conv, amb = ex.groupings[b], ex.converged[:, b].tolist(), ex.ambiguous[:, b].tolist()
     kept, sat = ex.word_kept(b, unit), ex.word_saturated(b)
+    half = 1.96 * ex.word_kept_se(b, unit)
+    bars = bool(torch.isfinite(half).any())  # error bars measured: show them, mark undetermined ranks
+    loose = ex.word_undetermined(b) & torch.isfinite(half)
     sp_kept, sp_sat = ex.special_kept(b, unit), ex.saturated[:, b, list(g.specials)]
     head = textwrap.wrap(f'[{b}] "{_text(ex, b)}"', width, subsequent_indent="    ")
     head += textwrap.wrap(f"{_pred(ex, b)} | model: {ex.model} | {kept_meaning(ex.n_dims, unit)}", width,
@@ -45,13 +48,19 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
     words = [_short(w, 18) for w in g.words]
     specials = [_short(s, 18) for s in g.special_names()]
     lw = max([len(x) for x in words + specials + [MEAN_ROW]] + [8])
-    cw = max(9, min(12, max(len(n) for n in ex.features) + 3))
+    cw = max(15 if bars else 10, min(13, max(len(n) for n in ex.features) + 4))
     per = max(1, (width - lw - 1) // cw)
     per = math.ceil(len(ex.features) / math.ceil(len(ex.features) / per))  # blocks of equal size
 
-    def cell(v: float, fi: int, saturated: bool) -> str:
+    def cell(v: float, fi: int, saturated: bool, h: float = math.nan, undetermined: bool = False) -> str:
         num = "0" if saturated else _dim(v)
-        return f"{num:>{cw - 2}}{(SAT if saturated else '') + ('' if conv[fi] else NC):<2}"
+        if bars and math.isfinite(h) and not saturated:
+            num += f"±{h:.2f}".replace("±0.", "±.")
+        marks = (SAT if saturated else "") + (UNORDERED if undetermined else "") + ("" if conv[fi] else NC)
+        return f"{num:>{cw - 3}}{marks:<3}"
+
+    def head_mark(fi: int) -> str:
+        return ("" if conv[fi] else NC) + (AMBIGUOUS if amb[fi] else "")
 
     out = head
     for start in range(0, len(ex.features), per):
@@ -59,16 +68,24 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
         if per < len(ex.features):
             out.append(f"    features {cols[0] + 1}-{cols[-1] + 1} of {len(ex.features)}:" if len(cols) > 1
                        else f"    feature {cols[0] + 1} of {len(ex.features)}:")
-        header = "".join(f"{_short(ex.features[fi], cw - 3, True):>{cw - 2}}{'' if conv[fi] else NC:<2}" for fi in cols)
+        header = "".join(f"{_short(ex.features[fi], cw - 4, True):>{cw - 3}}{head_mark(fi):<3}" for fi in cols)
         out += [f"{'word':<{lw}} {header}".rstrip(), "-" * (lw + 1 + cw * len(cols))]
         for w, name in enumerate(words):
-            out.append(f"{name:<{lw}} " + "".join(cell(float(kept[fi, w]), fi, bool(sat[fi, w])) for fi in cols))
+            out.append(f"{name:<{lw}} " + "".join(cell(float(kept[fi, w]), fi, bool(sat[fi, w]), float(half[fi, w]),
+                                                       bool(loose[fi, w])) for fi in cols))
         out.append(f"{MEAN_ROW:<{lw}} " + "".join(cell(float(kept[fi].mean()), fi, False) for fi in cols))
         if specials:
             out.append(f"specials (not words; not in the {MEAN_ROW}):")
             for s, name in enumerate(specials):
                 out.append(f"{name:<{lw}} "
                            + "".join(cell(float(sp_kept[fi, s]), fi, bool(sp_sat[fi, s])) for fi in cols))
+    if bars:
+        out += textwrap.wrap(f"±: half-width of the 95 % interval from the noise draws; {UNORDERED} not ordered: the "
+                             "interval overlaps that of the word ranked next to it", width)
+    if any(amb):
+        gaps = ", ".join(f"{n} (gap {_dim(float(ex.ambiguity_gap[fi, b]))} nats/dim)"
+                         for fi, n in enumerate(ex.features) if amb[fi])
+        out += textwrap.wrap(f"{AMBIGUOUS} ambiguous: another optimum within the gap keeps other words: {gaps}", width)
     if not all(conv):
         bad = ", ".join(n for n, c in zip(ex.features, conv) if not c)
         out += textwrap.wrap(f"{NC} not converged: {bad} (the optimiser's stationarity test did not pass; "
@@ -239,14 +256,21 @@ def visualize_text_records(ex: LayerExplanation, b: int, feature: str, others: M
         true_label, (int, np.integer)) and ex.label_names else str(true_label)
     pred, true, words = _e(_class_name(ex, c) if c >= 0 else "n/a"), _e(true), [_e(w) for w in g.words]
 
-    def record(values: Tensor, scale: float, name: str, conv: Any) -> Any:
+    def record(values: Tensor, scale: float, name: str, conv: Any, labels: list[str] = words) -> Any:
         return visualization.VisualizationDataRecord(
             values / scale if scale > 0 else torch.zeros_like(values), float(ex.probability[b]), pred, true,
-            _e(name), float(values.sum()), words, conv)
+            _e(name), float(values.sum()), labels, conv)
 
     kept = ex.word_kept(b)[fi].detach().float().cpu()
+    # our row's words carry their value and 95 % interval as a tooltip (visualize_text pastes words as HTML)
+    half, loose = (1.96 * ex.word_kept_se(b)[fi]).tolist(), ex.word_undetermined(b)[fi].tolist()
+    tips = [f"kept {float(v):.3f} nats/dim" + (f", 95 % interval {float(v) - h:.3f} to {float(v) + h:.3f}"
+                                              + ("; not ordered against its rank neighbour" if u else "")
+                                              if math.isfinite(h) else "")
+            for v, h, u in zip(kept, half, loose)]
+    tipped = [f'<span title="{_e(t)}">{w}</span>' for w, t in zip(words, tips)]
     rows = [record(kept, float(kept.max()) if kept.numel() else 0.0, f"kept per dim ({feature})",
-                   float(ex.stationarity[fi, b]))]
+                   float(ex.stationarity[fi, b]), tipped)]
     T = len(g.tokens)
     for name, attr in others.items():
         a = torch.as_tensor(attr).detach().float().cpu()
