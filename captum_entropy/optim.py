@@ -180,17 +180,16 @@ def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Te
     """The Newton answer from the averaged measurements, and its standard error of log σ.
 
     The averaged iterate carries a bias from the draws' noise: each step is the log of a noisy
-    ratio, ``½·log(c/g_p)``, and the mean of a log is not the log of the mean (on a linear logit
-    sampled without the control variate, 0.107 mean |error| in log σ at 100 steps and at 400).
-    For the rows in ``exact`` (``polish="auto"``: a fixed-size feature with its exact Jacobian, a
-    logit or a probability) the answer is instead the closed form of the linear model on the *averaged*
-    curvature ``ā_p`` (:meth:`_State.curvature`): exact for a linear feature, and for any
-    feature the point the noise-free steps stand still at (``u = linear_solution(a(u))``), up
-    to the spread of the averaged iterates. The budget is corrected by the measured homogeneity
-    ``½·Σ ḡ/D̄`` where D does not grow like σ². Elsewhere the averaged iterate stays: on MiniLM's
-    pooled output, far from linear at the noise it takes, the closed form scored 0.05 nats/dim
-    worse (benchmarks/optimizer_accuracy.py, 8 sentences). The error, every row:
-    ``½·se(ā_p)/ā_p`` (the delta method). Rows with fewer than
+    ratio, ``½·log(c/g_p)``, and the mean of a log is not the log of the mean (numbers in
+    docs/method.md). For the rows in ``exact`` (``polish="auto"``: a fixed-size feature with its
+    exact Jacobian, a logit or a probability; ``"always"``: every row) the answer is instead the
+    closed form of the linear model on the *averaged* curvature ``ā_p``
+    (:meth:`_State.curvature`): exact for a linear feature, and for any feature the point the
+    noise-free steps stand still at (``u = linear_solution(a(u))``), up to the spread of the
+    averaged iterates. The budget is corrected by the measured homogeneity ``½·Σ ḡ/D̄`` where D
+    does not grow like σ². Not for a feature far from linear at the noise it takes: on MiniLM's
+    pooled output the closed form scored 0.05 nats/dim worse than the iterate. The error, every
+    row: ``½·se(ā_p)/ā_p`` (the delta method). Rows with fewer than
     :data:`~captum_entropy.update_rules.MIN_AVERAGED` averaged steps keep ``u`` and a NaN error.
     """
     a_bar, a_se, homogeneity = state.curvature()

@@ -51,8 +51,9 @@ class OptimSettings:
             authors' choice (penalised objective only; uses ``lr``).
         polish: newton: where the answer is the closed form on the averaged curvature (unbiased
             where the averaged iterate is not, see ``captum_entropy.optim._polish``) rather than the
-            averaged iterate: ``"auto"`` (features with their exact Jacobian: a logit, a
-            probability), ``"always"`` or ``"never"``.
+            averaged iterate: ``"never"`` (default, for now: every published number was made
+            with it), ``"auto"`` (features with their exact Jacobian: a logit, a probability;
+            measured closer to a long reference, docs/method.md) or ``"always"``.
         max_jump: largest change of log σ per step (newton update).
         curvature_decay: the newton update steps with an exponential moving average of the
             measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
@@ -87,7 +88,7 @@ class OptimSettings:
     n_probes: int = 16
     exact_jacobian: int = 64
     update: str = "newton"
-    polish: str = "auto"
+    polish: str = "never"
     max_jump: float = 1.0
     curvature_decay: float = 0.5
     lr: float = 0.05

@@ -175,9 +175,9 @@ def _sampled_linear_runs(seeds: range, **kw):
 
 
 def test_newton_answer_is_unbiased_and_its_error_bars_are_calibrated():
-    """The averaged iterate of the noisy steps ``½·log(c/g)`` was biased (0.107 mean |error| at 100
-    steps and still 0.107 at 400); the answer from the averaged curvature is not: its error
-    falls with the steps and its 95 % interval covers the closed form 90–99 % of the time."""
+    """The averaged iterate of the noisy steps ``½·log(c/g)`` is biased (its error does not fall
+    with the steps: docs/method.md's table); the answer from the averaged curvature is not: its
+    error falls with the steps and its 95 % interval covers the closed form 90–99 % of the time."""
     truth, runs = _sampled_linear_runs(range(40))
     err = torch.stack([u - truth for u, _ in runs])
     se = torch.stack([s for _, s in runs])
@@ -192,3 +192,10 @@ def test_newton_answer_is_unbiased_and_its_error_bars_are_calibrated():
     # the averaged iterate (polish="never") keeps its bias: it misses the closed form by far more
     _, iterates = _sampled_linear_runs(range(10), polish="never")
     assert float(torch.stack([u - truth for u, _ in iterates]).abs().mean()) > 2 * float(err.abs().mean())
+
+
+def test_polish_names_its_choices():
+    from captum_entropy.optim import OptimSettings
+
+    with pytest.raises(ValueError, match=r"polish must be one of \('auto', 'always', 'never'\), got 'yes'"):
+        OptimSettings(polish="yes")
