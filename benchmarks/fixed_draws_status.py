@@ -12,8 +12,14 @@
 
     python benchmarks/fixed_draws_status.py [--sentences 4] [--parts calibration,toy,minilm,cnn] [--updates fixed_draws,newton]
 
+   For every rule also the error bars' promise across seeds: of the word pairs seed 0 orders
+   (95 % intervals apart), the share seed 1 puts in the same order and the share it orders the
+   other way, and the between-seed SD of log σ over the across-word SD.
 3. **Calibration** (``--parts calibration``): how often the 95 % intervals cover the closed form of
    a linear logit sampled without the control variate, on 32 to 256 draws.
+4. **Coverage on a real logit** (``--parts coverage-cnn,coverage-transformer``, ...): the default's
+   (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
+   ``"never"``, over ``--sentences`` sentences × 3 seeds.
 
 Prints one JSON object per part.
 """
@@ -86,7 +92,87 @@ def part_calibration(seeds: int = 60) -> dict:
                                    FixedDrawSettings(n_draws=n, max_draws=n, starts=1, continuation=()))
             covered += int(((sol.u - truth).abs() <= 1.96 * sol.se).sum())
         out[f"draws_{n}"] = round(covered / (5 * seeds), 3)
+    out["newton"] = newton_calibration(w, x, tau, cap, truth, seeds // 2)
     return out
+
+
+def newton_calibration(w, x, tau, cap, truth, seeds: int) -> dict:
+    """The default rule on the same sampled linear logit (``exact_jacobian=0``): mean |error| of
+    log σ against the closed form and the 95 % intervals' coverage, for the answer from the
+    averaged curvature (``polish="always"``) and the averaged iterate (``"never"``), at 100 and
+    400 steps."""
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Identity()
+
+        def forward(self, z):
+            return (self.emb(z) * w).sum((1, 2))[:, None]
+
+    model = Linear()
+    ea = EntropyAttribution(model, model.emb)
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for polish in ("always", "never"):
+            for steps in (100, 400):
+                errors, covered = [], 0
+                for seed in range(seeds):
+                    r = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=cap, tolerance=tau, seed=seed,
+                                            exact_jacobian=0, polish=polish, max_steps=steps)
+                    err = r.sigma[0, :, 0].log() - truth
+                    errors.append(err.abs())
+                    covered += int((err.abs() <= 1.96 * r.log_sigma_se[0, :, 0]).sum())
+                out[f"polish={polish}, {steps} steps"] = {
+                    "mean_abs_error": round(float(torch.cat(errors).mean()), 3),
+                    "coverage": round(covered / (len(truth) * seeds), 3)}
+    return out
+
+
+def agreement(r0, r1) -> dict:
+    """What the error bars promise across seeds: of the word pairs seed 0 orders (95 % intervals
+    apart), the share seed 1's σ puts in the same order, and the share seed 1 orders the other
+    way with its own intervals apart; the share of all pairs seed 0 orders; the between-seed SD of
+    log σ (SD of the difference over √2) over the across-word SD, median over sentences."""
+    pairs = ordered = same = against = 0
+    ratios = []
+    for b in range(len(r0.mask)):
+        m = r0.mask[b]
+        u0, u1 = r0.sigma[b][m].log().mean(-1), r1.sigma[b][m].log().mean(-1)
+        o0, o1 = r0.ordered()[b][m][:, m], r1.ordered()[b][m][:, m]
+        n = int(m.sum())
+        pairs += n * (n - 1) // 2
+        ordered += int(o0.sum())
+        same += int((o0 & (u1[:, None] < u1[None, :])).sum())  # ordered() means: i has the lower σ
+        against += int((o0 & o1.T).sum())
+        if n > 2 and float(u0.std()) > 0:
+            ratios.append(float((u0 - u1).std() / math.sqrt(2) / u0.std()))
+    ratios.sort()
+    return {"pairs_ordered_by_seed0": round(ordered / max(pairs, 1), 3),
+            "same_order_by_seed1": round(same / ordered, 3) if ordered else None,
+            "ordered_the_other_way_by_seed1": round(against / ordered, 3) if ordered else None,
+            "between_seed_sd_over_word_sd_median": round(ratios[len(ratios) // 2], 3) if ratios else None}
+
+
+def rule(name: str) -> dict:
+    """Settings of an update rule's name: ``"newton"``, ``"fixed_draws"``, or ``"newton+auto"``
+    (an update with its ``polish``)."""
+    update, _, polish = name.partition("+")
+    return {"update": update, **({"polish": polish} if polish else {})}
+
+
+def held_out(name: str, n: int):
+    """The zoo model ``name``, its cached σ_S, its first ``n`` held-out test sentences (ids, mask)
+    and its predictions on them."""
+    from captum_entropy.explainer import feature_stats
+    from captum_entropy.zoo import load, load_polarity
+
+    zm = load(name, progress=False)
+    ids, mask = zm.tokenize([e.text for e in load_polarity("test")[:n]])
+    with torch.no_grad():
+        pred = zm.forward(ids, mask).argmax(-1)
+    return zm, feature_stats(zm), ids, mask, pred
 
 
 def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -> dict:
@@ -94,14 +180,7 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
     seed 0 against seed 1 and the wall time against LayerIntegratedGradients(n_steps=50)."""
     from captum.attr import LayerIntegratedGradients
 
-    from captum_entropy.explainer import feature_stats
-    from captum_entropy.zoo import load, load_polarity
-
-    zm = load(name, progress=False)
-    stats = feature_stats(zm)
-    ids, mask = zm.tokenize([e.text for e in load_polarity("test")[:n]])
-    with torch.no_grad():
-        pred = zm.forward(ids, mask).argmax(-1)
+    zm, stats, ids, mask, pred = held_out(name, n)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     lig = LayerIntegratedGradients(zm.forward, zm.embedding)
     start = time.perf_counter()
@@ -116,7 +195,7 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
-                                                seed=seed, update=update))
+                                                seed=seed, **rule(update)))
             times.append(time.perf_counter() - start)
         r0, r1 = runs
         rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
@@ -125,19 +204,53 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
                "seed0_vs_seed1_spearman": [None if math.isnan(v) else round(float(v), 3) for v in rho],
                "mean_spearman": round(sum(finite) / len(finite), 3) if finite else None,
                "seconds_seed0": round(times[0], 1), "ratio_to_lig": round(times[0] / t_lig, 1)}
+        se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
+        row.update(median_se_log_sigma=round(float(se.median()), 3) if se.numel() else None, **agreement(r0, r1))
         if update == "fixed_draws":
-            se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
-            row.update(median_se_log_sigma=round(float(se.median()), 3) if se.numel() else None,
-                       draws=r0.n_draws.tolist(), ambiguous=r0.ambiguous.tolist())
+            row.update(draws=r0.n_draws.tolist(), ambiguous=r0.ambiguous.tolist())
         out[update] = row
+    return out
+
+
+def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref_steps: int = 400) -> dict:
+    """The default's 95 % intervals on a zoo model's predicted logit against a long reference
+    (the same objective, ``ref_samples`` draws a step for ``ref_steps`` steps, another seed,
+    ``polish="auto"``: its own noise and the draws' bias are a fraction of the default's), for the
+    answer from the averaged curvature (``polish="auto"``) and the averaged iterate
+    (``polish="never"``, the default): coverage of the reference by log σ ± 1.96·SE over the free words of
+    ``n`` sentences × ``seeds`` seeds, and the median |Δ log σ| to the reference."""
+    zm, stats, ids, mask, pred = held_out(name, n)
+    ea = EntropyAttribution(zm.forward, zm.embedding)
+    kw = dict(target=pred, additional_forward_args=(mask,), feature_std=stats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = ea.attribute_result(ids, seed=1000, n_samples=ref_samples, max_steps=ref_steps, early_stop=False,
+                                  polish="auto", **kw)
+        out = {"part": f"{name} predicted logit, {n} sentences x {seeds} seeds: 95 % intervals against a "
+                       f"{ref_steps}-step, {ref_samples}-draw reference",
+               "reference_median_se": round(float(ref.log_sigma_se[..., 0][ref.mask & ~ref.saturated].median()), 4)}
+        for polish in ("auto", "never"):
+            covered = total = 0
+            errors = []
+            for seed in range(seeds):
+                r = ea.attribute_result(ids, seed=seed, polish=polish, **kw)
+                free = r.mask & ~r.saturated & ~ref.saturated
+                err = (r.sigma.log() - ref.sigma.log())[..., 0][free]
+                covered += int((err.abs() <= 1.96 * r.log_sigma_se[..., 0][free]).sum())
+                total += int(free.sum())
+                errors.append(err.abs())
+            out[f"polish={polish}"] = {"coverage": round(covered / max(total, 1), 3),
+                                       "median_abs_error": round(float(torch.cat(errors).median()), 4)}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sentences", type=int, default=4)
-    parser.add_argument("--parts", default="toy,minilm", help="calibration, toy and any of minilm, transformer, lstm, cnn")
-    parser.add_argument("--updates", default="fixed_draws", help="update rules to compare, e.g. fixed_draws,newton")
+    parser.add_argument("--parts", default="toy,minilm",
+                        help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>)")
+    parser.add_argument("--updates", default="fixed_draws",
+                        help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
     args = parser.parse_args()
     torch.manual_seed(0)
     parts = args.parts.split(",")
@@ -146,6 +259,8 @@ def main() -> None:
     if "toy" in parts:
         print(json.dumps(part_toy()))
     for name in ("minilm", "transformer", "lstm", "cnn"):
+        if f"coverage-{name}" in parts:
+            print(json.dumps(part_coverage(name, args.sentences)), flush=True)
         if name in parts:
             updates = tuple(args.updates.split(","))
             print(json.dumps(part_model(name, args.sentences, updates)), flush=True)
