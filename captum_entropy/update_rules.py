@@ -57,7 +57,8 @@ class _State:
         # and over the later half of the windows, by doubling: ``a_cur`` from window ``a_start``
         # on, ``a_old`` the block before it; ``a_cur`` starts afresh once it is as long as the
         # windows before it, so the two together always hold the last ½ to ¾ of the windows
-        self.a_win, self.a_cur, self.a_old = zeros()[None].repeat(3, 1, 1, 1), zeros()[None].repeat(3, 1, 1, 1), zeros()[None].repeat(3, 1, 1, 1)
+        sums = lambda: torch.zeros((3, *u0.shape), dtype=u0.dtype, device=u0.device)  # noqa: E731
+        self.a_win, self.a_cur, self.a_old = sums(), sums(), sums()
         self.a_counts = torch.zeros((b, 2), dtype=dtype, device=dev)  # steps in a_cur, a_old
         self.a_start = torch.zeros(b, dtype=torch.long, device=dev)
         self.windows = torch.zeros(b, dtype=torch.long, device=dev)
@@ -180,9 +181,13 @@ class _State:
         mean = total[0] / m
         var = ((total[1] / m - mean * mean) * n / (n - 1).clamp_min(1)).clamp_min(0.0)
         cov = total[2] / m - mean * mean
-        rho = (cov.flatten(1).sum(1) / var.flatten(1).sum(1).clamp_min(1e-300)).clamp(0.0, 0.9)
+        tiny = torch.finfo(mean.dtype).tiny
+        spread = var.flatten(1).sum(1)
+        # no spread at all (a linear feature under its control variate): no correlation to correct for
+        rho = torch.where(spread > 0, cov.flatten(1).sum(1) / spread.clamp_min(tiny), torch.zeros_like(spread))
+        rho = rho.clamp(0.0, 0.9)
         se = (var / m * ((1 + rho) / (1 - rho))[:, None, None]).sqrt()
-        homogeneity = 0.5 * self.g_acc.flatten(1).sum(1) / self.d_acc.clamp_min(1e-300)
+        homogeneity = 0.5 * self.g_acc.flatten(1).sum(1) / self.d_acc.clamp_min(tiny)
         enough = steps >= MIN_AVERAGED
         nan = torch.full_like(mean, math.nan)
         return (torch.where(enough[:, None, None], mean, nan), torch.where(enough[:, None, None], se, nan),

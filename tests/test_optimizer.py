@@ -199,3 +199,15 @@ def test_polish_names_its_choices():
 
     with pytest.raises(ValueError, match=r"polish must be one of \('auto', 'always', 'never'\), got 'yes'"):
         OptimSettings(polish="yes")
+
+
+def test_a_linear_feature_under_its_control_variate_has_no_sampling_error():
+    """Its curvature is the same every step (the draws only see the exact linear part): the
+    standard error is 0, not NaN (a 0/0 autocorrelation once made it NaN)."""
+    from tests.test_fixed_draws import LinearLogit
+
+    model = LinearLogit(tokens=6, dims=4).float()
+    x = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(3))
+    r = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0)
+    se = r.log_sigma_se[r.mask]
+    assert torch.isfinite(se).all() and float(se.max()) < 1e-3
