@@ -20,11 +20,11 @@ from ._names import OUTPUT, OUTPUT_DEPTH  # noqa: F401  (re-exported)
 from .readings import UNITS, WordReadings  # noqa: F401  (UNITS: re-exported)
 from .words import WordGrouping
 
-_TENSORS = ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated", "converged",
-            "stationarity", "distortion", "steps", "prediction", "probability", "target")
+_PER_SENTENCE = ("mask", "max_sigma", "prediction", "probability", "target")  # (B, ...)
 _OPTIONAL = ("log_sigma_se", "ambiguous", "ambiguity_gap")  # files written before the error bars lack them
 _PER_LAYER = ("token_entropy", "token_kept", "log_sigma", "saturated", "converged", "stationarity", "distortion",
-              "steps") + _OPTIONAL
+              "steps") + _OPTIONAL  # (L, B, ...)
+_TENSORS = tuple(k for k in _PER_LAYER if k not in _OPTIONAL) + _PER_SENTENCE  # every saved file has these
 
 
 @renamed_init_keyword("layers", "features")
@@ -188,8 +188,8 @@ class LayerExplanation(WordReadings):
         """The same sentences at a subset of the features."""
         idx = [self._layer_index(n) for n in features]
         per_layer = {k: getattr(self, k)[idx] for k in _PER_LAYER}
-        rest = {k: getattr(self, k) for k in ("model", "texts", "groupings", "mask", "max_sigma", "prediction",
-                                               "probability", "target", "n_dims", "label_names", "settings")}
+        rest = {k: getattr(self, k) for k in ("model", "texts", "groupings", "n_dims", "label_names", "settings")
+                + _PER_SENTENCE}
         return LayerExplanation(features=[self.features[i] for i in idx], depth=[self.depth[i] for i in idx],
                                 **per_layer, **rest)
 
@@ -207,7 +207,7 @@ class LayerExplanation(WordReadings):
                "log_sigma_se": math.nan}
 
         def cat(key: str) -> Tensor:
-            dim = 0 if key in ("mask", "max_sigma", "prediction", "probability", "target") else 1
+            dim = 0 if key in _PER_SENTENCE else 1
             ts = [getattr(p, key) for p in parts]
             if key in pad:
                 ts = [torch.nn.functional.pad(t, (0, width - t.shape[-1]), value=pad[key]) for t in ts]
@@ -222,8 +222,8 @@ class LayerExplanation(WordReadings):
     def take(self, sentences: Sequence[int]) -> "LayerExplanation":
         """The sentences at ``sentences`` (indices, in that order)."""
         idx = torch.as_tensor(list(sentences), dtype=torch.long)
-        per_sentence = {k: getattr(self, k)[idx] for k in ("mask", "max_sigma", "prediction", "probability", "target")}
-        per_layer = {k: getattr(self, k)[:, idx] for k in _TENSORS + _OPTIONAL if k not in per_sentence}
+        per_sentence = {k: getattr(self, k)[idx] for k in _PER_SENTENCE}
+        per_layer = {k: getattr(self, k)[:, idx] for k in _PER_LAYER}
         return LayerExplanation(model=self.model, features=list(self.features), depth=list(self.depth),
                                 texts=[self.texts[i] for i in idx.tolist()],
                                 groupings=[self.groupings[i] for i in idx.tolist()], n_dims=self.n_dims,

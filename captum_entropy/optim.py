@@ -197,11 +197,13 @@ def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Te
     if not bool(ok.any()):
         return u, torch.full_like(u, math.nan)
     a_fill = torch.where(ok[:, None, None], a_bar, torch.ones_like(a_bar))
+    se = 0.5 * a_se / a_fill.clamp_min(torch.finfo(a_fill.dtype).tiny)
+    se = torch.where(ok[:, None, None] & valid, se, torch.full_like(se, math.nan))
+    if not bool((ok & exact).any()):  # polish="never" (the default): the iterate stays
+        return u, se
     tolerance = None if budget is None else budget * torch.where(ok, homogeneity, torch.ones_like(homogeneity))
     polished = linear_solution(a_fill, valid, log_cap, tolerance=tolerance, pull=pull)
-    se = 0.5 * a_se / a_fill.clamp_min(torch.finfo(a_fill.dtype).tiny)
-    return (torch.where((ok & exact)[:, None, None], polished, u),
-            torch.where(ok[:, None, None] & valid, se, torch.full_like(se, math.nan)))
+    return torch.where((ok & exact)[:, None, None], polished, u), se
 
 
 def _answer(u: Tensor, log_cap: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:

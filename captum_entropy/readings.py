@@ -27,6 +27,7 @@ from .entropy import nats_to_bits
 from .words import WordGrouping
 
 UNITS = ("nats", "bits")
+Z95 = 1.96  # a 95 % interval is ± this many standard errors
 
 
 def to_unit(values: Tensor, unit: str) -> Tensor:
@@ -87,9 +88,13 @@ class WordReadings:
         truth when they do not); 0 for a word at the cap, NaN where not measured."""
         return to_unit(self.groupings[b].mean(self.log_sigma_se[:, b]), unit)
 
+    def word_kept_half_width(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): half the width of the 95 % interval of :meth:`word_kept` (:data:`Z95` standard errors)."""
+        return Z95 * self.word_kept_se(b, unit)
+
     def word_kept_interval(self, b: int, unit: str = "nats") -> tuple[Tensor, Tensor]:
-        """(low, high), each (L, W): the 95 % interval of :meth:`word_kept` (± 1.96 standard errors)."""
-        kept, half = self.word_kept(b, unit), 1.96 * self.word_kept_se(b, unit)
+        """(low, high), each (L, W): the 95 % interval of :meth:`word_kept`."""
+        kept, half = self.word_kept(b, unit), self.word_kept_half_width(b, unit)
         return kept - half, kept + half
 
     def word_ordered(self, b: int) -> Tensor:

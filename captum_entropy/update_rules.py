@@ -60,8 +60,7 @@ class _State:
         sums = lambda: torch.zeros((3, *u0.shape), dtype=u0.dtype, device=u0.device)  # noqa: E731
         self.a_win, self.a_cur, self.a_old = sums(), sums(), sums()
         self.a_counts = torch.zeros((b, 2), dtype=dtype, device=dev)  # steps in a_cur, a_old
-        self.a_start = torch.zeros(b, dtype=torch.long, device=dev)
-        self.windows = torch.zeros(b, dtype=torch.long, device=dev)
+        self.a_start = torch.zeros(b, dtype=torch.long, device=dev)  # window index where a_cur starts
         self.a_prev = zeros()
         # the measured gradient and distortion, for the stationarity test on their averages
         self.g_win, self.g_acc = zeros(), zeros()
@@ -127,11 +126,11 @@ class _State:
         self.r_acc[full] = self.r_acc[full] * keep + self.r_win[full]
         self.a_cur[:, full] += self.a_win[:, full]
         self.a_counts[full, 0] += w
-        self.windows[full] += 1
-        renew = full[(self.windows[full] - self.a_start[full]) >= self.a_start[full].clamp_min(1)]
+        windows = self.steps[full] // w  # closed so far, this one included
+        renew = full[(windows - self.a_start[full]) >= self.a_start[full].clamp_min(1)]
         self.a_old[:, renew], self.a_cur[:, renew] = self.a_cur[:, renew], 0.0
         self.a_counts[renew, 1], self.a_counts[renew, 0] = self.a_counts[renew, 0], 0.0
-        self.a_start[renew] = self.windows[renew]
+        self.a_start[renew] = self.steps[renew] // w
         self.n_acc[full] = self.n_acc[full] * keep[:, 0, 0] + w
         self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
         self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]

@@ -40,6 +40,23 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}"
 
 
+def _pm(half: float) -> str:
+    """A half-width as printed after a value: ``±.04`` (2 decimals, no leading zero).
+
+    >>> _pm(0.0392), _pm(1.234)
+    ('±.04', '±1.23')
+    """
+    return f"±{half:.2f}".replace("±0.", "±.")
+
+
+def _error_bars(ex: LayerExplanation, b: int, unit: str = "nats") -> tuple[Tensor, Tensor]:
+    """Sentence ``b``'s words' error bars for display, each (L, W): the half-width of the 95 %
+    interval (NaN where not measured) and whether the word's rank is undetermined (its interval
+    overlaps its rank neighbour's; False where not measured, so nothing is marked)."""
+    half = ex.word_kept_half_width(b, unit)
+    return half, ex.word_undetermined(b) & torch.isfinite(half)
+
+
 def _short(s: str, n: int, keep_end: bool = False) -> str:
     """At most ``n`` characters; ``keep_end``: cut the start (layer names differ at the end)."""
     s = " ".join(str(s).split())

@@ -13,11 +13,10 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from .._names import OUTPUT, OUTPUT_DEPTH
-from ._common import (AMBIGUOUS, NONE, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim, _narrow, _pred, _scaled,
-                      _short, _text)
+from ._common import (AMBIGUOUS, NONE, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _depth_order, _dim,
+                      _error_bars, _narrow, _pm, _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,8 +68,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
     kept = ex.word_kept(b, unit)
     scaled, sat = _scaled(kept).numpy(), ex.word_saturated(b).numpy()
     conv, amb = ex.converged[:, b].tolist(), ex.ambiguous[:, b].tolist()
-    half = (1.96 * ex.word_kept_se(b, unit)).numpy()
-    loose = (ex.word_undetermined(b) & torch.isfinite(torch.as_tensor(half))).numpy()
+    half, loose = (x.numpy() for x in _error_bars(ex, b, unit))
     L, W = kept.shape
     if W == 0:
         raise ValueError(f"sentence {b} has no words to draw (only special tokens or padding)")
@@ -102,7 +100,7 @@ def _heatmap(figure: type, ex: LayerExplanation, b: int, unit: str = "nats", ann
                 elif annotate:
                     label = _dim(float(kept[fi, w]))
                     if math.isfinite(half[fi, w]):
-                        label += f"\n±{half[fi, w]:.2f}".replace("±0.", "±.") + (UNORDERED if loose[fi, w] else "")
+                        label += "\n" + _pm(float(half[fi, w])) + (UNORDERED if loose[fi, w] else "")
                     ax.text(j, fi, label, ha="center", va="center", fontsize=7,
                             color="black" if light else "white")
         if panels > 1:

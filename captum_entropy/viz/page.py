@@ -6,12 +6,11 @@ import math
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from .._names import OUTPUT
 from ..readings import relative
-from ._common import (AMBIGUOUS, NC, NONE, RGB, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _colour, _depth_order, _dim, _e,
-                      _narrow, _pred, _scaled, _short, _text)
+from ._common import (AMBIGUOUS, NC, NONE, RGB, SAT, UNORDERED, _bootstrap, _check, _cmp_pred, _cmp_text, _colour,
+                      _depth_order, _dim, _e, _error_bars, _narrow, _pm, _pred, _scaled, _short, _text)
 
 if TYPE_CHECKING:
     from ..analysis import LayerExplanation
@@ -119,9 +118,8 @@ def _chunks(items: list[str], budget: int = 96) -> list[list[int]]:
 def _section(ex: LayerExplanation, b: int, unit: str) -> str:
     g, conv = ex.groupings[b], ex.converged[:, b].tolist()
     kept, sat = ex.word_kept(b, unit), ex.word_saturated(b).tolist()
-    half = 1.96 * ex.word_kept_se(b, unit)
-    loose = (ex.word_undetermined(b) & torch.isfinite(half)).tolist()
-    half, amb = half.tolist(), ex.ambiguous[:, b].tolist()
+    half, loose = (x.tolist() for x in _error_bars(ex, b, unit))
+    amb = ex.ambiguous[:, b].tolist()
     scaled, narrow = _scaled(kept).tolist(), [_narrow(r) for r in kept]
     rel, total = relative(kept).tolist(), ex.word_kept_total(b, unit).tolist()
     ent, ent_total, pieces = ex.word_entropy(b, unit).tolist(), ex.word_entropy_total(b, unit).tolist(), \
@@ -155,7 +153,7 @@ def _section(ex: LayerExplanation, b: int, unit: str) -> str:
                         text = f'<span class="ce-sat">{text}</span><span class="ce-satm">{SAT}</span>'
                     num = "0" if sat[fi][i] else _dim(kept[fi][i])
                     if math.isfinite(half[fi][i]) and not sat[fi][i]:
-                        num += f"±{half[fi][i]:.2f}".replace("±0.", "±.")
+                        num += _pm(half[fi][i])
                     text += f'<span class="ce-num">{num}{UNORDERED if loose[fi][i] else ""}</span>'
                     style = f"background:rgb({','.join(map(str, _colour(x)))});color:{'#fff' if x > 0.55 else '#111'}"
                     cells.append(f'<td class="ce-w" style="{style}" title="{_e(tip)}">{text}</td>')

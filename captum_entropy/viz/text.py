@@ -15,8 +15,8 @@ from torch import Tensor
 from .._names import OUTPUT
 from . import _common
 from ..readings import kept_meaning
-from ._common import (AMBIGUOUS, NC, NONE, SAT, UNORDERED, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text, _depth_order, _dim, _e,
-                      _pred, _short, _text)
+from ._common import (AMBIGUOUS, NC, NONE, SAT, UNORDERED, _bootstrap, _check, _class_name, _cmp_pred, _cmp_text,
+                      _depth_order, _dim, _e, _error_bars, _pm, _pred, _short, _text)
 
 MEAN_ROW = "mean word"  # the last row of a sentence's table: the mean over its words
 
@@ -38,9 +38,8 @@ def explanation_table(ex: LayerExplanation, sentences: Sequence[int] | None = No
 def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
     g, conv, amb = ex.groupings[b], ex.converged[:, b].tolist(), ex.ambiguous[:, b].tolist()
     kept, sat = ex.word_kept(b, unit), ex.word_saturated(b)
-    half = 1.96 * ex.word_kept_se(b, unit)
-    bars = bool(torch.isfinite(half).any())  # error bars measured: show them, mark undetermined ranks
-    loose = ex.word_undetermined(b) & torch.isfinite(half)
+    half, loose = _error_bars(ex, b, unit)
+    bars = bool(torch.isfinite(half).any())  # error bars measured: wider cells and their footnote
     sp_kept, sp_sat = ex.special_kept(b, unit), ex.saturated[:, b, list(g.specials)]
     head = textwrap.wrap(f'[{b}] "{_text(ex, b)}"', width, subsequent_indent="    ")
     head += textwrap.wrap(f"{_pred(ex, b)} | model: {ex.model} | {kept_meaning(ex.n_dims, unit)}", width,
@@ -54,8 +53,8 @@ def _table(ex: LayerExplanation, b: int, unit: str, width: int) -> str:
 
     def cell(v: float, fi: int, saturated: bool, h: float = math.nan, undetermined: bool = False) -> str:
         num = "0" if saturated else _dim(v)
-        if bars and math.isfinite(h) and not saturated:
-            num += f"±{h:.2f}".replace("±0.", "±.")
+        if math.isfinite(h) and not saturated:
+            num += _pm(h)
         marks = (SAT if saturated else "") + (UNORDERED if undetermined else "") + ("" if conv[fi] else NC)
         return f"{num:>{cw - 3}}{marks:<3}"
 
@@ -263,7 +262,7 @@ def visualize_text_records(ex: LayerExplanation, b: int, feature: str, others: M
 
     kept = ex.word_kept(b)[fi].detach().float().cpu()
     # our row's words carry their value and 95 % interval as a tooltip (visualize_text pastes words as HTML)
-    half, loose = (1.96 * ex.word_kept_se(b)[fi]).tolist(), ex.word_undetermined(b)[fi].tolist()
+    half, loose = (x[fi].tolist() for x in _error_bars(ex, b))
     tips = [f"kept {float(v):.3f} nats/dim" + (f", 95 % interval {float(v) - h:.3f} to {float(v) + h:.3f}"
                                               + ("; not ordered against its rank neighbour" if u else "")
                                               if math.isfinite(h) else "")
