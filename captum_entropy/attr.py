@@ -378,11 +378,15 @@ def _warn_if_untrustworthy(result: EntropyResult, cfg: Settings) -> None:
         se = se[torch.isfinite(se)]
         precision = (f"; their σ have a median standard error of {float(se.median()):.3f} in log σ "
                      "(result.log_sigma_se; result.ordered() says which words it orders)") if se.numel() else ""
+        target = cfg.optim.precision
         warnings.warn(
             f"{result.feature}: sentence(s) {failed[:10]}{' ...' if len(failed) > 10 else ''} did not pass the "
-            f"stationarity test in max_steps={cfg.optim.max_steps} (result.stationarity: "
+            f"stationarity test{'' if target is None else f' nor reach precision={target}'} in "
+            f"max_steps={cfg.optim.max_steps} (result.stationarity: "
             f"{[round(float(result.stationarity[i]), 3) for i in failed[:5]]}, tol={cfg.optim.tol}){precision}; "
-            "raise max_steps or n_samples, or check result.converged before using these rows",
+            "raise max_steps or n_samples"
+            + (", or set precision (e.g. 0.05) to stop once σ is that precise (docs/method.md)" if target is None else "")
+            + ", or check result.converged before using these rows",
             ConvergenceWarning,
             stacklevel=4,
         )

@@ -136,18 +136,22 @@ def linear_solution(
     return torch.where(valid, torch.minimum(cap + step, cap), cap)
 
 
-def noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, shape: tuple[int, ...], dtype) -> Tensor:
+def noise(generators: Sequence[torch.Generator], rows: Tensor, mask: Tensor, shape: tuple[int, ...], dtype,
+          antithetic: bool = False) -> Tensor:
     """Standard normal noise (len(rows), S, T, K), drawn from each sentence's own generator.
 
     Only the sentence's valid tokens get draws, padding stays 0, so a sentence draws the same
-    numbers whether it is padded or not.
+    numbers whether it is padded or not. ``antithetic``: S/2 draws and their negatives (S even):
+    in ``‖f(x + σε) − f(x)‖²`` the product of the linear and the quadratic part of the change is
+    odd in ε and cancels within each pair.
     """
     s, t, k = shape
     out = torch.zeros((len(rows), s, t, k), device=mask.device, dtype=dtype)
+    n = s // 2 if antithetic else s
     for j, b in enumerate(rows.tolist()):
         valid = mask[b]
-        draw = torch.randn((s, int(valid.sum()), k), generator=generators[b], device=mask.device, dtype=dtype)
-        out[j][:, valid] = draw
+        draw = torch.randn((n, int(valid.sum()), k), generator=generators[b], device=mask.device, dtype=dtype)
+        out[j][:, valid] = torch.cat([draw, -draw]) if antithetic else draw
     return out
 
 

@@ -145,7 +145,7 @@ def fit_sigma(
                              "tolerance (not entropy_weight) and per_element=False, or use update='newton'")
         return _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, valid, generators, s,
                             budget, progress)
-    state = _State(b, s, u0, dev, dtype, residual if s.update == "newton" else None)
+    state = _State(b, s, u0, dev, dtype, residual if s.update == "newton" else None, log_cap)
     if s.method == "optimize":
         dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
         run = _newton if s.update == "newton" else _adam
@@ -223,7 +223,8 @@ def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, v
     dev = values.device
     dtype = torch.promote_types(values.dtype, torch.float32)
     fd = FixedDrawSettings(
-        n_draws=s.n_draws, max_draws=s.max_draws, precision=s.precision, starts=s.starts,
+        n_draws=s.n_draws, max_draws=s.max_draws, starts=s.starts,
+        precision=FixedDrawSettings.precision if s.precision is None else s.precision,
         ambiguity_gap=s.ambiguity_gap, continuation=tuple(s.continuation),
         solve=SolveSettings(tol=s.tol, max_iter=s.max_iter, radius=s.max_jump),
     )

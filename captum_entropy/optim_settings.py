@@ -54,6 +54,9 @@ class OptimSettings:
             averaged iterate: ``"never"`` (default, for now: every published number was made
             with it), ``"auto"`` (features with their exact Jacobian: a logit, a probability;
             measured closer to a long reference, docs/method.md) or ``"always"``.
+        antithetic: newton: each step's ``n_samples`` draws in antithetic pairs (ε, −ε; needs an
+            even ``n_samples``): the odd part of the sampled distortion cancels within a pair
+            (measured in docs/performance.md). ``False`` (default, for now): independent draws.
         max_jump: largest change of log σ per step (newton update).
         curvature_decay: the newton update steps with an exponential moving average of the
             measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
@@ -67,7 +70,11 @@ class OptimSettings:
         max_draws: fixed_draws: the draws grow (in doublings) up to this many while the
             median standard error of the free words' log σ is above ``precision``, and never
             stop below 128 (the error bars' least count) unless this is lower.
-        precision: fixed_draws: the target median standard error of log σ (0.1 ≈ 10 % in σ).
+        precision: the target median standard error of the free words' log σ (0.05 ≈ 5 % in σ).
+            newton: a sentence also stops (converged) once it is this precise and its remaining
+            step is within ``tol`` of zero after the draws' noise is taken out
+            (``update_rules._State._precise``); ``None`` (default, for now): only the
+            stationarity test. fixed_draws: the draws grow until it holds; ``None``: 0.1.
         starts: fixed_draws: solves per sentence: from the linearised σ, then from it with each
             of the ``starts − 1`` most-kept words dropped to the cap (other optima).
         ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
@@ -89,6 +96,7 @@ class OptimSettings:
     exact_jacobian: int = 64
     update: str = "newton"
     polish: str = "never"
+    antithetic: bool = False
     max_jump: float = 1.0
     curvature_decay: float = 0.5
     lr: float = 0.05
@@ -97,7 +105,7 @@ class OptimSettings:
     select: str = "average"
     n_draws: int = FixedDrawSettings.n_draws
     max_draws: int = FixedDrawSettings.max_draws
-    precision: float = FixedDrawSettings.precision
+    precision: float | None = None
     starts: int = FixedDrawSettings.starts
     ambiguity_gap: float = FixedDrawSettings.ambiguity_gap
     continuation: tuple[float, ...] = FixedDrawSettings.continuation
@@ -117,7 +125,7 @@ class OptimSettings:
         for name in reals:
             v = getattr(self, name)
             need(_is_real(v), f"{name} must be a number, got {v!r}")
-        for name in ("per_element", "early_stop"):
+        for name in ("per_element", "early_stop", "antithetic"):
             need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
 
         for name in ("max_steps", "check_every", "n_probes", "max_iter", "starts"):
@@ -128,11 +136,15 @@ class OptimSettings:
              f"max_draws must be an int >= n_draws ({self.n_draws}), got {self.max_draws!r}")
         for name in ("precision", "ambiguity_gap"):
             v = getattr(self, name)
-            need(_is_real(v) and math.isfinite(v) and v > 0, f"{name} must be a positive number, got {v!r}")
+            if name == "precision" and v is None:
+                continue
+            need(_is_real(v) and math.isfinite(v) and v > 0, f"{name} must be a positive number{' or None' if name == 'precision' else ''}, got {v!r}")
         need(isinstance(self.continuation, (tuple, list)) and all(_is_real(f) and 0 < f < 1 for f in self.continuation),
              f"continuation must be a tuple of fractions of τ in (0, 1), e.g. (0.25,) or (), got {self.continuation!r}")
         need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
              f"n_samples must be an int >= 1 or None (automatic, the default), got {self.n_samples!r}")
+        need(not (self.antithetic and self.n_samples is not None and self.n_samples % 2),
+             f"antithetic=True draws pairs: n_samples must be even, got {self.n_samples}")
         positive_int("exact_jacobian", 0)
         need(
             self.method in ("optimize", "linearized"),

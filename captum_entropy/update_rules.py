@@ -46,8 +46,9 @@ class _State:
     one lucky window is.
     """
 
-    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype, residual: Callable | None = None) -> None:
-        self.s, self.residual = s, residual
+    def __init__(self, b: int, s: OptimSettings, u0: Tensor, dev, dtype, residual: Callable | None = None,
+                 log_cap: Tensor | None = None) -> None:
+        self.s, self.residual, self.log_cap = s, residual, log_cap
         self.u = u0.clone()
         zeros = lambda: torch.zeros_like(u0)  # noqa: E731
         self.u_win, self.r_win, self.r2_win = zeros(), zeros(), zeros()  # sums over the current window
@@ -141,9 +142,14 @@ class _State:
             r_bar, gap = self.residual(full, self.u_acc[full] / n[:, None, None], self.g_acc[full] / n[:, None, None],
                                        self.d_acc[full] / n)
             self.stat[full] = (rms(r_bar.masked_fill(~valid, 0.0).pow(2)).pow(2) + gap.pow(2)).sqrt()
+            if self.s.precision is not None:
+                precise = ~restart & self._precise(full, valid, r_bar)
         else:  # the penalised objective (Adam): no distortion budget, so no gap
             self.stat[full] = rms((self.r_acc[full] / n[:, None, None]).pow(2))
-        done = full[self.stat[full] < self.s.tol]
+        passed = self.stat[full] < self.s.tol
+        if self.s.precision is not None and self.residual is not None:
+            passed |= precise
+        done = full[passed]
         self.converged[done] = True
         self.reason[done] = STOP_REASONS.index("converged")
         for t in (self.u_win, self.r_win, self.r2_win, self.g_win, self.d_win):
@@ -152,6 +158,24 @@ class _State:
         self.in_window[full] = 0
         if self.s.early_stop:
             self.active = self.active[~self.converged[self.active]]
+
+    def _precise(self, full: Tensor, valid: Tensor, r_bar: Tensor) -> Tensor:
+        """Newton with ``precision`` set: the free words' median standard error of log σ
+        (:meth:`curvature`, over the later windows) is at most ``precision``, and every word's
+        remaining step by the averaged measurements, ``r̄_p`` (at the cap only a push down), is
+        within ``tol`` plus three of its own standard errors of zero. With a window that did not
+        drift (the caller's test) this stops a sentence whose steps are noise around a fixed point
+        once its answer is that precise, where the stationarity test alone (the RMS of ``r̄`` below
+        ``tol``) waits for the noise to average away below ``tol``; a word still on its way
+        (its ``r̄_p`` many errors from 0, at the cap or not) holds the sentence back.
+        """
+        a_bar, a_se, _ = self.curvature()
+        se = 0.5 * a_se[full] / a_bar[full].clamp_min(torch.finfo(a_bar.dtype).tiny)
+        u_bar = self.u_acc[full] / self.n_acc[full].clamp_min(1)[:, None, None]
+        free = valid & (u_bar < self.log_cap[full] - 1e-6)
+        median = torch.nanmedian(se.masked_fill(~free, math.nan).flatten(1), dim=1).values
+        settled = ((r_bar.abs() <= self.s.tol + 3 * se) | ~valid).flatten(1).all(1)
+        return free.flatten(1).any(1) & (median <= self.s.precision) & settled
 
     def result(self) -> Tensor:
         if self.best_u is not None:  # select="min_loss"
@@ -228,7 +252,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
         rows = state.active
         if len(rows) == 0:
             break
-        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype)
+        eps = noise(generators, rows, mask, (s.n_samples, t, k), state.u.dtype, s.antithetic)
         cap, ok = log_cap[rows], valid[rows]
         with torch.enable_grad():
             leaf = state.u[rows].detach().requires_grad_(True)

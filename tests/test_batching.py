@@ -1,5 +1,6 @@
 """Batching, chunking and seeds never change an answer."""
 
+import pytest
 import torch
 
 from captum_entropy import EntropyAttribution
@@ -14,16 +15,19 @@ def _explainer(bert):
     return EntropyAttribution(bert_logits(bert), bert.bert.embeddings, target_layer=layer)
 
 
-def test_batched_equals_one_sentence_at_a_time(bert, bert_batch):
+@pytest.mark.parametrize("settings", [FAST, dict(FAST, antithetic=True, precision=0.2)], ids=["default", "precision-stop"])
+def test_batched_equals_one_sentence_at_a_time(bert, bert_batch, settings):
     ids, mask = bert_batch
     ea = _explainer(bert)
-    batched = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **FAST)
+    batched = ea.attribute_result(ids, additional_forward_args=(mask,), mask=mask, **settings)
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
-        alone = ea.attribute_result(ids[b : b + 1, :n], additional_forward_args=(mask[b : b + 1, :n],), **FAST)
+        alone = ea.attribute_result(ids[b : b + 1, :n], additional_forward_args=(mask[b : b + 1, :n],), **settings)
         assert torch.allclose(batched.sigma[b, :n], alone.sigma[0], rtol=1e-4, atol=0), b
         assert batched.steps[b] == alone.steps[0]
         assert torch.isnan(batched.sigma[b, n:]).all()
+    if "precision" in settings:  # the stop did fire, at different steps for different sentences
+        assert int(batched.steps.min()) < FAST["max_steps"]
 
 
 def test_internal_batch_size_does_not_change_results(bert, bert_batch):

@@ -211,3 +211,61 @@ def test_a_linear_feature_under_its_control_variate_has_no_sampling_error():
     r = EntropyAttribution(model, model.emb).attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0)
     se = r.log_sigma_se[r.mask]
     assert torch.isfinite(se).all() and float(se.max()) < 1e-3
+
+
+def test_antithetic_draws_come_in_pairs_and_need_an_even_count():
+    from captum_entropy.objective import noise
+    from captum_entropy.optim import OptimSettings
+
+    mask = torch.tensor([[True, True, False]])
+    eps = noise([torch.Generator().manual_seed(0)], torch.tensor([0]), mask, (4, 3, 2), torch.float64, antithetic=True)
+    assert torch.equal(eps[0, 2:], -eps[0, :2]) and not torch.equal(eps[0, 0], eps[0, 1])
+    assert (eps[0, :, 2] == 0).all()  # padding gets no noise
+    with pytest.raises(ValueError, match="antithetic=True draws pairs: n_samples must be even, got 5"):
+        OptimSettings(antithetic=True, n_samples=5)
+
+
+def test_the_precision_stop_ends_a_noisy_run_early_with_calibrated_error_bars():
+    """On a linear logit sampled without its control variate the steps never stop being noise,
+    so the stationarity test alone runs to ``max_steps``; with ``precision`` the run stops (and
+    says it converged) once its median standard error is that small, and its 95 % intervals
+    still cover the closed form 88–99 % of the time (40 seeds × 6 words)."""
+    truth, runs = _sampled_linear_runs(range(40), precision=0.1)
+    err = torch.stack([u - truth for u, _ in runs])
+    se = torch.stack([s for _, s in runs])
+    assert float(se.median()) <= 0.1
+    coverage = float(((err.abs() <= 1.96 * se).double()).mean())
+    assert 0.88 <= coverage <= 0.99, coverage
+    from tests.test_fixed_draws import LinearLogit
+
+    model = LinearLogit(tokens=6, dims=8, seed=1)
+    x = torch.randn(1, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kw = dict(feature_std=torch.tensor(1.0), max_sigma=1e3, tolerance=0.05, exact_jacobian=0, polish="always")
+    ea = EntropyAttribution(model, model.emb)
+    stopped = ea.attribute_result(x, precision=0.1, **kw)
+    assert bool(stopped.converged[0]) and int(stopped.steps[0]) < 100
+    with pytest.warns(ConvergenceWarning):
+        assert not bool(ea.attribute_result(x, **kw).converged[0])
+
+
+def test_the_precision_stop_does_not_stop_a_run_that_still_moves():
+    """From random starts far from the answer (words at the cap among them), a precision every
+    window meets (10 nats) still waits until every word's remaining step is within its own
+    error: the answers stopped on are the closed form's within four standard errors (+0.02),
+    not points on the way there (a pooled drift test once stopped one 9.9 nats off)."""
+    from tests.test_fixed_draws import LinearLogit, closed_form
+
+    model = LinearLogit(tokens=6, dims=8, seed=1)
+    x = torch.randn(1, 6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ea = EntropyAttribution(model, model.emb)
+    truth = closed_form(model.w, 0.05, 1e3)
+    stopped = 0
+    for seed in range(4, 8):
+        r = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=1e3, tolerance=0.05, init="random",
+                                exact_jacobian=0, precision=10.0, max_jump=0.2, max_steps=300, polish="always", seed=seed)
+        assert int(r.steps[0]) > 10  # it had to travel: 0.2 nats a step from a random start
+        if bool(r.converged[0]):
+            stopped += 1
+            err = r.sigma[0].log().mean(-1) - truth
+            assert bool((err.abs() <= 4 * r.log_sigma_se[0].mean(-1) + 0.02).all()), (seed, err)
+    assert stopped >= 3
