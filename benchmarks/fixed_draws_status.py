@@ -20,6 +20,12 @@
 4. **Coverage on a real logit** (``--parts coverage-cnn,coverage-transformer``, ...): the default's
    (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
    ``"never"``, over ``--sentences`` sentences × 3 seeds.
+5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``):
+   Newton with independent or antithetic draws (``antithetic``) and with or without the precision
+   stop (``precision``), on the predicted logit of ``--sentences`` sentences: steps, sentences
+   converged, seed 0 against seed 1 as in 2., and the wall time against a *warm*
+   ``LayerIntegratedGradients(n_steps=50)`` (the fastest of three calls after a warm-up call; part 2
+   times its first call).
 
 Prints one JSON object per part.
 """
@@ -244,11 +250,55 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
     return out
 
 
+PRECISION_RULES = {  # name -> settings, for part_precision
+    "newton (default)": {},
+    "newton, antithetic": {"antithetic": True},
+    "newton, antithetic, precision 0.1": {"antithetic": True, "precision": 0.1},
+    "newton, antithetic, precision 0.05": {"antithetic": True, "precision": 0.05},
+    "newton, precision 0.05": {"precision": 0.05},
+}
+
+
+def part_precision(name: str, n: int) -> dict:
+    """A zoo model's predicted logit on ``n`` held-out sentences: Newton's cost against its
+    determination, per rule in :data:`PRECISION_RULES`, against a warm LIG(n_steps=50)."""
+    from captum.attr import LayerIntegratedGradients
+
+    zm, stats, ids, mask, pred = held_out(name, n)
+    ea = EntropyAttribution(zm.forward, zm.embedding)
+    lig = LayerIntegratedGradients(zm.forward, zm.embedding)
+    lig.attribute(ids[:2], target=pred[:2], additional_forward_args=(mask[:2],), n_steps=5)  # warm-up
+    t_lig = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
+        t_lig = min(t_lig, time.perf_counter() - start)
+    out = {"part": f"{name} predicted logit, {n} held-out sentences: cost against precision",
+           "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
+    for label, settings in PRECISION_RULES.items():
+        runs, times = [], []
+        for seed in (0, 1):
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
+                                                seed=seed, **settings))
+            times.append(time.perf_counter() - start)
+        r0, r1 = runs
+        rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
+        se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
+        out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
+                      "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
+                      "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
+                      "seconds_seed0": round(times[0], 2), "ratio_to_warm_lig": round(times[0] / t_lig, 1)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sentences", type=int, default=4)
     parser.add_argument("--parts", default="toy,minilm",
-                        help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>)")
+                        help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>, precision-<model>)")
     parser.add_argument("--updates", default="fixed_draws",
                         help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
     args = parser.parse_args()
@@ -259,6 +309,8 @@ def main() -> None:
     if "toy" in parts:
         print(json.dumps(part_toy()))
     for name in ("minilm", "transformer", "lstm", "cnn"):
+        if f"precision-{name}" in parts:
+            print(json.dumps(part_precision(name, args.sentences)), flush=True)
         if f"coverage-{name}" in parts:
             print(json.dumps(part_coverage(name, args.sentences)), flush=True)
         if name in parts:
