@@ -22,13 +22,13 @@ import numpy as np
 
 from captum_entropy.evaluate import REMOVALS, Evaluation, evaluate
 from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency
-from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, _kendall
+from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, METRICS, _kendall
 from captum_entropy.evaluate.statistics import bootstrap_ci, paired_wilcoxon
 from captum_entropy.viz import save_figure, write_text
 from captum_entropy.zoo import load, load_polarity
 from common import chunk_path, covering, format_ci
 
-METHODS = ("entropy", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
+METHODS = ("entropy", "entropy_linearized", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
            "feature_ablation", "occlusion", "kernel_shap", "lime", "random")
 
 
@@ -84,7 +84,7 @@ def run(models: dict[str, int], texts: list[str], work: Path, chunk: int, method
             write_text(path, df.to_csv(index=False))
 
 
-KNOWN_METHODS = ("entropy", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
+KNOWN_METHODS = ("entropy", "entropy_linearized", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
                  "feature_ablation", "kernel_shap", "random")
 
 
@@ -143,23 +143,28 @@ def gather(work: Path, name: str) -> Evaluation | None:
     return Evaluation.combine(chunks) if chunks else None
 
 
-def departures(ev: Evaluation, removal: str = "delete") -> list[str]:
-    """Where EntropyAttribution's ranking departs most from Saliency's (lowest third of Kendall τ
-    between their word scores), which of the two is more faithful (comprehensiveness, paired)."""
+DEPARTURE_METRICS = ("comprehensiveness", "comprehensiveness_abs", "sufficiency", "sufficiency_abs", "deletion_aopc",
+                     "deletion_aopc_abs", "loo_tau", "loo_tau_abs")
+
+
+def departures(ev: Evaluation, other: str = "saliency", removal: str = "delete") -> list[str]:
+    """Where EntropyAttribution's ranking departs most from ``other``'s (``"saliency"``, or
+    ``"entropy_linearized"``: the linearised σ; the lowest third of Kendall τ between their word
+    scores), which of the two is more faithful (signed and magnitude metrics, paired)."""
     rows = {(r["method"], r["sentence"]): r for r in ev.rows if r["removal"] == removal}
-    taus = {s: _kendall(np.asarray(rows[("entropy", s)]["scores"]), np.asarray(rows[("saliency", s)]["scores"]))
-            for (m, s) in rows if m == "entropy" and ("saliency", s) in rows}
+    taus = {s: _kendall(np.asarray(rows[("entropy", s)]["scores"]), np.asarray(rows[(other, s)]["scores"]))
+            for (m, s) in rows if m == "entropy" and (other, s) in rows}
     finite = {s: t for s, t in taus.items() if math.isfinite(t)}
     if len(finite) < 10:
         return []
     cut = np.quantile(list(finite.values()), 1 / 3)
     low = sorted(s for s, t in finite.items() if t <= cut)
-    out = [f"τ(entropy, saliency) over {len(finite)} sentences: median {np.median(list(finite.values())):.2f}; "
+    out = [f"τ(entropy, {other}) over {len(finite)} sentences: median {np.median(list(finite.values())):.2f}; "
            f"the third where they differ most (τ ≤ {cut:.2f}, n = {len(low)}):", ""]
-    out += ["| metric | entropy | saliency | shift (Hodges–Lehmann) | p (Wilcoxon) |", "|---|---|---|---|---|"]
-    for metric in ("comprehensiveness", "sufficiency", "deletion_aopc", "loo_tau", "loo_tau_abs"):
+    out += [f"| metric | entropy | {other} | shift (Hodges–Lehmann) | p (Wilcoxon) |", "|---|---|---|---|---|"]
+    for metric in [m for m in DEPARTURE_METRICS if m in rows[("entropy", low[0])]]:
         a = [rows[("entropy", s)][metric] for s in low]
-        b = [rows[("saliency", s)][metric] for s in low]
+        b = [rows[(other, s)][metric] for s in low]
         diff, p, n = paired_wilcoxon(a, b)
         out.append(f"| {metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'} | {format_ci(*bootstrap_ci(a))} | "
                    f"{format_ci(*bootstrap_ci(b))} | {diff:+.3f} | {p:.2g} |")
@@ -171,8 +176,9 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
              f"Produced by `{command}` (`benchmarks/evaluation.py`; chunks under `out/evaluation`).", "",
              "Every method explains the **predicted class** of each held-out sentence (polarity test split, then "
              "dev split; neither is trained on) with default settings: EntropyAttribution at the predicted logit "
-             "(`entropy`) and at the last hidden layer (`entropy_layer`, σ_S fitted on 256 training sentences per "
-             "model and layer), Captum's Saliency (gradient norm), InputXGradient, LayerIntegratedGradients (32 "
+             "(`entropy`), its linearised closed form there (`entropy_linearized`: one backward pass, the σ of a "
+             "feature linear in the noise) and at the last hidden layer (`entropy_layer`, σ_S fitted on 256 training "
+             "sentences per model and layer), Captum's Saliency (gradient norm), InputXGradient, LayerIntegratedGradients (32 "
              "steps), DeepLift, GradientShap (16 samples) on the embedding layer with an all-padding baseline, "
              "FeatureAblation and Occlusion (a word's ids → padding), KernelShap and Lime (64 samples, words on "
              "and off), and a seeded random baseline. Word scores: EntropyAttribution's are the mean of its kept "
@@ -185,12 +191,14 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
              "comprehensiveness and sufficiency over the top 1/5/10/20/50 %, Kendall τ against leave-one-out "
              "(`loo_tau`; `loo_tau_abs` against its absolute value: EntropyAttribution and Saliency score how much "
              "the prediction depends on a word, whichever way the word pushes, while every other metric counts a "
-             "word that pushes against the predicted class as a mistake). "
+             "word that pushes against the predicted class as a mistake), and magnitude versions of deletion, "
+             "comprehensiveness and sufficiency (`*_abs`: the same removals scored by |p0 − p|, how far the "
+             "prediction moves whichever way: the unsigned methods' own question in the signed metrics' units). "
              "Words are removed three ways: **delete** (cut out), **mask** ([MASK], else padding), **noise** "
              "(embeddings replaced by Gaussian draws with the per-dimension mean and std of the embeddings of the "
              "chunk of 50 sentences evaluated together). Intervals: "
-             "95 % bootstrap over sentences; tests: paired Wilcoxon over sentences, Holm-corrected over the 11 "
-             "comparisons of `entropy` with the others in each (model, removal, metric).", ""]
+             "95 % bootstrap over sentences; tests: paired Wilcoxon over sentences, Holm-corrected over the "
+             f"{len(METHODS) - 1} comparisons of `entropy` with the others in each (model, removal, metric).", ""]
     lines += VERDICT
     figure_rows = []
     for name in models:
@@ -205,8 +213,8 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
         lines += [f"## {name} (n = {n} sentences)", ""]
         lines += [ev.to_markdown()]
         wtl = ev.win_tie_loss("entropy")
-        lines += ["EntropyAttribution (`entropy`) against each method, per removal: win / tie / loss over the six "
-                  "metrics (Holm-corrected α = 0.05; entropy's win = entropy more faithful).", "",
+        lines += [f"EntropyAttribution (`entropy`) against each method, per removal: win / tie / loss over the "
+                  f"{len(METRICS)} metrics (Holm-corrected α = 0.05; entropy's win = entropy more faithful).", "",
                   "| against | " + " | ".join(REMOVALS) + " |", "|---" * (len(REMOVALS) + 1) + "|"]
         for other in [m for m in METHODS if m != "entropy"]:
             cells = []
@@ -214,7 +222,9 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
                 g = wtl[(wtl.other == other) & (wtl.removal == removal)]
                 cells.append("/".join(str(int((g.verdict == v).sum())) for v in ("win", "tie", "loss")))
             lines.append(f"| {other} | " + " | ".join(cells) + " |")
-        lines += ["", "Where EntropyAttribution departs from Saliency:", ""] + departures(ev)
+        lines += ["", "Where EntropyAttribution departs from Saliency:", ""] + departures(ev, "saliency")
+        lines += ["Where EntropyAttribution departs from its linearised answer (`entropy_linearized`):", ""]
+        lines += departures(ev, "entropy_linearized")
         lines += ["Wall time of the word scores on this 2-core CPU (all sentences, s): "
                   + ", ".join(f"{m} {v:.0f}" for m, v in sorted(secs.items(), key=lambda kv: -kv[1])), ""]
         coh = sorted(work.glob(f"{name}-coherency-*.csv"))
@@ -230,9 +240,10 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
     lines += known_section(work)
     if figure_rows:
         for name, ev in figure_rows:
-            path = figs / f"evaluation_{name}_deletion.png"
-            save_figure(ev.plot("deletion", model=name, removal="delete"), path)
-            lines += [f"![{name}: deletion curves](figures/{path.name})", ""]
+            for kind in ("deletion", "deletion_magnitude"):
+                path = figs / f"evaluation_{name}_{kind}.png"
+                save_figure(ev.plot(kind, model=name, removal="delete"), path)
+                lines += [f"![{name}: {kind.replace('_', ' ')} curves](figures/{path.name})", ""]
     write_text(doc, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {doc}")
 

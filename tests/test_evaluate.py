@@ -88,6 +88,9 @@ def test_a_faithful_method_on_a_model_that_reads_one_word_scores_the_closed_form
         assert r["deletion_aopc"] == pytest.approx(p0 - p_without, abs=1e-6)
         assert r["comprehensiveness"] == pytest.approx(p0 - p_without, abs=1e-6)
         assert r["sufficiency"] == pytest.approx(0.0, abs=1e-6)  # "good" alone keeps p0
+        # every removal lowers p here, so the magnitudes equal the signed scores
+        for metric in ("deletion_aopc", "comprehensiveness", "sufficiency"):
+            assert r[f"{metric}_abs"] == pytest.approx(r[metric], abs=1e-9)
         assert r["insertion_aopc"] == pytest.approx(p0 - p_without, abs=1e-6)
         assert r["loo_tau"] == pytest.approx(1.0) if W > 1 else math.isnan(r["loo_tau"])
         assert r["loo_tau_abs"] == pytest.approx(1.0) if W > 1 else math.isnan(r["loo_tau_abs"])
@@ -119,9 +122,9 @@ def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(
     np.testing.assert_allclose(ent["comprehensiveness"], fa["comprehensiveness"], atol=1e-6)  # "good" ranked first
     summary = ev.summary()
     assert set(summary["metric"]) == {"deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau",
-                                      "loo_tau_abs"}
+                                      "deletion_aopc_abs", "comprehensiveness_abs", "sufficiency_abs", "loo_tau_abs"}
     wtl = ev.win_tie_loss("entropy")
-    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 6 * 5
+    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 9 * 5
     md = ev.to_markdown()
     assert "**one-word**, removal = noise (n = 6 sentences)" in md and "| entropy |" in md
     assert ev.to_csv(str(tmp_path / "ev.csv")).endswith("ev.csv")
@@ -132,6 +135,10 @@ def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(
     assert fig.axes[0].get_ylabel() == "probability of the predicted class"
     assert len(fig.axes[0].get_lines()) == 6
     save_figure(fig, tmp_path / "deletion.png")
+    magnitude = ev.plot("deletion_magnitude", removal="mask")
+    assert magnitude.axes[0].get_ylabel() == "|change of the predicted class's probability|"
+    ent_curve = ev.curves("deletion_magnitude")[("one-word", "mask", "entropy")]
+    assert (ent_curve[:, 0] == 0).all() and (ent_curve >= 0).all()
 
 
 def test_batching_never_changes_a_score(one_word):
@@ -260,3 +267,23 @@ def test_provably_ignored_words_get_nothing_and_a_linear_model_s_contributions_a
     rho = df.groupby("method")["rho_signed"].mean()
     assert rho["input_x_gradient"] == pytest.approx(1.0) and rho["layer_ig"] == pytest.approx(1.0)
     assert rho["random"] < 0.9
+
+
+def test_magnitude_metrics_credit_a_word_that_pushes_against_the_class():
+    """Removing word 0 lowers the predicted class's probability by 0.3, removing word 1 raises it
+    by 0.2 (word 2 does nothing). A ranking that puts word 1 first is penalised by the signed
+    comprehensiveness (its top word's removal *raises* p) and credited by the magnitude one."""
+
+    class Additive:
+        def probabilities(self, requests):
+            return [0.6 - 0.3 * (0 in words) + 0.2 * (1 in words) for _, words in requests]
+
+    against_first, towards_first = faithfulness(Additive(), [torch.tensor([0.5, 1.0, 0.0]), torch.tensor([1.0, 0.5, 0.0])])
+    # the top 1 % / 5 % / 10 % / 20 % are one word, the top 50 % two: comprehensiveness averages 5 bins
+    assert against_first["comprehensiveness"] == pytest.approx((4 * -0.2 + 0.1) / 5)
+    assert against_first["comprehensiveness_abs"] == pytest.approx((4 * 0.2 + 0.1) / 5)
+    assert towards_first["comprehensiveness"] == pytest.approx((4 * 0.3 + 0.1) / 5)
+    assert towards_first["comprehensiveness_abs"] == towards_first["comprehensiveness"]
+    for r in (against_first, towards_first):
+        for metric in ("deletion_aopc", "comprehensiveness", "sufficiency"):
+            assert r[f"{metric}_abs"] >= abs(r[metric]) - 1e-12

@@ -13,6 +13,13 @@ probability ``p0``:
   ``loo_tau_abs`` against ``|p0 − p|``: for methods that score how much the prediction depends on
   a word whichever way it pushes (EntropyAttribution, Saliency), the signed metrics above also
   count a word that pushes *against* the predicted class as a mistake.
+* **Magnitude** versions of deletion, comprehensiveness and sufficiency (``deletion_aopc_abs``,
+  ``comprehensiveness_abs``, ``sufficiency_abs``): the same removals scored by ``|p0 − p|``, how
+  far the prediction moves whichever way. They ask the unsigned methods' own question (how much
+  does the prediction depend on these words?) in the signed metrics' units, so the two read side
+  by side: a signed score below its magnitude counterpart means the removed words included ones
+  that pushed against the class. (The probability rather than the logit: the same scale on
+  every model, and the one the signed metrics use.)
 
 "Removed" is done three ways (:data:`REMOVALS`), so out-of-distribution effects can be told
 apart from attribution quality: ``delete`` (the word's tokens cut out, the rest moves up; a text with nothing left is one
@@ -40,9 +47,12 @@ from ..words import WordGrouping
 REMOVALS = ("delete", "mask", "noise")
 FRACTIONS = tuple(i / 10 for i in range(11))
 ERASER_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
-METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau", "loo_tau_abs")
+SIGNED_METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau")
+MAGNITUDE_METRICS = ("deletion_aopc_abs", "comprehensiveness_abs", "sufficiency_abs", "loo_tau_abs")
+METRICS = SIGNED_METRICS + MAGNITUDE_METRICS
 HIGHER_IS_BETTER = {"deletion_aopc": True, "insertion_aopc": True, "comprehensiveness": True, "sufficiency": False,
-                    "loo_tau": True, "loo_tau_abs": True}
+                    "loo_tau": True, "deletion_aopc_abs": True, "comprehensiveness_abs": True, "sufficiency_abs": False,
+                    "loo_tau_abs": True}
 
 
 def n_top(fraction: float, n_words: int) -> int:
@@ -180,6 +190,9 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
             "insertion_aopc": float(np.mean(get["insertion"][1:] - get["insertion"][0])) if len(s) else math.nan,
             "comprehensiveness": float(np.mean(p0 - get["comp"])) if len(s) else math.nan,
             "sufficiency": float(np.mean(p0 - get["suff"])) if len(s) else math.nan,
+            "deletion_aopc_abs": float(np.mean(np.abs(p0 - get["deletion"]))) if len(s) else math.nan,
+            "comprehensiveness_abs": float(np.mean(np.abs(p0 - get["comp"]))) if len(s) else math.nan,
+            "sufficiency_abs": float(np.mean(np.abs(p0 - get["suff"]))) if len(s) else math.nan,
             "loo_tau": _kendall(s.numpy(), loo), "loo_tau_abs": _kendall(s.numpy(), np.abs(loo)),
             "loo": loo.tolist(),
         })

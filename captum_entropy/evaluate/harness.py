@@ -138,7 +138,7 @@ class Evaluation:
 
         df, out = self.frame(), []
         for (model, removal, method), g in df.groupby(["model", "removal", "method"], sort=False):
-            for metric in METRICS:
+            for metric in _present(df):
                 v = g[metric].to_numpy(dtype=float)
                 finite = v[np.isfinite(v)]
                 mean, lo, hi = bootstrap_ci(finite, n_boot, seed=seed) if finite.size else (math.nan,) * 3
@@ -157,20 +157,25 @@ class Evaluation:
             wide = {m: gm.sort_values("sentence") for m, gm in g.groupby("method", sort=False)}
             if reference not in wide:
                 raise ValueError(f"no method {reference!r} in this evaluation; it has {sorted(wide)}")
-            for metric in METRICS:
+            for metric in _present(df):
                 scores = {m: w[metric].to_numpy(dtype=float) for m, w in wide.items()}
                 for row in win_tie_loss(scores, HIGHER_IS_BETTER[metric], alpha, reference=reference):
                     out.append({"model": model, "removal": removal, "metric": metric, **row})
         return pd.DataFrame(out)
 
     def curves(self, kind: str = "deletion") -> dict[tuple[str, str, str], np.ndarray]:
-        """(model, removal, method) -> (sentences, 11) probabilities along the ``kind`` curve."""
-        if kind not in ("deletion", "insertion"):
-            raise ValueError(f"kind must be 'deletion' or 'insertion', got {kind!r}")
+        """(model, removal, method) -> (sentences, 11) probabilities along the ``kind`` curve
+        (``"deletion"``, ``"insertion"``), or ``"deletion_magnitude"``: ``|p0 − p|`` along the
+        deletion curve, how far the prediction has moved whichever way."""
+        if kind not in CURVES:
+            raise ValueError(f"kind must be one of {CURVES}, got {kind!r}")
         out: dict[tuple[str, str, str], list] = {}
         for r in self.rows:
-            out.setdefault((r["model"], r["removal"], r["method"]), []).append(r[f"{kind}_curve"])
-        return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+            out.setdefault((r["model"], r["removal"], r["method"]), []).append(r[f"{kind.split('_')[0]}_curve"])
+        curves = {k: np.asarray(v, dtype=float) for k, v in out.items()}
+        if kind == "deletion_magnitude":
+            curves = {k: np.abs(c[:, :1] - c) for k, c in curves.items()}
+        return curves
 
     def to_csv(self, path: str) -> str:
         """The long table as CSV (atomic)."""
@@ -181,15 +186,16 @@ class Evaluation:
     def to_markdown(self, digits: int = 3) -> str:
         """Per model and removal: methods × metrics, ``mean [lo, hi]`` (↑ higher is better)."""
         s = self.summary()
+        metrics = [m for m in METRICS if m in set(s["metric"])]
         lines = []
         for (model, removal), g in s.groupby(["model", "removal"], sort=False):
             n = int(g["n"].max())
             lines += [f"**{model}**, removal = {removal} (n = {n} sentences)", "",
-                      "| method | " + " | ".join(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in METRICS) + " |",
-                      "|---" * (len(METRICS) + 1) + "|"]
+                      "| method | " + " | ".join(f"{m} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in metrics) + " |",
+                      "|---" * (len(metrics) + 1) + "|"]
             for method, gm in g.groupby("method", sort=False):
                 cells = {r.metric: f"{r.mean:.{digits}f} [{r.lo:.{digits}f}, {r.hi:.{digits}f}]" for r in gm.itertuples()}
-                lines.append(f"| {method} | " + " | ".join(cells[m] for m in METRICS) + " |")
+                lines.append(f"| {method} | " + " | ".join(cells[m] for m in metrics) + " |")
             lines.append("")
         return "\n".join(lines)
 
@@ -218,13 +224,23 @@ class Evaluation:
                             **style)
             if ok.any():
                 ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.12, lw=0)
-        what = "removed" if kind == "deletion" else "kept"
+        what = "kept" if kind == "insertion" else "removed"
         ax.set_xlabel(f"words {what}, most important first (% of the sentence)")
-        ax.set_ylabel("probability of the predicted class")
+        ax.set_ylabel("|change of the predicted class's probability|" if kind == "deletion_magnitude"
+                      else "probability of the predicted class")
         better = "lower" if kind == "deletion" else "higher"
         n = max(len(c) for (m, r, _), c in curves.items() if (m, r) == (model, removal))
-        ax.set_title(f"{model}: {kind} curves, removal = {removal} ({better} = more faithful; n = {n})",
+        ax.set_title(f"{model}: {kind.replace('_', ' ')} curves, removal = {removal} ({better} = more faithful; n = {n})",
                      fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         return fig
+
+
+CURVES = ("deletion", "insertion", "deletion_magnitude")
+
+
+def _present(df) -> list[str]:
+    """The metrics of :data:`METRICS` a frame holds (an evaluation saved before the magnitude
+    metrics existed has the signed ones only)."""
+    return [m for m in METRICS if m in df.columns]

@@ -162,7 +162,7 @@ class _Forward(nn.Module):
 
 # -- the methods ---------------------------------------------------------------------------------
 
-def _entropy(task: Task, layer: str | None) -> Tensor:
+def _entropy(task: Task, layer: str | None, **overrides: Any) -> Tensor:
     from ..attr import EntropyAttribution
     from ..errors import ConvergenceWarning
 
@@ -174,7 +174,7 @@ def _entropy(task: Task, layer: str | None) -> Tensor:
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = ea.attribute_result(task.ids, target=None if layer else task.target, additional_forward_args=(task.mask,),
                             feature_std=std, mask=task.mask,
-                            **{"show_progress": False, "seed": task.seed, **task.settings.get("entropy", {})})
+                            **{"show_progress": False, "seed": task.seed, **task.settings.get("entropy", {}), **overrides})
     return result.token_kept
 
 
@@ -182,6 +182,13 @@ def entropy_logit(task: Task) -> Tensor:
     """EntropyAttribution at the predicted class's logit: kept information per token (nats);
     registered with ``reduce="mean"`` (a word scores the mean over its pieces)."""
     return _entropy(task, None)
+
+
+def entropy_linearized(task: Task) -> Tensor:
+    """EntropyAttribution's linearised closed form at the predicted logit (``method="linearized"``:
+    one backward pass, the σ of a feature linear in the noise, i.e. Jacobian norms): the arm that
+    says where the optimised σ departs from the linear answer, and whether that helps."""
+    return _entropy(task, None, method="linearized")
 
 
 def entropy_layer(task: Task) -> Tensor:
@@ -321,6 +328,7 @@ def register(name: str, fn: Callable[[Task], Tensor], per_word: bool = False, re
 
 register("entropy", entropy_logit, reduce="mean")  # kept per piece: fair across piece counts
 register("entropy_layer", entropy_layer, reduce="mean")
+register("entropy_linearized", entropy_linearized, reduce="mean")
 for _name, _fn, _pw in (("layer_ig", layer_ig, False), ("saliency", saliency, False),
                         ("input_x_gradient", input_x_gradient, False), ("deeplift", deeplift, False),
                         ("gradient_shap", gradient_shap, False), ("feature_ablation", feature_ablation, True),
