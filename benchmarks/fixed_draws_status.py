@@ -19,7 +19,8 @@
    a linear logit sampled without the control variate, on 32 to 256 draws.
 4. **Coverage on a real logit** (``--parts coverage-cnn,coverage-transformer``, ...): the default's
    (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
-   ``"never"``, over ``--sentences`` sentences × 3 seeds.
+   ``"never"`` and the opt-in precision stop with antithetic draws, over ``--sentences``
+   sentences × 3 seeds.
 5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``):
    Newton with independent or antithetic draws (``antithetic``) and with or without the precision
    stop (``precision``), on the predicted logit of ``--sentences`` sentences: steps, sentences
@@ -106,7 +107,7 @@ def newton_calibration(w, x, tau, cap, truth, seeds: int) -> dict:
     """The default rule on the same sampled linear logit (``exact_jacobian=0``): mean |error| of
     log σ against the closed form and the 95 % intervals' coverage, for the answer from the
     averaged curvature (``polish="always"``) and the averaged iterate (``"never"``), at 100 and
-    400 steps."""
+    400 steps, and with the precision stop at 0.1 and 0.05 (its mean steps too)."""
 
     class Linear(torch.nn.Module):
         def __init__(self):
@@ -118,21 +119,27 @@ def newton_calibration(w, x, tau, cap, truth, seeds: int) -> dict:
 
     model = Linear()
     ea = EntropyAttribution(model, model.emb)
+    runs = {f"polish={polish}, {steps} steps": {"polish": polish, "max_steps": steps}
+            for polish in ("always", "never") for steps in (100, 400)}
+    # the precision stop (opt-in): how many steps it takes, and whether its intervals still cover
+    runs.update({f"polish={polish}, precision {p} (at most 400 steps)": {"polish": polish, "precision": p, "max_steps": 400}
+                 for polish in ("always", "never") for p in (0.1, 0.05)})
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for polish in ("always", "never"):
-            for steps in (100, 400):
-                errors, covered = [], 0
-                for seed in range(seeds):
-                    r = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=cap, tolerance=tau, seed=seed,
-                                            exact_jacobian=0, polish=polish, max_steps=steps)
-                    err = r.sigma[0, :, 0].log() - truth
-                    errors.append(err.abs())
-                    covered += int((err.abs() <= 1.96 * r.log_sigma_se[0, :, 0]).sum())
-                out[f"polish={polish}, {steps} steps"] = {
-                    "mean_abs_error": round(float(torch.cat(errors).mean()), 3),
-                    "coverage": round(covered / (len(truth) * seeds), 3)}
+        for label, settings in runs.items():
+            errors, covered, steps = [], 0, []
+            for seed in range(seeds):
+                r = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=cap, tolerance=tau, seed=seed,
+                                        exact_jacobian=0, **settings)
+                err = r.sigma[0, :, 0].log() - truth
+                errors.append(err.abs())
+                covered += int((err.abs() <= 1.96 * r.log_sigma_se[0, :, 0]).sum())
+                steps.append(int(r.steps[0]))
+            out[label] = {"mean_abs_error": round(float(torch.cat(errors).mean()), 3),
+                          "coverage": round(covered / (len(truth) * seeds), 3)}
+            if "precision" in settings:
+                out[label]["mean_steps"] = round(sum(steps) / len(steps), 1)
     return out
 
 
@@ -218,13 +225,22 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
     return out
 
 
+COVERAGE_RULES = {  # name -> settings, for part_coverage
+    "polish=auto": {"polish": "auto"},
+    "polish=never": {"polish": "never"},
+    "antithetic, precision 0.05": {"antithetic": True, "precision": 0.05},
+    "antithetic, precision 0.05, polish=auto": {"antithetic": True, "precision": 0.05, "polish": "auto"},
+}
+
+
 def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref_steps: int = 400) -> dict:
     """The default's 95 % intervals on a zoo model's predicted logit against a long reference
     (the same objective, ``ref_samples`` draws a step for ``ref_steps`` steps, another seed,
-    ``polish="auto"``: its own noise and the draws' bias are a fraction of the default's), for the
-    answer from the averaged curvature (``polish="auto"``) and the averaged iterate
-    (``polish="never"``, the default): coverage of the reference by log σ ± 1.96·SE over the free words of
-    ``n`` sentences × ``seeds`` seeds, and the median |Δ log σ| to the reference."""
+    ``polish="auto"``: its own noise and the draws' bias are a fraction of the default's), for
+    each rule of :data:`COVERAGE_RULES` (the answer from the averaged curvature, ``polish="auto"``;
+    the averaged iterate, ``polish="never"``, the default; and the opt-in precision stop with
+    antithetic draws): coverage of the reference by log σ ± 1.96·SE over the free words of ``n``
+    sentences × ``seeds`` seeds, the median |Δ log σ| to the reference, the last seed's mean steps."""
     zm, stats, ids, mask, pred = held_out(name, n)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     kw = dict(target=pred, additional_forward_args=(mask,), feature_std=stats)
@@ -235,18 +251,19 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
         out = {"part": f"{name} predicted logit, {n} sentences x {seeds} seeds: 95 % intervals against a "
                        f"{ref_steps}-step, {ref_samples}-draw reference",
                "reference_median_se": round(float(ref.log_sigma_se[..., 0][ref.mask & ~ref.saturated].median()), 4)}
-        for polish in ("auto", "never"):
+        for label, settings in COVERAGE_RULES.items():
             covered = total = 0
             errors = []
             for seed in range(seeds):
-                r = ea.attribute_result(ids, seed=seed, polish=polish, **kw)
+                r = ea.attribute_result(ids, seed=seed, **settings, **kw)
                 free = r.mask & ~r.saturated & ~ref.saturated
                 err = (r.sigma.log() - ref.sigma.log())[..., 0][free]
                 covered += int((err.abs() <= 1.96 * r.log_sigma_se[..., 0][free]).sum())
                 total += int(free.sum())
                 errors.append(err.abs())
-            out[f"polish={polish}"] = {"coverage": round(covered / max(total, 1), 3),
-                                       "median_abs_error": round(float(torch.cat(errors).median()), 4)}
+            out[label] = {"coverage": round(covered / max(total, 1), 3),
+                          "median_abs_error": round(float(torch.cat(errors).median()), 4),
+                          "mean_steps": round(float(r.steps.double().mean()), 1)}
     return out
 
 
@@ -259,9 +276,10 @@ PRECISION_RULES = {  # name -> settings, for part_precision
 }
 
 
-def part_precision(name: str, n: int) -> dict:
+def part_precision(name: str, n: int, rules: list[str] | None = None) -> dict:
     """A zoo model's predicted logit on ``n`` held-out sentences: Newton's cost against its
-    determination, per rule in :data:`PRECISION_RULES`, against a warm LIG(n_steps=50)."""
+    determination, per rule in :data:`PRECISION_RULES` (or those named in ``rules``), against a
+    warm LIG(n_steps=50)."""
     from captum.attr import LayerIntegratedGradients
 
     zm, stats, ids, mask, pred = held_out(name, n)
@@ -276,6 +294,8 @@ def part_precision(name: str, n: int) -> dict:
     out = {"part": f"{name} predicted logit, {n} held-out sentences: cost against precision",
            "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
     for label, settings in PRECISION_RULES.items():
+        if rules is not None and label not in rules:
+            continue
         runs, times = [], []
         for seed in (0, 1):
             start = time.perf_counter()
@@ -301,6 +321,8 @@ def main() -> None:
                         help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>, precision-<model>)")
     parser.add_argument("--updates", default="fixed_draws",
                         help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
+    parser.add_argument("--precision-rules", default=None,
+                        help="precision-<model> parts: only these rules, ';'-separated names of PRECISION_RULES")
     args = parser.parse_args()
     torch.manual_seed(0)
     parts = args.parts.split(",")
@@ -310,7 +332,8 @@ def main() -> None:
         print(json.dumps(part_toy()))
     for name in ("minilm", "transformer", "lstm", "cnn"):
         if f"precision-{name}" in parts:
-            print(json.dumps(part_precision(name, args.sentences)), flush=True)
+            rules = None if args.precision_rules is None else args.precision_rules.split(";")
+            print(json.dumps(part_precision(name, args.sentences, rules)), flush=True)
         if f"coverage-{name}" in parts:
             print(json.dumps(part_coverage(name, args.sentences)), flush=True)
         if name in parts:
