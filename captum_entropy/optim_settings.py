@@ -71,10 +71,10 @@ class OptimSettings:
             median standard error of the free words' log σ is above ``precision``, and never
             stop below 128 (the error bars' least count) unless this is lower.
         precision: the target median standard error of the free words' log σ (0.05 ≈ 5 % in σ).
-            newton: a sentence also stops (converged) once it is this precise and its remaining
-            step is within ``tol`` of zero after the draws' noise is taken out
-            (``update_rules._State._precise``); ``None`` (default, for now): only the
-            stationarity test. fixed_draws: the draws grow until it holds; ``None``: 0.1.
+            newton: a sentence also stops (converged) at a window without drift once it is this
+            precise and every word's remaining step is within ``tol`` plus three of its standard
+            errors of zero (``update_rules._State._precise``); ``None`` (default, for now): only
+            the stationarity test. fixed_draws: the draws grow until it holds; ``None``: 0.1.
         starts: fixed_draws: solves per sentence: from the linearised σ, then from it with each
             of the ``starts − 1`` most-kept words dropped to the cap (other optima).
         ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
@@ -134,11 +134,10 @@ class OptimSettings:
         need(self.n_draws % 2 == 0, f"n_draws must be even (antithetic pairs), got {self.n_draws}")
         need(_is_int(self.max_draws) and self.max_draws >= self.n_draws,
              f"max_draws must be an int >= n_draws ({self.n_draws}), got {self.max_draws!r}")
-        for name in ("precision", "ambiguity_gap"):
-            v = getattr(self, name)
-            if name == "precision" and v is None:
-                continue
-            need(_is_real(v) and math.isfinite(v) and v > 0, f"{name} must be a positive number{' or None' if name == 'precision' else ''}, got {v!r}")
+        for name, v in (("precision", self.precision), ("ambiguity_gap", self.ambiguity_gap)):
+            optional = " or None" if name == "precision" else ""
+            need((optional and v is None) or (_is_real(v) and math.isfinite(v) and v > 0),
+                 f"{name} must be a positive number{optional}, got {v!r}")
         need(isinstance(self.continuation, (tuple, list)) and all(_is_real(f) and 0 < f < 1 for f in self.continuation),
              f"continuation must be a tuple of fractions of τ in (0, 1), e.g. (0.25,) or (), got {self.continuation!r}")
         need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
