@@ -21,7 +21,8 @@
    (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
    ``"never"`` and the opt-in precision stop with antithetic draws, over ``--sentences``
    sentences × 3 seeds.
-5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``):
+5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``;
+   ``precision-minilm@layer6`` for a hidden layer, all tokens):
    Newton with independent or antithetic draws (``antithetic``) and with or without the precision
    stop (``precision``), on the predicted logit of ``--sentences`` sentences: steps, sentences
    converged, seed 0 against seed 1 as in 2., and the wall time against a *warm*
@@ -276,14 +277,15 @@ PRECISION_RULES = {  # name -> settings, for part_precision
 }
 
 
-def part_precision(name: str, n: int, rules: list[str] | None = None) -> dict:
-    """A zoo model's predicted logit on ``n`` held-out sentences: Newton's cost against its
-    determination, per rule in :data:`PRECISION_RULES` (or those named in ``rules``), against a
-    warm LIG(n_steps=50)."""
+def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str | None = None) -> dict:
+    """A zoo model's predicted logit (or hidden ``layer``, all tokens) on ``n`` held-out
+    sentences: Newton's cost against its determination, per rule in :data:`PRECISION_RULES` (or
+    those named in ``rules``), against a warm LIG(n_steps=50) on the predicted logit."""
     from captum.attr import LayerIntegratedGradients
 
     zm, stats, ids, mask, pred = held_out(name, n)
-    ea = EntropyAttribution(zm.forward, zm.embedding)
+    ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=None if layer is None else zm.layers[layer])
+    target, std = (pred, stats) if layer is None else (None, stats[layer])
     lig = LayerIntegratedGradients(zm.forward, zm.embedding)
     lig.attribute(ids[:2], target=pred[:2], additional_forward_args=(mask[:2],), n_steps=5)  # warm-up
     t_lig = math.inf
@@ -291,7 +293,7 @@ def part_precision(name: str, n: int, rules: list[str] | None = None) -> dict:
         start = time.perf_counter()
         lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
         t_lig = min(t_lig, time.perf_counter() - start)
-    out = {"part": f"{name} predicted logit, {n} held-out sentences: cost against precision",
+    out = {"part": f"{name} {'predicted logit' if layer is None else layer}, {n} held-out sentences: cost against precision",
            "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
     for label, settings in PRECISION_RULES.items():
         if rules is not None and label not in rules:
@@ -301,7 +303,7 @@ def part_precision(name: str, n: int, rules: list[str] | None = None) -> dict:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
+                runs.append(ea.attribute_result(ids, target=target, additional_forward_args=(mask,), feature_std=std,
                                                 seed=seed, **settings))
             times.append(time.perf_counter() - start)
         r0, r1 = runs
@@ -318,7 +320,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sentences", type=int, default=4)
     parser.add_argument("--parts", default="toy,minilm",
-                        help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>, precision-<model>)")
+                        help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>, precision-<model>, "
+                             "precision-<model>@<layer>, e.g. precision-minilm@layer6)")
     parser.add_argument("--updates", default="fixed_draws",
                         help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
     parser.add_argument("--precision-rules", default=None,
@@ -331,9 +334,11 @@ def main() -> None:
     if "toy" in parts:
         print(json.dumps(part_toy()))
     for name in ("minilm", "transformer", "lstm", "cnn"):
-        if f"precision-{name}" in parts:
-            rules = None if args.precision_rules is None else args.precision_rules.split(";")
-            print(json.dumps(part_precision(name, args.sentences, rules)), flush=True)
+        rules = None if args.precision_rules is None else args.precision_rules.split(";")
+        for part in parts:  # precision-<model>, or precision-<model>@<layer> for a hidden layer
+            model, _, layer = part.removeprefix("precision-").partition("@")
+            if part.startswith("precision-") and model == name:
+                print(json.dumps(part_precision(name, args.sentences, rules, layer or None)), flush=True)
         if f"coverage-{name}" in parts:
             print(json.dumps(part_coverage(name, args.sentences)), flush=True)
         if name in parts:
