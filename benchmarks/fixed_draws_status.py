@@ -189,6 +189,21 @@ def held_out(name: str, n: int):
     return zm, feature_stats(zm), ids, mask, pred
 
 
+def seed_pair(ea: EntropyAttribution, ids: torch.Tensor, **kwargs):
+    """``ea.attribute_result(ids, **kwargs)`` for seeds 0 and 1 (warnings silenced): both results,
+    the seconds seed 0 took, and the Spearman of σ between them over each sentence's real tokens."""
+    runs, seconds = [], []
+    for seed in (0, 1):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            runs.append(ea.attribute_result(ids, seed=seed, **kwargs))
+        seconds.append(time.perf_counter() - start)
+    r0, r1 = runs
+    rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(len(r0.mask))]
+    return r0, r1, seconds[0], rho
+
+
 def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -> dict:
     """A zoo model's predicted logit on its first ``n`` held-out test sentences: per update rule,
     seed 0 against seed 1 and the wall time against LayerIntegratedGradients(n_steps=50)."""
@@ -203,21 +218,13 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
     out = {"part": f"{name} predicted logit, {n} held-out sentences (defaults otherwise)",
            "lig_n_steps_50_seconds": round(t_lig, 2)}
     for update in updates:
-        runs, times = [], []
-        for seed in (0, 1):
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                runs.append(ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
-                                                seed=seed, **rule(update)))
-            times.append(time.perf_counter() - start)
-        r0, r1 = runs
-        rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
+        r0, r1, seconds, rho = seed_pair(ea, ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
+                                         **rule(update))
         finite = [v for v in rho if not math.isnan(v)]
         row = {"converged": f"{int(r0.converged.sum())}/{n}",
                "seed0_vs_seed1_spearman": [None if math.isnan(v) else round(float(v), 3) for v in rho],
                "mean_spearman": round(sum(finite) / len(finite), 3) if finite else None,
-               "seconds_seed0": round(times[0], 1), "ratio_to_lig": round(times[0] / t_lig, 1)}
+               "seconds_seed0": round(seconds, 1), "ratio_to_lig": round(seconds / t_lig, 1)}
         se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         row.update(median_se_log_sigma=round(float(se.median()), 3) if se.numel() else None, **agreement(r0, r1))
         if update == "fixed_draws":
@@ -298,21 +305,13 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
     for label, settings in PRECISION_RULES.items():
         if rules is not None and label not in rules:
             continue
-        runs, times = [], []
-        for seed in (0, 1):
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                runs.append(ea.attribute_result(ids, target=target, additional_forward_args=(mask,), feature_std=std,
-                                                seed=seed, **settings))
-            times.append(time.perf_counter() - start)
-        r0, r1 = runs
-        rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(n)]
+        r0, r1, seconds, rho = seed_pair(ea, ids, target=target, additional_forward_args=(mask,), feature_std=std,
+                                         **settings)
         se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
                       "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
                       "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
-                      "seconds_seed0": round(times[0], 2), "ratio_to_warm_lig": round(times[0] / t_lig, 1)}
+                      "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
     return out
 
 
@@ -333,8 +332,8 @@ def main() -> None:
         print(json.dumps(part_calibration()))
     if "toy" in parts:
         print(json.dumps(part_toy()))
+    rules = None if args.precision_rules is None else args.precision_rules.split(";")
     for name in ("minilm", "transformer", "lstm", "cnn"):
-        rules = None if args.precision_rules is None else args.precision_rules.split(";")
         for part in parts:  # precision-<model>, or precision-<model>@<layer> for a hidden layer
             model, _, layer = part.removeprefix("precision-").partition("@")
             if part.startswith("precision-") and model == name:

@@ -136,6 +136,7 @@ class _State:
         self.g_acc[full] = self.g_acc[full] * keep + self.g_win[full]
         self.d_acc[full] = self.d_acc[full] * keep[:, 0, 0] + self.d_win[full]
         n = self.n_acc[full]
+        precise = torch.zeros_like(restart)  # the precision stop (Newton, ``precision`` set)
         if self.residual is not None:
             # the step still to take by the *averaged* gradient and distortion: a log of the mean,
             # not a mean of logs of noisy single steps (which is biased by their noise)
@@ -146,10 +147,7 @@ class _State:
                 precise = ~restart & self._precise(full, valid, r_bar)
         else:  # the penalised objective (Adam): no distortion budget, so no gap
             self.stat[full] = rms((self.r_acc[full] / n[:, None, None]).pow(2))
-        passed = self.stat[full] < self.s.tol
-        if self.s.precision is not None and self.residual is not None:
-            passed |= precise
-        done = full[passed]
+        done = full[precise | (self.stat[full] < self.s.tol)]
         self.converged[done] = True
         self.reason[done] = STOP_REASONS.index("converged")
         for t in (self.u_win, self.r_win, self.r2_win, self.g_win, self.d_win):
