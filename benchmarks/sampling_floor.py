@@ -62,9 +62,10 @@ class FitSpy:
         attr_module.fit_sigma = self.real
 
 
-def gradient_batches(args: tuple, kwargs: dict, fit, chunks: int, antithetic: bool, seed: int) -> tuple:
+def gradient_batches(args: tuple, fit, chunks: int, antithetic: bool, seed: int) -> tuple:
     """``chunks`` estimates of ``(ĝ, D̂)`` at the fit's σ, each on ``BATCH`` fresh draws, and the
-    seconds one estimate takes for the whole batch of sentences."""
+    seconds one estimate takes for the whole batch of sentences; ``args``: what ``fit_sigma``
+    was called with (:class:`FitSpy`)."""
     values, mask, feature_fn, clean, feature_mask, max_sigma, generators, settings = args[:8]
     dtype = torch.promote_types(values.dtype, torch.float32)
     b, t, k = values.shape
@@ -117,12 +118,12 @@ def model_floor(name: str, n: int, chunks: int) -> dict:
         start = time.perf_counter()
         ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats)
         t_default = time.perf_counter() - start
-    (args, kwargs, fit), = spy.calls
+    (args, _, fit), = spy.calls
     mask_t = args[1]
     out = {"model": name, "sentences": n, "chunks": chunks, "warm_lig_seconds": round(t_lig, 3),
            "default_seconds": round(t_default, 2)}
     for antithetic in (False, True):
-        g, d, sec = gradient_batches(args, kwargs, fit, chunks, antithetic, seed=10_000)
+        g, d, sec = gradient_batches(args, fit, chunks, antithetic, seed=10_000)
         rows = []
         for b in range(n):
             free = mask_t[b] & ~fit.saturated[b, :, 0]
@@ -161,7 +162,6 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=16, help="batches of 64 draws per estimate of the variance")
     parser.add_argument("--json", default=None, help="write the results here")
     a = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     results = []
     for name in a.models.split(","):
         res = model_floor(name, a.sentences, a.chunks)

@@ -28,8 +28,8 @@ def _floor(monkeypatch, exact_jacobian: int) -> dict:
         # polish="always": on a linear feature the closed form on the averaged curvature is the optimum
         ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=1e3, tolerance=0.05,
                             exact_jacobian=exact_jacobian, polish="always", max_steps=200)
-    (args, kwargs, fit), = spy.calls
-    g, d, seconds = floor.gradient_batches(args, kwargs, fit, chunks=256, antithetic=False, seed=3)
+    (args, _, fit), = spy.calls
+    g, d, seconds = floor.gradient_batches(args, fit, chunks=256, antithetic=False, seed=3)
     assert g.shape == (256, 1, 6) and seconds > 0
     free = args[1][0] & ~fit.saturated[0, :, 0]
     return floor.sentence_floor(g[:, 0], d[:, 0], free)
