@@ -8,8 +8,12 @@ LayerIntegratedGradients, and scores them (captum_entropy.evaluate.reversal_expe
 tables, writes one heatmap per method and, for the full run, the tables and this command into
 docs/reversal.md (between markers; text outside them is kept).
 
-    python benchmarks/reverse_task.py                 # full run (~12-14 min on a 2-core CPU)
-    python benchmarks/reverse_task.py --quick         # small run (seconds), findings in the cache dir
+    python benchmarks/reverse_task.py                 # full run (hours on a 2-core CPU; resumes)
+    python benchmarks/reverse_task.py --quick         # small run (a minute), findings in the cache dir
+
+Every output step's scores of every method are kept under ``CACHE/steps/KIND/`` as soon as they
+are computed: a run killed part way and started again with the same command computes only what
+is missing (the tables are written once everything is there).
 """
 
 from __future__ import annotations
@@ -210,7 +214,7 @@ def main() -> None:
         layers = tuple(range(1, len(model.layers) + 1)) if kind == "transformer" else ()
         t0 = time.perf_counter()
         results[kind] = rx.run_experiment(model, batch, layers=layers, layer_methods=tuple(rx.ENTROPY_VARIANTS),
-                                          max_steps=cfg["max_steps"])
+                                          max_steps=cfg["max_steps"], work=cache / "steps" / kind)
         print(f"{kind}: explained {cfg['sequences']} sequences in {time.perf_counter() - t0:.0f} s")
 
     truth = truth_table(results, metas)

@@ -11,14 +11,18 @@ is the command that runs it and writes the tables.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._io import load_tensors, save_tensors
 from ..zoo.reversal import PAD, Batch, ReverseTransformer, Step, make_batch
 from .ground_truth import (
     counterfactual_reads, jacobian_norms, jacobian_shares, log_spread, mass_share, nanmean, per_sequence, set_hit,
@@ -144,6 +148,28 @@ def _explain_step(
     return word.detach().masked_fill(~sub.mask, float("nan")), None
 
 
+def _fingerprint(model: nn.Module, batch: Batch, **settings: Any) -> str:
+    """What a kept step's scores depend on: the model's weights, the batch and the settings."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    for x in (batch.src, batch.lengths):
+        h.update(x.cpu().contiguous().numpy().tobytes())
+    h.update(repr(sorted(settings.items())).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_step(path: Path, fingerprint: str) -> tuple[Tensor, float | None, float]:
+    """A kept step's ``(word scores, converged share, seconds)``, checked against this run."""
+    tensors, meta = load_tensors(path, "a reversal step's scores")
+    if meta.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{path} was made by another model, batch or settings than this run; remove its folder "
+            f"({path.parent}) or pass another work folder")
+    return tensors["word"], meta.get("converged"), float(meta.get("seconds", 0.0))
+
+
 def run_experiment(
     model: nn.Module,
     batch: Batch,
@@ -157,6 +183,7 @@ def run_experiment(
     n_swaps: int = 3,
     seed: int = 0,
     progress: bool = True,
+    work: str | os.PathLike | None = None,
 ) -> Experiment:
     """Explain, at every output step ``t``, the logit of the emitted token with each method.
 
@@ -173,6 +200,10 @@ def run_experiment(
     explain the hidden vector at ``t`` after l encoder layers (its whole D-vector, σ_S per
     dimension), scored against that vector's own Jacobian truth. The gradient methods need a
     scalar, so they run on the logits only.
+
+    ``work``: a folder that keeps each (output step, method)'s scores in its own file as soon as
+    they are computed; a run killed part way and started again with the same arguments, model and
+    batch computes only what is missing. A file made with other ones is an error.
     """
     from tqdm.auto import tqdm
 
@@ -206,6 +237,7 @@ def run_experiment(
     out = {key: nan3() for key in plan}
     conv: dict[tuple[str, str], float] = {}
     seconds = {(m if l is None else f"{m}@layer{l}"): 0.0 for m, l in plan}
+    fingerprint = _fingerprint(model, batch, max_steps=max_steps, ig_steps=ig_steps, seed=seed, truth_rel=truth_rel)
     bar = tqdm(total=length * len(plan), desc=f"explain {model.cfg.kind}", disable=not progress, leave=False)
     try:
         for t in range(length):
@@ -221,9 +253,18 @@ def run_experiment(
                 norms = jacobian_norms(step.forward_embedded, emb, step.extra, step.target, scale=stds[f])
                 jac[f][rows, t] = norms.masked_fill(~sub.mask, float("nan"))
             for m, f in plan:
-                start = time.perf_counter()
-                word, c = _explain_step(model, steps[f], sub, m, stds[f], entropy_kwargs, ig_steps)
-                seconds[m if f is None else f"{m}@layer{f}"] += time.perf_counter() - start
+                name = m if f is None else f"{m}@layer{f}"
+                done = None if work is None else Path(work) / f"t{t:02d}-{name}.safetensors"
+                if done is not None and done.is_file():
+                    word, c, spent = _load_step(done, fingerprint)
+                else:
+                    start = time.perf_counter()
+                    word, c = _explain_step(model, steps[f], sub, m, stds[f], entropy_kwargs, ig_steps)
+                    spent = time.perf_counter() - start
+                    if done is not None:
+                        meta = {"fingerprint": fingerprint, "converged": c, "seconds": spent}
+                        save_tensors(done, {"word": word.float()}, meta)
+                seconds[name] += spent
                 out[(m, f)][rows, t] = word.float()
                 if c is not None:
                     key = (m, "logit" if f is None else f"layer {f}")
