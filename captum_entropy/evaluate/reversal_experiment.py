@@ -149,8 +149,11 @@ def _explain_step(
 
 
 def _fingerprint(model: nn.Module, batch: Batch, **settings: Any) -> str:
-    """What a kept step's scores depend on: the model's weights, the batch and the settings."""
-    h = hashlib.sha256()
+    """What a kept step's scores depend on: the model's weights, the batch, the settings, and the
+    package's defaults (a new default estimator must not mix with steps the old one made)."""
+    from ..settings import Settings
+
+    h = hashlib.sha256(repr((Settings(), sorted(ENTROPY_VARIANTS.items()))).encode())
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().numpy().tobytes())
@@ -237,7 +240,8 @@ def run_experiment(
     out = {key: nan3() for key in plan}
     conv: dict[tuple[str, str], float] = {}
     seconds = {(m if l is None else f"{m}@layer{l}"): 0.0 for m, l in plan}
-    fingerprint = _fingerprint(model, batch, max_steps=max_steps, ig_steps=ig_steps, seed=seed, truth_rel=truth_rel)
+    fingerprint = "" if work is None else _fingerprint(model, batch, max_steps=max_steps, ig_steps=ig_steps,
+                                                         seed=seed, truth_rel=truth_rel)
     bar = tqdm(total=length * len(plan), desc=f"explain {model.cfg.kind}", disable=not progress, leave=False)
     try:
         for t in range(length):
