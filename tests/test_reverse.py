@@ -321,13 +321,14 @@ def test_benchmark_script_quick_run(tmp_path):
 def test_a_run_with_a_work_folder_resumes_without_recomputing(trained_transformer, tmp_path, monkeypatch):
     """Each (step, method)'s scores are kept as soon as computed; a second run with the same model,
     batch and settings reads them all back (nothing explained again) and gives the same scores,
-    and a run with another batch refuses the folder instead of mixing two runs."""
+    and a run with another batch or other settings keeps its steps apart instead of mixing."""
     model, _ = trained_transformer
     b = rv.make_batch(4, SMALL, seed=5)
     kw = dict(methods=("entropy", "saliency"), max_steps=5, n_swaps=0, progress=False, work=tmp_path / "steps")
     first = rx.run_experiment(model, b, **kw)
-    kept = sorted(p.name for p in (tmp_path / "steps").iterdir())
-    assert len(kept) == 2 * SMALL.max_len and not [p for p in kept if p.startswith(".")]  # no temp file left
+    (run,) = (tmp_path / "steps").iterdir()
+    kept = sorted(p.name for p in run.iterdir())
+    assert len(kept) == 2 * int(b.lengths.max()) and not [p for p in kept if p.startswith(".")]  # no temp file
 
     def no_explaining(*args, **kwargs):
         raise AssertionError("a kept step was explained again")
@@ -337,5 +338,7 @@ def test_a_run_with_a_work_folder_resumes_without_recomputing(trained_transforme
     for m in ("entropy", "saliency"):
         assert np.array_equal(first.scores[m], again.scores[m], equal_nan=True), m
     assert first.converged == again.converged
-    with pytest.raises(ValueError, match="made by another model, batch or settings"):
-        rx.run_experiment(model, rv.make_batch(4, SMALL, seed=6), **kw)
+    monkeypatch.undo()
+    rx.run_experiment(model, rv.make_batch(4, SMALL, seed=6), **kw)  # another batch: its own folder
+    rx.run_experiment(model, b, **{**kw, "max_steps": 6})  # other settings: their own folder too
+    assert len(list((tmp_path / "steps").iterdir())) == 3

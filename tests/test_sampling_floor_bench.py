@@ -8,6 +8,7 @@ import importlib
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
 from captum_entropy import ConvergenceWarning, EntropyAttribution
@@ -39,7 +40,7 @@ def test_without_the_control_variate_a_linear_logit_has_w_plus_one(monkeypatch):
     row = _floor(monkeypatch, exact_jacobian=0)
     assert 5.5 <= row["v"] <= 8.5, row  # W + 1 = 7 (256 batches: the variance to about ±9 %)
     assert abs(row["h"] - 1.0) < 0.1, row
-    assert row["draws_0.05"] == row["v"] / (4 * row["h"] ** 2 * 0.05**2)
+    assert row["draws_0.05"] == pytest.approx(row["v"] / (4 * row["h"] ** 2 * 0.05**2))
 
 
 def test_with_the_control_variate_a_linear_logit_has_no_sampling_noise(monkeypatch):

@@ -148,16 +148,20 @@ def _explain_step(
     return word.detach().masked_fill(~sub.mask, float("nan")), None
 
 
-def _fingerprint(model: nn.Module, batch: Batch, **settings: Any) -> str:
-    """What a kept step's scores depend on: the model's weights, the batch, the settings, and the
-    package's defaults (a new default estimator must not mix with steps the old one made)."""
+def _fingerprint(model: nn.Module, batch: Batch, stats: Batch | None, **settings: Any) -> str:
+    """What a kept step's scores depend on: the model's weights, the batch (and a given σ_S
+    batch), the settings, the package's defaults and versions (a new default estimator must not
+    mix with steps the old one made)."""
+    from .. import __version__
+    from ..optim_settings import SMALL_FEATURE_SAMPLES
     from ..settings import Settings
 
-    h = hashlib.sha256(repr((Settings(), sorted(ENTROPY_VARIANTS.items()))).encode())
+    h = hashlib.sha256(repr((Settings(), sorted(ENTROPY_VARIANTS.items()), SMALL_FEATURE_SAMPLES, __version__,
+                             torch.__version__)).encode())
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    for x in (batch.src, batch.lengths):
+        h.update(p.detach().cpu().double().contiguous().numpy().tobytes())
+    for x in (batch.src, batch.lengths, *(() if stats is None else (stats.src, stats.lengths))):
         h.update(x.cpu().contiguous().numpy().tobytes())
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:16]
@@ -168,8 +172,8 @@ def _load_step(path: Path, fingerprint: str) -> tuple[Tensor, float | None, floa
     tensors, meta = load_tensors(path, "a reversal step's scores")
     if meta.get("fingerprint") != fingerprint:
         raise ValueError(
-            f"{path} was made by another model, batch or settings than this run; remove its folder "
-            f"({path.parent}) or pass another work folder")
+            f"{path} does not belong to the run whose folder it is in (its fingerprint differs: copied or "
+            f"edited by hand?); remove it and run again: the step is computed anew")
     return tensors["word"], meta.get("converged"), float(meta.get("seconds", 0.0))
 
 
@@ -205,8 +209,10 @@ def run_experiment(
     scalar, so they run on the logits only.
 
     ``work``: a folder that keeps each (output step, method)'s scores in its own file as soon as
-    they are computed; a run killed part way and started again with the same arguments, model and
-    batch computes only what is missing. A file made with other ones is an error.
+    they are computed, under a subfolder named by a fingerprint of the model's weights, the batch,
+    the settings and the package's defaults and version: a run killed part way and started again
+    the same way computes only what is missing, and a run that differs in any of them starts its
+    own subfolder instead of mixing with another's.
     """
     from tqdm.auto import tqdm
 
@@ -225,6 +231,7 @@ def run_experiment(
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     model.eval()
+    given_stats = stats_batch
     stats_batch = stats_batch if stats_batch is not None else make_batch(256, model.task, seed=seed + 777)
     stds: dict[int | None, Tensor] = {None: fit_feature_std(model, stats_batch)}
     for l in layers:
@@ -240,8 +247,9 @@ def run_experiment(
     out = {key: nan3() for key in plan}
     conv: dict[tuple[str, str], float] = {}
     seconds = {(m if l is None else f"{m}@layer{l}"): 0.0 for m, l in plan}
-    fingerprint = "" if work is None else _fingerprint(model, batch, max_steps=max_steps, ig_steps=ig_steps,
-                                                         seed=seed, truth_rel=truth_rel)
+    fingerprint = "" if work is None else _fingerprint(model, batch, given_stats, max_steps=max_steps,
+                                                         ig_steps=ig_steps, seed=seed, truth_rel=truth_rel)
+    kept = None if work is None else Path(work) / fingerprint  # another run's steps live in another folder
     bar = tqdm(total=length * len(plan), desc=f"explain {model.cfg.kind}", disable=not progress, leave=False)
     try:
         for t in range(length):
@@ -258,7 +266,7 @@ def run_experiment(
                 jac[f][rows, t] = norms.masked_fill(~sub.mask, float("nan"))
             for m, f in plan:
                 name = m if f is None else f"{m}@layer{f}"
-                done = None if work is None else Path(work) / f"t{t:02d}-{name}.safetensors"
+                done = None if kept is None else kept / f"t{t:02d}-{name}.safetensors"
                 if done is not None and done.is_file():
                     word, c, spent = _load_step(done, fingerprint)
                 else:
