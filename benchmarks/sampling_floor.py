@@ -108,18 +108,10 @@ def sentence_floor(g: torch.Tensor, d: torch.Tensor, free: torch.Tensor) -> dict
 
 
 def model_floor(name: str, n: int, chunks: int) -> dict:
-    from captum.attr import LayerIntegratedGradients
-
-    from fixed_draws_status import held_out
+    from fixed_draws_status import held_out, warm_lig_seconds
 
     zm, stats, ids, mask, pred = held_out(name, n)
-    lig = LayerIntegratedGradients(zm.forward, zm.embedding)
-    lig.attribute(ids[:2], target=pred[:2], additional_forward_args=(mask[:2],), n_steps=5)  # warm-up
-    t_lig = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
-        t_lig = min(t_lig, time.perf_counter() - start)
+    t_lig = warm_lig_seconds(zm, ids, mask, pred)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     with FitSpy() as spy, warnings.catch_warnings():
         warnings.simplefilter("ignore")
