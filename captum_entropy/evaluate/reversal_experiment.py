@@ -148,10 +148,10 @@ def _explain_step(
     return word.detach().masked_fill(~sub.mask, float("nan")), None
 
 
-def _fingerprint(model: nn.Module, batch: Batch, stats: Batch | None, **settings: Any) -> str:
-    """What a kept step's scores depend on: the model's weights, the batch (and a given σ_S
-    batch), the settings, the package's defaults and versions (a new default estimator must not
-    mix with steps the old one made)."""
+def _fingerprint(model: nn.Module, batch: Batch, stats: Batch, **settings: Any) -> str:
+    """What a kept step's scores depend on: the model's weights, the batch and the σ_S batch, the
+    settings, the package's defaults and versions (a new default estimator must not mix with
+    steps the old one made)."""
     from .. import __version__
     from ..optim_settings import SMALL_FEATURE_SAMPLES
     from ..settings import Settings
@@ -161,7 +161,7 @@ def _fingerprint(model: nn.Module, batch: Batch, stats: Batch | None, **settings
     for name, p in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(p.detach().cpu().double().contiguous().numpy().tobytes())
-    for x in (batch.src, batch.lengths, *(() if stats is None else (stats.src, stats.lengths))):
+    for x in (batch.src, batch.lengths, stats.src, stats.lengths):
         h.update(x.cpu().contiguous().numpy().tobytes())
     h.update(repr(sorted(settings.items())).encode())
     return h.hexdigest()[:16]
@@ -231,7 +231,6 @@ def run_experiment(
     if not (isinstance(max_steps, int) and max_steps >= 1):
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
     model.eval()
-    given_stats = stats_batch
     stats_batch = stats_batch if stats_batch is not None else make_batch(256, model.task, seed=seed + 777)
     stds: dict[int | None, Tensor] = {None: fit_feature_std(model, stats_batch)}
     for l in layers:
@@ -247,7 +246,7 @@ def run_experiment(
     out = {key: nan3() for key in plan}
     conv: dict[tuple[str, str], float] = {}
     seconds = {(m if l is None else f"{m}@layer{l}"): 0.0 for m, l in plan}
-    fingerprint = "" if work is None else _fingerprint(model, batch, given_stats, max_steps=max_steps,
+    fingerprint = "" if work is None else _fingerprint(model, batch, stats_batch, max_steps=max_steps,
                                                          ig_steps=ig_steps, seed=seed, truth_rel=truth_rel)
     kept = None if work is None else Path(work) / fingerprint  # another run's steps live in another folder
     bar = tqdm(total=length * len(plan), desc=f"explain {model.cfg.kind}", disable=not progress, leave=False)
