@@ -6,7 +6,8 @@ For each of the first ``--sentences`` held-out test sentences of a zoo model, at
 answer σ (predicted logit, defaults), the script takes the library's own estimate of the
 gradient ``ĝ_p = ∂D̂/∂log σ_p`` (:class:`captum_entropy.objective.SampledDistortion`: the exact-
 Jacobian control variate included, as a Newton step takes it) on ``--chunks`` fresh batches of
-64 draws (the default's batch; plain, and in antithetic pairs), and measures per word
+64 draws (the default's batch; plain, in antithetic pairs, and plain without the control
+variate, to show what the control variate removes), and measures per word
 
 * ``v``: the relative variance of the estimate per draw, ``64·Var(ĝ_p)/ḡ_p²`` over the batches;
 * and per sentence the homogeneity ``h = ½·Σ_p ḡ_p/D̄`` (1: D grows like σ², a linear feature;
@@ -15,8 +16,8 @@ Jacobian control variate included, as a Newton step takes it) on ``--chunks`` fr
 Model of the error (a fixed point ``g_p = c`` of a separable ``D ≈ Σ_p φ_p`` with
 ``φ_p ∝ σ_p^{2h}``; first order): after N draws SE(log σ_p) ≈ ½·sqrt(v/N)/h, so a precision p
 needs ``N(p) = v/(4·h²·p²)`` draws, whatever update rule averages this estimate (Newton, Adam,
-a sample-average solve). Every "median" is the lower median (of an even count, the lower of
-the two middle values). The default averages only its later steps, so its own draws (steps ×
+a sample-average solve). Every "median" is the median (of an even count, the mean of the two
+middle values). The default averages only its later steps, so its own draws (steps ×
 64) overstate what its answer rests on. The script prints, per sentence and as medians, v, h, N(0.05),
 N(0.1), the seconds those draws take at the measured cost of one gradient batch, that time
 against a warm LIG(50) on the same sentences, and the standard error of log σ reachable within
@@ -24,7 +25,7 @@ against a warm LIG(50) on the same sentences, and the standard error of log σ r
 own draws (steps × 64).
 
     python benchmarks/sampling_floor.py --models transformer,lstm,cnn --sentences 8 --json benchmarks/results/sampling_floor_word_models.json
-    python benchmarks/sampling_floor.py --models minilm --sentences 4 --json benchmarks/results/sampling_floor_minilm.json
+    python benchmarks/sampling_floor.py --models minilm --sentences 4 --chunks 32 --json benchmarks/results/sampling_floor_minilm.json
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from common import write_json
 
 BATCH = 64  # draws per gradient estimate: the default's per-step batch on a logit
 PRECISIONS = (0.05, 0.1)
+KINDS = ("plain", "antithetic", "plain_without_control_variate")
 
 
 class FitSpy:
@@ -64,10 +66,11 @@ class FitSpy:
         attr_module.fit_sigma = self.real
 
 
-def gradient_batches(args: tuple, fit, chunks: int, antithetic: bool, seed: int) -> tuple:
+def gradient_batches(args: tuple, fit, chunks: int, antithetic: bool, seed: int,
+                     control_variate: bool = True) -> tuple:
     """``chunks`` estimates of ``(ĝ, D̂)`` at the fit's σ, each on ``BATCH`` fresh draws, and the
     seconds one estimate takes for the whole batch of sentences; ``args``: what ``fit_sigma``
-    was called with (:class:`FitSpy`)."""
+    was called with (:class:`FitSpy`). ``control_variate=False``: the plain sampled distortion."""
     values, mask, feature_fn, clean, feature_mask, max_sigma, generators, settings = args[:8]
     dtype = torch.promote_types(values.dtype, torch.float32)
     b, t, k = values.shape
@@ -76,6 +79,8 @@ def gradient_batches(args: tuple, fit, chunks: int, antithetic: bool, seed: int)
                     settings.per_element, dtype)
     valid = mask[:, :, None]
     lin.a = lin.a.masked_fill(~valid, 0.0)
+    if not control_variate:
+        lin.jac = None
     dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
     u = torch.log(fit.sigma.to(dtype)).nan_to_num(0.0)
     rows = torch.arange(b, device=values.device)
@@ -94,9 +99,8 @@ def gradient_batches(args: tuple, fit, chunks: int, antithetic: bool, seed: int)
 
 
 def median(x) -> float:
-    """The lower median (of an even count the lower of the two middle values), as
-    ``Tensor.median``: every "median" this script prints is one."""
-    return float(torch.as_tensor(x, dtype=torch.float64).median())
+    """The median (of an even count the mean of the two middle values)."""
+    return float(torch.quantile(torch.as_tensor(x, dtype=torch.float64), 0.5))
 
 
 def sentence_floor(g: torch.Tensor, d: torch.Tensor, free: torch.Tensor) -> dict:
@@ -122,8 +126,9 @@ def model_floor(name: str, n: int, chunks: int) -> dict:
     mask_t = args[1]
     out = {"model": name, "sentences": n, "chunks": chunks, "warm_lig_seconds": round(t_lig, 3),
            "default_seconds": round(t_default, 2)}
-    for antithetic in (False, True):
-        g, d, sec = gradient_batches(args, fit, chunks, antithetic, seed=10_000)
+    for kind, antithetic, cv in (("plain", False, True), ("antithetic", True, True),
+                                 ("plain_without_control_variate", False, False)):
+        g, d, sec = gradient_batches(args, fit, chunks, antithetic, seed=10_000, control_variate=cv)
         rows = []
         for b in range(n):
             free = mask_t[b] & ~fit.saturated[b, :, 0]
@@ -149,7 +154,7 @@ def model_floor(name: str, n: int, chunks: int) -> dict:
         summary["median_reported_se"] = round(med("reported_se"), 3)
         summary["median_model_se"] = round(med("model_se"), 3)
         summary["median_model_se_over_h"] = round(med("model_se_over_h"), 3)
-        out["antithetic" if antithetic else "plain"] = {
+        out[kind] = {
             **summary, "per_sentence": [{k: round(x, 4) for k, x in r.items()} for r in rows]}
     return out
 
@@ -164,8 +169,8 @@ def main() -> None:
     results = []
     for name in a.models.split(","):
         res = model_floor(name, a.sentences, a.chunks)
-        print({k: v for k, v in res.items() if k not in ("plain", "antithetic")})
-        for kind in ("plain", "antithetic"):
+        print({k: v for k, v in res.items() if k not in KINDS})
+        for kind in KINDS:
             print(" ", kind, {k: v for k, v in res[kind].items() if k != "per_sentence"})
         results.append(res)
     if a.json:

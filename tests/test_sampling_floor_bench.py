@@ -18,7 +18,7 @@ from .test_fixed_draws import LinearLogit
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _floor(monkeypatch, exact_jacobian: int) -> dict:
+def _floor(monkeypatch, exact_jacobian: int, control_variate: bool = True) -> dict:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     floor = importlib.import_module("sampling_floor")
     model = LinearLogit(tokens=6, dims=8, seed=1)
@@ -30,7 +30,8 @@ def _floor(monkeypatch, exact_jacobian: int) -> dict:
         ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=1e3, tolerance=0.05,
                             exact_jacobian=exact_jacobian, polish="always", max_steps=200)
     (args, _, fit), = spy.calls
-    g, d, seconds = floor.gradient_batches(args, fit, chunks=256, antithetic=False, seed=3)
+    g, d, seconds = floor.gradient_batches(args, fit, chunks=256, antithetic=False, seed=3,
+                                             control_variate=control_variate)
     assert g.shape == (256, 1, 6) and seconds > 0
     free = args[1][0] & ~fit.saturated[0, :, 0]
     return floor.sentence_floor(g[:, 0], d[:, 0], free)
@@ -46,3 +47,14 @@ def test_without_the_control_variate_a_linear_logit_has_w_plus_one(monkeypatch):
 def test_with_the_control_variate_a_linear_logit_has_no_sampling_noise(monkeypatch):
     row = _floor(monkeypatch, exact_jacobian=64)
     assert row["v"] < 1e-6 and abs(row["h"] - 1.0) < 1e-6, row
+
+
+def test_the_floor_without_the_control_variate_drops_it_where_the_jacobian_is_known(monkeypatch):
+    row = _floor(monkeypatch, exact_jacobian=64, control_variate=False)
+    assert 5.5 <= row["v"] <= 8.5, row  # as without the exact Jacobian: W + 1 = 7
+
+
+def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    floor = importlib.import_module("sampling_floor")
+    assert floor.median([4.0, 1.0, 3.0, 2.0]) == 2.5
