@@ -2,7 +2,8 @@
 
 1. **The redundancy toy** (``captum_entropy.evaluate.known.RedundantEvidence``: two words carry the same
    evidence, the output saturates; τ = 0.2, cap 10): σ of words 2 and 5 and the objective (mean
-   log σ) of each solver's answer, its distortion scored on 8192 fresh antithetic draws.
+   log σ) of each solver's answer (newton, fixed_draws, and newton with its check of other
+   optima, ``starts=3``), its distortion scored on 8192 fresh antithetic draws.
 2. **A zoo model's predicted logit** (``minilm``, ``transformer``, ``lstm``, ``cnn``) on the first
    ``--sentences`` held-out test sentences (σ_S from the library's cached 256 training
    sentences), for each rule in ``--updates``: share of sentences that converged (the KKT test for
@@ -22,7 +23,8 @@
    ``"never"`` and the opt-in precision stop with antithetic draws, over ``--sentences``
    sentences × 3 seeds.
 5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``;
-   ``precision-minilm@layer6`` for a hidden layer, all tokens):
+   ``precision-minilm@layer6`` for a hidden layer, all tokens; ``precision-minilm@pooled`` for
+   MiniLM's pooled output):
    Newton with independent or antithetic draws (``antithetic``) and with or without the precision
    stop (``precision``), on the predicted logit of ``--sentences`` sentences: steps, sentences
    converged, seed 0 against seed 1 as in 2., and the wall time against a *warm*
@@ -65,14 +67,15 @@ def part_toy() -> dict:
     x = redundant_sentences(model)
     ea = EntropyAttribution(model, model.emb)
     out = {"part": "redundancy toy (tau=0.2, cap 10; objective = mean log sigma, D on 8192 fresh draws)"}
-    for update in ("newton", "fixed_draws"):
+    for update, extra in (("newton", {}), ("fixed_draws", {}), ("newton, starts=3", {"starts": 3})):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, update=update)
+            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2,
+                                      update=update.split(",")[0], **extra)
         out[update] = [
             {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
              "objective_and_D": fresh_objective(model, x[b], res.sigma[b]), "converged": bool(res.converged[b]),
-             "ambiguous": bool(res.ambiguous[b])}
+             "ambiguous": bool(res.ambiguous[b]), "gap": round(float(res.ambiguity_gap[b]), 3)}
             for b in range(len(x))
         ]
     return out
@@ -300,18 +303,24 @@ PRECISION_RULES = {  # name -> settings, for part_precision
     "newton, antithetic, precision 0.1": {"antithetic": True, "precision": 0.1},
     "newton, antithetic, precision 0.05": {"antithetic": True, "precision": 0.05},
     "newton, precision 0.05": {"precision": 0.05},
+    "newton, antithetic, precision 0.05, starts 3": {"antithetic": True, "precision": 0.05, "starts": 3},
 }
 
 
 def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str | None = None) -> dict:
-    """A zoo model's predicted logit (or hidden ``layer``, all tokens) on ``n`` held-out
-    sentences: Newton's cost against its determination, per rule in :data:`PRECISION_RULES` (or
-    those named in ``rules``), against a warm LIG(n_steps=50) on the predicted logit."""
+    """A zoo model's predicted logit (or hidden ``layer``, all tokens; ``"pooled"``: a Hugging
+    Face BERT's pooler output) on ``n`` held-out sentences: Newton's cost against its
+    determination, per rule in :data:`PRECISION_RULES` (or those named in ``rules``), against a
+    warm LIG(n_steps=50) on the predicted logit."""
+    from common import zoo_feature_std
+
     zm, stats, ids, mask, pred = held_out(name, n)
-    ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=None if layer is None else zm.layers[layer])
-    target, std = (pred, stats) if layer is None else (None, stats[layer])
+    module = None if layer is None else zm.model.bert.pooler if layer == "pooled" else zm.layers[layer]
+    ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
+    target, std = (pred, stats) if layer is None else (None, zoo_feature_std(zm, module))
     t_lig = warm_lig_seconds(zm, ids, mask, pred)
-    out = {"part": f"{name} {'predicted logit' if layer is None else layer}, {n} held-out sentences: cost against precision",
+    what = "predicted logit" if layer is None else "pooled output" if layer == "pooled" else layer
+    out = {"part": f"{name} {what}, {n} held-out sentences: cost against precision",
            "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
     for label, settings in PRECISION_RULES.items():
         if rules is not None and label not in rules:
@@ -322,6 +331,7 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
         out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
                       "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
                       "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
+                      "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}",
                       "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
     return out
 

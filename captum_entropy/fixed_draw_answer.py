@@ -64,7 +64,7 @@ MIN_DRAWS = 128  # the delta method's error bars need about 64 antithetic pairs 
 SEARCH_DRAWS = 256  # other starts are tried on at most this many of the draws first
 
 
-def _precise(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, s: FixedDrawSettings,
+def solve_to_precision(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float, s: FixedDrawSettings,
              merits: list[float] | None = None) -> tuple[Evaluation, float, bool, Tensor, int]:
     """Solve from ``u``, adding draws until the median standard error of the free words' log σ
     is at most ``precision`` on at least :data:`MIN_DRAWS` draws (or ``max_draws`` is reached).
@@ -100,7 +100,7 @@ def _plain_gap(problem: FixedDrawProblem, best: Tensor, other: Tensor, tau: floa
     return merit(best, d_best, tau) - merit(other, d_other, tau)
 
 
-def _moved(u: Tensor, ref: Tensor, se: Tensor) -> Tensor:
+def moved(u: Tensor, ref: Tensor, se: Tensor) -> Tensor:
     """The words whose log σ differs between two answers by more than :data:`TRADE` and 3 SE."""
     return (u - ref).abs() > torch.maximum(torch.full_like(se, TRADE), 3 * se)
 
@@ -120,7 +120,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
         ev, _, n_it, _ = solve(problem, u, cap, tau * frac, s.solve)
         iters += n_it
         u = ev.u + 0.5 * math.log(1.0 / frac)  # the linear model's answer at τ from the one at frac·τ
-    best = _precise(problem, u, cap, tau, s, merits)
+    best = solve_to_precision(problem, u, cap, tau, s, merits)
     iters += best[-1]
     # other starts: the linearised σ with one of the most-kept words dropped to the cap (where the
     # evidence is redundant, another word takes its place). Each is solved on a prefix of the
@@ -145,7 +145,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
             ev_alt, _, n_it, ok_alt = solve(search, ev_alt.u, cap, tau, s.solve)
             iters += n_it
         gap = merit(ref.u, ref.d, tau) - merit(ev_alt.u, ev_alt.d, tau)
-        if not ok_alt or not _moved(ev_alt.u, ref.u, se_search).any():
+        if not ok_alt or not moved(ev_alt.u, ref.u, se_search).any():
             continue  # it does not settle, or it is the same optimum
         if gap > 2 * s.ambiguity_gap:
             others.append((ev_alt, _plain_gap(search, ref.u, ev_alt.u, tau)))
@@ -158,7 +158,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
         loser = ev_full
         if merit(ev_full.u, ev_full.d, tau) > merit(best[0].u, best[0].d, tau) + TIE:
             n_before = problem.n_draws
-            new = _precise(problem, ev_full.u, cap, tau, s)
+            new = solve_to_precision(problem, ev_full.u, cap, tau, s)
             iters += new[-1]
             if not new[2]:
                 continue  # it does not settle once the draws grow: not an optimum
@@ -167,16 +167,16 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
                 loser, _, n_it, _ = solve(problem, best[0].u, cap, tau, s.solve)
                 iters += n_it
             best = new
-        if _moved(loser.u, best[0].u, best[3]).any():
+        if moved(loser.u, best[0].u, best[3]).any():
             others.append((loser, _plain_gap(problem, best[0].u, loser.u, tau)))
     ev, res, ok, se, _ = best
     value = merit(ev.u, ev.d, tau)
     runner, gap, trades = ev.u, math.nan, torch.zeros_like(ev.u, dtype=torch.bool)
     for other, this_gap in others:
-        moved = _moved(other.u, ev.u, se)
-        if moved.any() and (math.isnan(gap) or this_gap < gap):
+        words = moved(other.u, ev.u, se)
+        if words.any() and (math.isnan(gap) or this_gap < gap):
             # below 0: the runner-up scores higher without the control variate; the two are level
-            runner, gap, trades = other.u, max(this_gap, 0.0), moved
+            runner, gap, trades = other.u, max(this_gap, 0.0), words
     ambiguous = not math.isnan(gap) and gap <= s.ambiguity_gap
     return Solution(
         u=ev.u, se=se, objective=value, distortion=ev.d, kkt=res, converged=ok, iterations=iters,

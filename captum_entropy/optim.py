@@ -34,12 +34,13 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .fixed_draw_answer import FixedDrawSettings, explain_sentence
+from .fixed_draw_answer import SEARCH_DRAWS, FixedDrawSettings, explain_sentence
 from .fixed_draws import FixedDrawProblem, SolveSettings
 from .objective import FeatureFn, SampledDistortion, linear_solution, linearize, water_level
 from .optim_settings import (
     SATURATION, SMALL_FEATURE_SAMPLES, STOP_REASONS, TIE_TOLERANCE, UPDATES, OptimSettings, _is_bool, _is_int, _is_real,
 )
+from .other_optima import check_answer
 from .update_rules import _State, _adam, _newton, _stationarity_step
 
 # the settings' names are re-exported (settings.py and result.py import them from here)
@@ -139,6 +140,10 @@ def fit_sigma(
             level, gap = pull[rows], torch.zeros_like(d)
         return _stationarity_step(g.masked_fill(~ok, 0.0), level, cap - u), gap
 
+    check = s.method == "optimize" and s.update == "newton" and (s.starts or 1) > 1
+    if check and (tolerance is None or s.per_element):
+        raise ValueError(f"starts={s.starts} checks a Newton answer for other optima of the tolerance objective with "
+                         "one σ per token: pass tolerance (not entropy_weight) and per_element=False, or starts=None")
     if s.method == "optimize" and s.update == "fixed_draws":
         if tolerance is None or s.per_element:
             raise ValueError("update='fixed_draws' solves the tolerance objective with one σ per token: pass "
@@ -163,16 +168,70 @@ def fit_sigma(
             u, se = _polish(state, u, valid, log_cap, budget, pull, exact)
             sigma, saturated = _answer(u, log_cap, valid)
             se = se.masked_fill(saturated, 0.0)
+    flags = _Flags.none(u)
+    if check:
+        u, se, flags = _check_optima(values, mask, feature_fn, clean, u, se, log_cap, generators, s, budget)
+        sigma, saturated = _answer(u, log_cap, valid)
+        se = se.masked_fill(saturated, 0.0)
     nan = lambda x: x.masked_fill(~valid, math.nan)  # noqa: E731
     return SigmaFit(
         sigma=sigma, saturated=saturated, steps=state.steps, converged=state.converged, stop_reason=state.reason,
         stationarity=state.stat, distortion=state.dist, losses=state.losses, init_sigma=nan(torch.exp(u0)),
         linear_sigma=nan(torch.exp(u_lin)), linear_log_se=nan(lin_se),
-        log_sigma_se=nan(se),
-        ambiguous=torch.zeros(b, dtype=torch.bool, device=dev), ambiguity_gap=torch.full((b,), math.nan, dtype=dtype, device=dev),
-        alternative_sigma=sigma.clone(), trades=torch.zeros((b, t), dtype=torch.bool, device=dev),
+        log_sigma_se=nan(se), ambiguous=flags.ambiguous, ambiguity_gap=flags.gap,
+        alternative_sigma=torch.where(flags.replaced_or_found[:, None, None], nan(torch.exp(flags.alternative)), sigma),
+        trades=flags.trades,
         n_draws=torch.full((b,), 0 if s.method == "linearized" else (s.n_samples or 0), dtype=torch.long, device=dev),
     )
+
+
+@dataclass
+class _Flags:
+    """Per sentence: what the check of other optima found (nothing, without it)."""
+
+    ambiguous: Tensor  # (B,) bool
+    gap: Tensor  # (B,)
+    alternative: Tensor  # (B, T, 1) log σ of the runner-up
+    trades: Tensor  # (B, T) bool
+    replaced_or_found: Tensor  # (B,) bool: a runner-up exists
+
+    @staticmethod
+    def none(u: Tensor) -> "_Flags":
+        b, t = u.shape[:2]
+        return _Flags(torch.zeros(b, dtype=torch.bool, device=u.device), torch.full((b,), math.nan, dtype=u.dtype, device=u.device),
+                      u.clone(), torch.zeros((b, t), dtype=torch.bool, device=u.device),
+                      torch.zeros(b, dtype=torch.bool, device=u.device))
+
+
+def _fixed_draw_settings(s: OptimSettings) -> FixedDrawSettings:
+    return FixedDrawSettings(
+        n_draws=s.n_draws, max_draws=s.max_draws, starts=FixedDrawSettings.starts if s.starts is None else s.starts,
+        precision=FixedDrawSettings.precision if s.precision is None else s.precision,
+        ambiguity_gap=s.ambiguity_gap, continuation=tuple(s.continuation),
+        solve=SolveSettings(tol=s.tol, max_iter=s.max_iter, radius=s.max_jump),
+    )
+
+
+def _check_optima(values, mask, feature_fn, clean, u, se, log_cap, generators, s, budget) -> tuple[Tensor, Tensor, _Flags]:
+    """Each sentence's Newton answer checked for other optima on fixed draws of its own
+    (:func:`captum_entropy.other_optima.check_answer`); a better optimum replaces it."""
+    u, se, flags = u.clone(), se.clone(), _Flags.none(u)
+    fd = _fixed_draw_settings(s)
+    for i in range(values.shape[0]):
+        idx = mask[i].nonzero().flatten()
+        row = torch.tensor([i], device=values.device)
+        problem = FixedDrawProblem(values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))),
+                                   clean[i], None, generators[i], torch.promote_types(values.dtype, torch.float32))
+        problem.add_draws(SEARCH_DRAWS)
+        res = check_answer(problem, u[i, idx, 0], se[i, idx, 0].nan_to_num(0.0), float(log_cap[i, 0, 0]),
+                           float(budget[i]), fd)
+        if res.replaced:
+            u[i, idx, 0], se[i, idx, 0] = res.u.to(u.dtype), res.se.to(se.dtype)
+        flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
+        flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
+        flags.trades[i, idx] = res.trades
+        flags.replaced_or_found[i] = not math.isnan(res.gap)
+    return u, se, flags
 
 
 def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Tensor | None,
@@ -222,12 +281,7 @@ def _fixed_draws(values, mask, feature_fn, clean, lin, u_lin, lin_se, log_cap, v
     b, t, _ = values.shape
     dev = values.device
     dtype = torch.promote_types(values.dtype, torch.float32)
-    fd = FixedDrawSettings(
-        n_draws=s.n_draws, max_draws=s.max_draws, starts=s.starts,
-        precision=FixedDrawSettings.precision if s.precision is None else s.precision,
-        ambiguity_gap=s.ambiguity_gap, continuation=tuple(s.continuation),
-        solve=SolveSettings(tol=s.tol, max_iter=s.max_iter, radius=s.max_jump),
-    )
+    fd = _fixed_draw_settings(s)
     nan_t = lambda: torch.full((b, t, 1), math.nan, dtype=dtype, device=dev)  # noqa: E731
     u_out, se_out, alt_out = nan_t(), nan_t(), nan_t()
     trades = torch.zeros((b, t), dtype=torch.bool, device=dev)

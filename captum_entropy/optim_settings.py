@@ -76,9 +76,12 @@ class OptimSettings:
             errors of zero (``update_rules._State._precise``); ``None`` (default, for now): only
             the stationarity test. fixed_draws: the draws grow until it holds; ``None``: 0.1.
         starts: fixed_draws: solves per sentence: from the linearised σ, then from it with each
-            of the ``starts − 1`` most-kept words dropped to the cap (other optima).
-        ambiguity_gap: fixed_draws: another optimum within this many nats per dimension of
-            the best makes the sentence ``ambiguous``.
+            of the ``starts − 1`` most-kept words dropped to the cap (other optima); ``None``: 2.
+            newton (tolerance objective, one σ per token): above 1, the answer is checked for
+            other optima with each of its ``starts − 1`` most-kept words pushed to the cap, on
+            fixed draws (:mod:`captum_entropy.other_optima`); ``None`` (default, for now): 1, no check.
+        ambiguity_gap: fixed_draws, and newton's check of other optima: another optimum within
+            this many nats per dimension of the best makes the sentence ``ambiguous``.
         continuation: fixed_draws: fractions of τ solved first from the linearised start
             (exact as τ → 0), e.g. ``(0.25,)``; ``()`` starts at τ.
         max_iter: fixed_draws: most iterations of one solve.
@@ -106,7 +109,7 @@ class OptimSettings:
     n_draws: int = FixedDrawSettings.n_draws
     max_draws: int = FixedDrawSettings.max_draws
     precision: float | None = None
-    starts: int = FixedDrawSettings.starts
+    starts: int | None = None
     ambiguity_gap: float = FixedDrawSettings.ambiguity_gap
     continuation: tuple[float, ...] = FixedDrawSettings.continuation
     max_iter: int = SolveSettings.max_iter
@@ -128,8 +131,10 @@ class OptimSettings:
         for name in ("per_element", "early_stop", "antithetic"):
             need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
 
-        for name in ("max_steps", "check_every", "n_probes", "max_iter", "starts"):
+        for name in ("max_steps", "check_every", "n_probes", "max_iter"):
             positive_int(name)
+        need(self.starts is None or (_is_int(self.starts) and self.starts >= 1),
+             f"starts must be an int >= 1 or None (the solver's default), got {self.starts!r}")
         positive_int("n_draws", 2)
         need(self.n_draws % 2 == 0, f"n_draws must be even (antithetic pairs), got {self.n_draws}")
         need(_is_int(self.max_draws) and self.max_draws >= self.n_draws,

@@ -20,6 +20,7 @@ FLOORS: list[set[str]] = [
     {"hooks", "readings"},
     {"checks", "objective", "fixed_draws", "viz._common"},
     {"fixed_draw_answer"},
+    {"other_optima"},
     {"optim_settings"},
     {"update_rules"},
     {"optim", "stats", "viz.figures", "viz.page", "viz.text"},
