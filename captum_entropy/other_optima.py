@@ -52,7 +52,6 @@ class Check:
     gap: float  # merit gap to the runner-up (NaN: none found that keeps other words)
     alternative: Tensor  # log σ of the runner-up (= u if none)
     trades: Tensor  # bool: the words whose σ differs between the two
-    iterations: int  # fixed-draw solver iterations spent
 
 
 def level(problem: FixedDrawProblem, u: Tensor, cap: float, tau: float) -> tuple[Tensor, float]:
@@ -85,13 +84,10 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
     problem.cap, problem.beta = cap, 0.0
     u = u.double().clamp_max(cap)
     levelled, m0 = level(problem, u, cap, tau)
-    iters = 0
 
     def solved(start: Tensor, m_start: float) -> tuple[Tensor, float, Tensor, bool]:
         """The fixed-draw optimum reached from ``start``, or ``start`` itself if none better."""
-        nonlocal iters
-        ev, _, n_it, ok = solve(problem, start, cap, tau, s.solve)
-        iters += n_it
+        ev, _, _, ok = solve(problem, start, cap, tau, s.solve)
         m_ev = merit(ev.u, ev.d, tau)
         return (ev.u, m_ev, standard_errors(ev, cap), True) if ok and m_ev >= m_start else (start, m_start, zero, False)
 
@@ -121,8 +117,8 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
         top = 0  # only a solved optimum replaces the answer
     u_best, m_best, se_best, _ = cands[top]
     if top != 0:  # the replacing optimum made as precise as the fixed-draw solver makes its answers
-        ev, _, _, se_best, n_it = solve_to_precision(problem, u_best, cap, tau, s)
-        u_best, iters = ev.u, iters + n_it
+        ev, _, _, se_best, _ = solve_to_precision(problem, u_best, cap, tau, s)
+        u_best = ev.u
     runner, gap, trades = u_best, math.nan, torch.zeros_like(u_best, dtype=torch.bool)
     for i, (v, m, _, _) in enumerate(cands):
         if i == top:
@@ -131,4 +127,4 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
         if words.any() and (math.isnan(gap) or m_best - m < gap):
             runner, gap, trades = v, max(m_best - m, 0.0), words
     return Check(u=u_best, se=se_best, replaced=top != 0, ambiguous=not math.isnan(gap) and gap <= ambiguity_gap,
-                 gap=gap, alternative=runner, trades=trades, iterations=iters)
+                 gap=gap, alternative=runner, trades=trades)
