@@ -67,12 +67,13 @@ def part_toy() -> dict:
     x = redundant_sentences(model)
     ea = EntropyAttribution(model, model.emb)
     out = {"part": "redundancy toy (tau=0.2, cap 10; objective = mean log sigma, D on 8192 fresh draws)"}
-    for update, extra in (("newton", {}), ("fixed_draws", {}), ("newton, starts=3", {"starts": 3})):
+    rules = {"newton": {"update": "newton"}, "fixed_draws": {"update": "fixed_draws"},
+             "newton, starts=3": {"update": "newton", "starts": 3}}
+    for label, settings in rules.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2,
-                                      update=update.split(",")[0], **extra)
-        out[update] = [
+            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, **settings)
+        out[label] = [
             {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
              "objective_and_D": fresh_objective(model, x[b], res.sigma[b]), "converged": bool(res.converged[b]),
              "ambiguous": bool(res.ambiguous[b]), "gap": round(float(res.ambiguity_gap[b]), 3)}

@@ -105,6 +105,18 @@ def moved(u: Tensor, ref: Tensor, se: Tensor) -> Tensor:
     return (u - ref).abs() > torch.maximum(torch.full_like(se, TRADE), 3 * se)
 
 
+def runner_up(best: Tensor, se: Tensor, others: list[tuple[Tensor, float]]) -> tuple[Tensor, float, Tensor]:
+    """Of ``others`` (log σ, merit gap below ``best``), the closest that keeps other words
+    (:func:`moved`): its log σ, its gap (NaN if none) and the words that trade off. A gap below
+    0 (the other scores higher on draws it was not chosen on) counts as 0: the two are level."""
+    runner, gap, trades = best, math.nan, torch.zeros_like(best, dtype=torch.bool)
+    for u, this_gap in others:
+        words = moved(u, best, se)
+        if words.any() and (math.isnan(gap) or this_gap < gap):
+            runner, gap, trades = u, max(this_gap, 0.0), words
+    return runner, gap, trades
+
+
 def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: float,
                      s: FixedDrawSettings) -> Solution:
     """Solve one sentence: continuation from the linearised σ, draws doubled to ``precision``,
@@ -171,12 +183,7 @@ def explain_sentence(problem: FixedDrawProblem, u_lin: Tensor, cap: float, tau: 
             others.append((loser, _plain_gap(problem, best[0].u, loser.u, tau)))
     ev, res, ok, se, _ = best
     value = merit(ev.u, ev.d, tau)
-    runner, gap, trades = ev.u, math.nan, torch.zeros_like(ev.u, dtype=torch.bool)
-    for other, this_gap in others:
-        words = moved(other.u, ev.u, se)
-        if words.any() and (math.isnan(gap) or this_gap < gap):
-            # below 0: the runner-up scores higher without the control variate; the two are level
-            runner, gap, trades = other.u, max(this_gap, 0.0), words
+    runner, gap, trades = runner_up(ev.u, se, [(other.u, this_gap) for other, this_gap in others])
     ambiguous = not math.isnan(gap) and gap <= s.ambiguity_gap
     return Solution(
         u=ev.u, se=se, objective=value, distortion=ev.d, kkt=res, converged=ok, iterations=iters,

@@ -179,7 +179,7 @@ def fit_sigma(
         stationarity=state.stat, distortion=state.dist, losses=state.losses, init_sigma=nan(torch.exp(u0)),
         linear_sigma=nan(torch.exp(u_lin)), linear_log_se=nan(lin_se),
         log_sigma_se=nan(se), ambiguous=flags.ambiguous, ambiguity_gap=flags.gap,
-        alternative_sigma=torch.where(flags.replaced_or_found[:, None, None], nan(torch.exp(flags.alternative)), sigma),
+        alternative_sigma=torch.where(flags.gap.isnan()[:, None, None], sigma, nan(torch.exp(flags.alternative))),
         trades=flags.trades,
         n_draws=torch.full((b,), 0 if s.method == "linearized" else (s.n_samples or 0), dtype=torch.long, device=dev),
     )
@@ -190,17 +190,15 @@ class _Flags:
     """Per sentence: what the check of other optima found (nothing, without it)."""
 
     ambiguous: Tensor  # (B,) bool
-    gap: Tensor  # (B,)
+    gap: Tensor  # (B,) NaN where no runner-up was found
     alternative: Tensor  # (B, T, 1) log σ of the runner-up
     trades: Tensor  # (B, T) bool
-    replaced_or_found: Tensor  # (B,) bool: a runner-up exists
 
     @staticmethod
     def none(u: Tensor) -> "_Flags":
         b, t = u.shape[:2]
         return _Flags(torch.zeros(b, dtype=torch.bool, device=u.device), torch.full((b,), math.nan, dtype=u.dtype, device=u.device),
-                      u.clone(), torch.zeros((b, t), dtype=torch.bool, device=u.device),
-                      torch.zeros(b, dtype=torch.bool, device=u.device))
+                      u.clone(), torch.zeros((b, t), dtype=torch.bool, device=u.device))
 
 
 def _fixed_draw_settings(s: OptimSettings) -> FixedDrawSettings:
@@ -230,7 +228,6 @@ def _check_optima(values, mask, feature_fn, clean, u, se, log_cap, generators, s
         flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
         flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
         flags.trades[i, idx] = res.trades
-        flags.replaced_or_found[i] = not math.isnan(res.gap)
     return u, se, flags
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fixed_draw_answer import FixedDrawSettings, moved, solve_to_precision
+from .fixed_draw_answer import FixedDrawSettings, moved, runner_up, solve_to_precision
 from .fixed_draws import TIE, FixedDrawProblem, below_cap, merit, solve, standard_errors
 
 LEVELS = 6  # most common shifts to bring D to τ
@@ -84,6 +84,7 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
     problem.cap, problem.beta = cap, 0.0
     u = u.double().clamp_max(cap)
     levelled, m0 = level(problem, u, cap, tau)
+    zero = torch.zeros_like(u)
 
     def solved(start: Tensor, m_start: float) -> tuple[Tensor, float, Tensor, bool]:
         """The fixed-draw optimum reached from ``start``, or ``start`` itself if none better."""
@@ -91,7 +92,6 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
         m_ev = merit(ev.u, ev.d, tau)
         return (ev.u, m_ev, standard_errors(ev, cap), True) if ok and m_ev >= m_start else (start, m_start, zero, False)
 
-    zero = torch.zeros_like(u)
     free = below_cap(u, cap)
     pushed = []  # the answer with each of the most-kept free words at the cap, levelled
     for k in [int(i) for i in torch.argsort(u) if bool(free[i])][: max(starts - 1, 0)]:
@@ -119,12 +119,7 @@ def check_answer(problem: FixedDrawProblem, u: Tensor, se: Tensor, cap: float, t
     if top != 0:  # the replacing optimum made as precise as the fixed-draw solver makes its answers
         ev, _, _, se_best, _ = solve_to_precision(problem, u_best, cap, tau, s)
         u_best = ev.u
-    runner, gap, trades = u_best, math.nan, torch.zeros_like(u_best, dtype=torch.bool)
-    for i, (v, m, _, _) in enumerate(cands):
-        if i == top:
-            continue
-        words = moved(v, u_best, se_best)
-        if words.any() and (math.isnan(gap) or m_best - m < gap):
-            runner, gap, trades = v, max(m_best - m, 0.0), words
+    others = [(v, m_best - m) for i, (v, m, _, _) in enumerate(cands) if i != top]
+    runner, gap, trades = runner_up(u_best, se_best, others)
     return Check(u=u_best, se=se_best, replaced=top != 0, ambiguous=not math.isnan(gap) and gap <= ambiguity_gap,
                  gap=gap, alternative=runner, trades=trades)
