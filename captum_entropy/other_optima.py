@@ -4,9 +4,9 @@ Newton's steps see each word alone (a diagonal model). Where two words carry the
 they can settle on a point that keeps both partly: a point where every free word's gradient is
 equal (a KKT point) that is not the best one. On the redundancy toy
 (:class:`captum_entropy.evaluate.known.RedundantEvidence`) the answer stays there, keeping
-words 2 and 5 partly, at 20, 50, 100 and 200 steps alike, 0.1 nats per dimension below keeping
-one of them alone. The check below finds such points with forward passes only; it does not
-replace the answer where it finds nothing better.
+words 2 and 5 partly, at 20, 50, 100 and 200 steps alike (tests/test_other_optima.py), about
+0.1 nats per dimension below keeping one of them alone. The check below finds such points
+with forward passes only; it does not replace the answer where it finds nothing better.
 
 For one sentence, on ``draws`` fixed antithetic draws of its own (the plain sample average,
 without the control variate, whose weight is tuned to one point):

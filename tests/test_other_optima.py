@@ -32,9 +32,11 @@ def fresh(x: torch.Tensor, sigma: torch.Tensor) -> tuple[float, float]:
     return float(sigma.log().mean()), d
 
 
-def test_without_the_check_newton_keeps_both_redundant_words_partly():
-    """The premise: the Newton answer is a point that keeps words 2 and 5 partly (neither at the cap)."""
-    res = checked(redundant_sentences(RedundantEvidence()), starts=None)
+@pytest.mark.parametrize("steps", [20, 50, 100, 200])
+def test_without_the_check_newton_keeps_both_redundant_words_partly(steps):
+    """The premise: the Newton answer is a point that keeps words 2 and 5 partly (neither at the
+    cap), however long it runs."""
+    res = checked(redundant_sentences(RedundantEvidence()), starts=None, max_steps=steps)
     assert not res.saturated[:, [2, 5]].any(), res.sigma[:, [2, 5], 0]
     assert not res.ambiguous.any() and res.ambiguity_gap.isnan().all()
 
