@@ -97,7 +97,9 @@ def fit_sigma(
         feature_mask: (B, M) bool, the feature elements that belong to the sentence (not padding).
         max_sigma: the cap on σ per sentence (B,).
         generators: one ``torch.Generator`` per sentence, on ``values.device``.
-        settings: see :class:`OptimSettings`.
+        settings: see :class:`OptimSettings`; its automatic values are decided here for a
+            feature of ``clean.shape[1]`` elements unless the caller decided them
+            (:meth:`OptimSettings.for_feature`).
         tolerance: (B,) τ, the constrained objective: the largest allowed ``D``.
         entropy_weight: (B,) ``w``, the penalised objective ``D − w·mean_p log σ_p``.
         progress: called with the number of steps done after each step.
@@ -106,7 +108,7 @@ def fit_sigma(
     """
     if (tolerance is None) == (entropy_weight is None):
         raise ValueError("give exactly one of tolerance (constrained) and entropy_weight (penalised)")
-    s = settings
+    s = settings.for_feature(small=clean.shape[1] <= settings.exact_jacobian, constrained=tolerance is not None)
     if s.update == "adam" and tolerance is not None:
         raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight, or use update='newton'")
     b, t, k = values.shape
@@ -143,7 +145,7 @@ def fit_sigma(
     check = s.method == "optimize" and s.update == "newton" and (s.starts or 1) > 1
     if check and (tolerance is None or s.per_element):
         raise ValueError(f"starts={s.starts} checks a Newton answer for other optima of the tolerance objective with "
-                         "one σ per token: pass tolerance (not entropy_weight) and per_element=False, or starts=None")
+                         "one σ per token: pass tolerance (not entropy_weight) and per_element=False, or leave starts unset")
     if s.method == "optimize" and s.update == "fixed_draws":
         if tolerance is None or s.per_element:
             raise ValueError("update='fixed_draws' solves the tolerance objective with one σ per token: pass "
@@ -215,19 +217,21 @@ def _check_optima(values, mask, feature_fn, clean, u, se, log_cap, generators, s
     (:func:`captum_entropy.other_optima.check_answer`); a better optimum replaces it."""
     u, se, flags = u.clone(), se.clone(), _Flags.none(u)
     fd = _fixed_draw_settings(s)
-    for i in range(values.shape[0]):
-        idx = mask[i].nonzero().flatten()
-        row = torch.tensor([i], device=values.device)
-        problem = FixedDrawProblem(values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))),
-                                   clean[i], None, generators[i], torch.promote_types(values.dtype, torch.float32))
-        problem.add_draws(SEARCH_DRAWS)
-        res = check_answer(problem, u[i, idx, 0], se[i, idx, 0].nan_to_num(0.0), float(log_cap[i, 0, 0]),
-                           float(budget[i]), fd)
-        if res.replaced:
-            u[i, idx, 0], se[i, idx, 0] = res.u.to(u.dtype), res.se.to(se.dtype)
-        flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
-        flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
-        flags.trades[i, idx] = res.trades
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    with torch.enable_grad():  # the solves differentiate the feature, also inside a caller's torch.no_grad()
+        for i in range(values.shape[0]):
+            idx = mask[i].nonzero().flatten()
+            row = torch.tensor([i], device=values.device)
+            problem = FixedDrawProblem(values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))),
+                                       clean[i], None, generators[i], dtype)
+            problem.add_draws(SEARCH_DRAWS)
+            res = check_answer(problem, u[i, idx, 0], se[i, idx, 0].nan_to_num(0.0), float(log_cap[i, 0, 0]),
+                               float(budget[i]), fd)
+            if res.replaced:
+                u[i, idx, 0], se[i, idx, 0] = res.u.to(u.dtype), res.se.to(se.dtype)
+            flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
+            flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
+            flags.trades[i, idx] = res.trades
     return u, se, flags
 
 

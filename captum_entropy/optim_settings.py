@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from .fixed_draw_answer import FixedDrawSettings
 from .fixed_draws import SolveSettings
@@ -15,6 +15,8 @@ _IG_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
 SATURATION = 0.99  # σ at or above this share of the cap counts as "fully forgotten"
 STOP_REASONS = ("converged", "max_steps", "linearized")
 SMALL_FEATURE_SAMPLES = 64  # default draws per step for a small fixed-size feature (else 16)
+PREDICTION_PRECISION = 0.05  # the default precision target of newton on a small fixed-size feature
+PREDICTION_STARTS = 3  # newton on a small fixed-size feature: the answer and two pushes (other optima)
 UPDATES = ("newton", "fixed_draws", "adam")
 POLISH = ("auto", "always", "never")
 TIE_TOLERANCE = 1e-5  # relative: a distortion this close to τ is at τ; entropies this close are equal
@@ -30,9 +32,10 @@ class OptimSettings:
             batched backward pass, exact where the feature is linear in the noise).
         per_element: one σ per embedding element (True) or one per token (False, the paper).
         n_samples: noise draws per sentence per step (extra batch rows). ``None``:
-            :data:`SMALL_FEATURE_SAMPLES` (64) for a fixed-size feature of at most
-            ``exact_jacobian`` elements (a logit, a probability: one number per draw carries
-            little about each word), else 16.
+            :data:`SMALL_FEATURE_SAMPLES` (64) for a *small* feature (fixed-size, at most
+            ``exact_jacobian`` elements: a logit, a probability; one number per draw carries
+            little about each word), else 16. Every automatic value is decided per feature by
+            :meth:`for_feature`.
         max_steps: most refinement steps per sentence.
         check_every: window (steps) of the stationarity test and of iterate averaging.
         tol: a sentence converges when the RMS of the window-mean step ``½·log(c/g)`` is below
@@ -56,7 +59,9 @@ class OptimSettings:
             measured closer to a long reference, docs/method.md) or ``"always"``.
         antithetic: newton: each step's ``n_samples`` draws in antithetic pairs (ε, −ε; needs an
             even ``n_samples``): the odd part of the sampled distortion cancels within a pair
-            (measured in docs/performance.md). ``False`` (default, for now): independent draws.
+            (measured in docs/performance.md). ``"auto"`` (default): pairs on a small feature,
+            where the exact-Jacobian control variate takes out the linear part (without it, pairs
+            measured worse: docs/performance.md), independent draws elsewhere.
         max_jump: largest change of log σ per step (newton update).
         curvature_decay: the newton update steps with an exponential moving average of the
             measured curvature ``g_p / (2σ_p²)`` (bias-corrected; 0 = this step's draws only).
@@ -73,13 +78,15 @@ class OptimSettings:
         precision: the target median standard error of the free words' log σ (0.05 ≈ 5 % in σ).
             newton: a sentence also stops (converged) at a window without drift once it is this
             precise and every word's remaining step is within ``tol`` plus three of its standard
-            errors of zero (``update_rules._State._precise``); ``None`` (default, for now): only
-            the stationarity test. fixed_draws: the draws grow until it holds; ``None``: 0.1.
+            errors of zero (``update_rules._State._precise``); ``None``: only the stationarity
+            test; ``"auto"`` (default): :data:`PREDICTION_PRECISION` (0.05) on a small feature,
+            ``None`` elsewhere. fixed_draws: the draws grow until it holds; ``None`` or ``"auto"``: 0.1.
         starts: fixed_draws: solves per sentence: from the linearised σ, then from it with each
             of the ``starts − 1`` most-kept words dropped to the cap (other optima); ``None``: 2.
             newton (tolerance objective, one σ per token): above 1, the answer is checked for
             other optima with each of its ``starts − 1`` most-kept words pushed to the cap, on
-            fixed draws (:mod:`captum_entropy.other_optima`); ``None`` (default, for now): 1, no check.
+            fixed draws (:mod:`captum_entropy.other_optima`); ``None`` (default):
+            :data:`PREDICTION_STARTS` (3) on a small feature, else 1 (no check).
         ambiguity_gap: fixed_draws, and newton's check of other optima: another optimum within
             this many nats per dimension of the best makes the sentence ``ambiguous``.
         continuation: fixed_draws: fractions of τ solved first from the linearised start
@@ -99,7 +106,7 @@ class OptimSettings:
     exact_jacobian: int = 64
     update: str = "newton"
     polish: str = "never"
-    antithetic: bool = False
+    antithetic: bool | str = "auto"
     max_jump: float = 1.0
     curvature_decay: float = 0.5
     lr: float = 0.05
@@ -108,7 +115,7 @@ class OptimSettings:
     select: str = "average"
     n_draws: int = FixedDrawSettings.n_draws
     max_draws: int = FixedDrawSettings.max_draws
-    precision: float | None = None
+    precision: float | str | None = "auto"
     starts: int | None = None
     ambiguity_gap: float = FixedDrawSettings.ambiguity_gap
     continuation: tuple[float, ...] = FixedDrawSettings.continuation
@@ -128,8 +135,11 @@ class OptimSettings:
         for name in reals:
             v = getattr(self, name)
             need(_is_real(v), f"{name} must be a number, got {v!r}")
-        for name in ("per_element", "early_stop", "antithetic"):
+        for name in ("per_element", "early_stop"):
             need(_is_bool(getattr(self, name)), f"{name} must be True or False, got {getattr(self, name)!r}")
+        need(_is_bool(self.antithetic) or self.antithetic == "auto",
+             f"antithetic must be True, False or 'auto' (the default: pairs where the control variate exists), "
+             f"got {self.antithetic!r}")
 
         for name in ("max_steps", "check_every", "n_probes", "max_iter"):
             positive_int(name)
@@ -140,14 +150,14 @@ class OptimSettings:
         need(_is_int(self.max_draws) and self.max_draws >= self.n_draws,
              f"max_draws must be an int >= n_draws ({self.n_draws}), got {self.max_draws!r}")
         for name, v in (("precision", self.precision), ("ambiguity_gap", self.ambiguity_gap)):
-            optional = " or None" if name == "precision" else ""
-            need((optional and v is None) or (_is_real(v) and math.isfinite(v) and v > 0),
+            optional = ", None or 'auto' (the default)" if name == "precision" else ""
+            need((optional and (v is None or v == "auto")) or (_is_real(v) and math.isfinite(v) and v > 0),
                  f"{name} must be a positive number{optional}, got {v!r}")
         need(isinstance(self.continuation, (tuple, list)) and all(_is_real(f) and 0 < f < 1 for f in self.continuation),
              f"continuation must be a tuple of fractions of τ in (0, 1), e.g. (0.25,) or (), got {self.continuation!r}")
         need(self.n_samples is None or (_is_int(self.n_samples) and self.n_samples >= 1),
              f"n_samples must be an int >= 1 or None (automatic, the default), got {self.n_samples!r}")
-        need(not (self.antithetic and self.n_samples is not None and self.n_samples % 2),
+        need(not (self.antithetic is True and self.n_samples is not None and self.n_samples % 2),
              f"antithetic=True draws pairs: n_samples must be even, got {self.n_samples}")
         positive_int("exact_jacobian", 0)
         need(
@@ -175,6 +185,32 @@ class OptimSettings:
         )
         need(math.isfinite(self.max_jump) and self.max_jump > 0, f"max_jump must be > 0, got {self.max_jump!r}")
         need(0 <= self.curvature_decay < 1, f"curvature_decay must be in [0, 1), got {self.curvature_decay!r}")
+
+    def for_feature(self, small: bool, constrained: bool) -> "OptimSettings":
+        """These settings with every automatic value decided for one feature.
+
+        ``small``: a fixed-size feature with its exact Jacobian (at most ``exact_jacobian``
+        elements: a logit, a probability), so the control variate exists; ``constrained``: the
+        tolerance objective. On such a feature newton draws 64 antithetic draws a step, stops at
+        precision 0.05 (or the stationarity test, or ``max_steps``) and checks its answer for
+        other optima (``starts=3``); elsewhere 16 independent draws and the stationarity test.
+        Values set by hand are kept; deciding twice changes nothing.
+
+        >>> OptimSettings().for_feature(small=True, constrained=True).precision
+        0.05
+        >>> OptimSettings().for_feature(small=False, constrained=True).antithetic
+        False
+        """
+        n = self.n_samples if self.n_samples is not None else (SMALL_FEATURE_SAMPLES if small else 16)
+        newton = small and self.method == "optimize" and self.update == "newton"
+        starts = self.starts
+        if starts is None and newton and constrained and not self.per_element:
+            starts = PREDICTION_STARTS
+        return replace(
+            self, n_samples=n, starts=starts,
+            antithetic=(newton and n % 2 == 0) if self.antithetic == "auto" else self.antithetic,
+            precision=(PREDICTION_PRECISION if newton else None) if self.precision == "auto" else self.precision,
+        )
 
 
 def _is_int(v: object) -> bool:

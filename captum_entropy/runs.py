@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import __version__
 from .analysis import LayerExplanation
 from .errors import ConvergenceWarning
 from ._io import leftover_temp_files, write_text
@@ -70,6 +71,7 @@ def run_dataset(explainer: Any, texts: Sequence[str], out: str | os.PathLike, la
         zm.model.to(rank.device)  # this rank's GPU
     identity = {
         "model": zm.name, "weights": fingerprint(zm.model), "layers": list(explainer.layers),
+        "version": __version__,  # a release may change the estimator: never resume across one
         "output": explainer.output, "stats": _stats_sha(explainer.feature_std),
         "settings": _jsonable({k: v for k, v in explainer.settings.items() if k not in NOT_IDENTITY}),
         "device": _device_of(zm.model).type,  # CPU and CUDA draw different noise: a resume keeps to one
@@ -128,7 +130,8 @@ def _open_run(out: Path, identity: dict, texts: list[str], labels: list[int], ma
         differ = sorted(k for k in identity if saved.get("identity", {}).get(k) != identity[k])
         if differ:
             raise ValueError(f"{out} holds another run (its {', '.join(differ)} differ from this one): resume it "
-                             "with the same model, sentences and settings, or choose another out folder")
+                             "with the same model, sentences, settings and captum_entropy version, or choose another "
+                             "out folder")
         return saved["plan"]
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no {RUN_FILE}: choose an empty or new folder")

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .optim_settings import SMALL_FEATURE_SAMPLES, OptimSettings, _is_bool, _is_int, _is_real
+from .optim_settings import OptimSettings, _is_bool, _is_int, _is_real
 
 DEFAULT_TOLERANCE = 0.05
 MAX_SIGMA_FACTOR = 10.0
@@ -189,12 +189,11 @@ class Settings:
         return s
 
     def for_feature(self, per_token: bool, n_elements: int) -> "Settings":
-        """Settings for one feature: ``n_samples=None`` becomes 64 draws per step for a small
-        fixed-size feature (a logit, a probability), else 16."""
-        if self.optim.n_samples is not None:
-            return self
+        """Settings for one feature, every automatic value decided
+        (:meth:`OptimSettings.for_feature`): a fixed-size feature of at most ``exact_jacobian``
+        elements (a logit, a probability) is *small*."""
         small = not per_token and n_elements <= self.optim.exact_jacobian
-        return replace(self, optim=replace(self.optim, n_samples=SMALL_FEATURE_SAMPLES if small else 16))
+        return replace(self, optim=self.optim.for_feature(small, constrained=self.tolerance is not None))
 
     def describe(self, preset: str | None) -> dict[str, Any]:
         """JSON-serialisable summary stored with results."""

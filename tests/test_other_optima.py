@@ -19,7 +19,7 @@ def checked(x: torch.Tensor, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return EntropyAttribution(model, model.emb).attribute_result(
-            x, feature_std=torch.tensor(1.0), max_sigma=10.0, **{"tolerance": TAU, "starts": 3, **kw})
+            x, feature_std=torch.tensor(1.0), max_sigma=10.0, **{"tolerance": TAU, **kw})  # the defaults: starts=3 on a logit
 
 
 def fresh(x: torch.Tensor, sigma: torch.Tensor) -> tuple[float, float]:
@@ -34,9 +34,9 @@ def fresh(x: torch.Tensor, sigma: torch.Tensor) -> tuple[float, float]:
 
 @pytest.mark.parametrize("steps", [20, 50, 100, 200])
 def test_without_the_check_newton_keeps_both_redundant_words_partly(steps):
-    """The premise: the Newton answer is a point that keeps words 2 and 5 partly (neither at the
-    cap), however long it runs."""
-    res = checked(redundant_sentences(RedundantEvidence()), starts=None, max_steps=steps)
+    """The premise: Newton's answer without the check is a point that keeps words 2 and 5 partly
+    (neither at the cap), however long it runs."""
+    res = checked(redundant_sentences(RedundantEvidence()), starts=1, max_steps=steps)
     assert not res.saturated[:, [2, 5]].any(), res.sigma[:, [2, 5], 0]
     assert not res.ambiguous.any() and res.ambiguity_gap.isnan().all()
 
@@ -59,9 +59,19 @@ def test_the_check_keeps_one_word_as_well_as_the_fixed_draw_solver_and_flags_the
 
 
 @pytest.mark.parametrize("b", [0, 1])
-def test_the_check_flags_the_mirror_optimum(b):
+def test_the_check_flags_the_mirror_optimum_from_independent_draws(b):
     """Word 5 a copy of word 2: two mirror optima. (The fixed-draw solver misses the one of
     sentence 0: a strict xfail in test_fixed_draws.)"""
+    assert_mirror_flagged(checked(mirrored_sentence(b), antithetic=False))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured: with the default antithetic pairs Newton ends elsewhere (sentence 0: the noise words at "
+    "σ 4.5, word 2 at 3.7, word 5 at 0.4; the check replaces it by keeping word 5 alone but its pushes "
+    "do not reach the mirror, gap 0.92; sentence 1: words 2 and 5 at 0.42 and 1.70, kept, gap 0.30); "
+    "issue 21 point 2"))
+@pytest.mark.parametrize("b", [0, 1])
+def test_the_check_flags_the_mirror_optimum_with_the_defaults(b):
     assert_mirror_flagged(checked(mirrored_sentence(b)))
 
 
@@ -72,10 +82,20 @@ def test_a_unique_optimum_is_left_alone():
     kw = dict(feature_std=torch.tensor(1.0), max_sigma=1e3, tolerance=0.05, max_steps=20)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain, check = ea.attribute_result(x, **kw), ea.attribute_result(x, starts=3, **kw)
+        plain, check = ea.attribute_result(x, starts=1, **kw), ea.attribute_result(x, **kw)
     assert torch.equal(plain.sigma, check.sigma) and torch.equal(plain.log_sigma_se, check.log_sigma_se)
     assert not check.ambiguous.any()
     assert (check.ambiguity_gap > 0.1).all()  # the pushed points score far below the answer
+
+
+def test_the_check_runs_inside_no_grad_with_the_same_answer():
+    """Captum's metrics call attribute() inside torch.no_grad(); the check's solves differentiate."""
+    x = redundant_sentences(RedundantEvidence())
+    with torch.no_grad():
+        inside = checked(x)
+    outside = checked(x)
+    assert torch.equal(inside.sigma, outside.sigma) and torch.equal(inside.ambiguous, outside.ambiguous)
+    assert inside.saturated[:, [2, 5]].any(1).all()  # the check ran: one redundant word at the cap
 
 
 def test_batched_equals_alone():
@@ -88,8 +108,8 @@ def test_batched_equals_alone():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"entropy_weight": 1.0, "tolerance": None}, r"starts=3 checks a Newton answer .* pass tolerance"),
-    ({"per_element": True}, r"starts=3 checks a Newton answer .* per_element=False, or starts=None"),
+    ({"starts": 3, "entropy_weight": 1.0, "tolerance": None}, r"starts=3 checks a Newton answer .* pass tolerance"),
+    ({"starts": 3, "per_element": True}, r"starts=3 checks a Newton answer .* per_element=False, or leave starts unset"),
     ({"starts": 0}, r"starts must be an int >= 1 or None \(the solver's default\), got 0"),
 ])
 def test_bad_settings_name_the_fix(kw, match):
