@@ -23,6 +23,11 @@ if TYPE_CHECKING:  # torch and the package load when a helper needs them: import
 
 T = TypeVar("T")
 STATS_BATCH = 64  # sentences per batch when σ_S is fitted (as in the library's own fit)
+# captum_entropy 0.1's default on a prediction (a small fixed-size feature: a logit, a probability):
+# independent draws, no precision stop, no check of other optima. 0.2 decides these per feature
+# (OptimSettings.for_feature); a benchmark whose stored results 0.1 made, or that compares with
+# it, passes them explicitly. On a hidden layer or the pooled output they are 0.2's default too.
+DEFAULT_0_1 = {"antithetic": False, "precision": None, "starts": 1}
 
 
 # -- σ_S (the features' std) ---------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Where the fixed-draw solver (``update="fixed_draws"``, experimental) stands, against the default.
 
+Rule names say their settings. ``default`` is today's (0.2; on a logit: antithetic pairs,
+precision 0.05, ``starts=3``); ``0.1 default`` and every other Newton rule start from
+``common.DEFAULT_0_1`` (independent draws, no precision stop, no check), which made the results
+stored before 0.2.
+
 1. **The redundancy toy** (``captum_entropy.evaluate.known.RedundantEvidence``: two words carry the same
    evidence, the output saturates; τ = 0.2, cap 10): σ of words 2 and 5 and the objective (mean
    log σ) of each solver's answer (newton, fixed_draws, and newton with its check of other
@@ -50,7 +55,7 @@ import torch
 
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
-from common import spearman
+from common import DEFAULT_0_1, spearman
 
 
 def fresh_objective(model, x, sigma, draws: int = 8192) -> tuple[float, float]:
@@ -67,8 +72,8 @@ def part_toy() -> dict:
     x = redundant_sentences(model)
     ea = EntropyAttribution(model, model.emb)
     out = {"part": "redundancy toy (tau=0.2, cap 10; objective = mean log sigma, D on 8192 fresh draws)"}
-    rules = {"newton": {"update": "newton"}, "fixed_draws": {"update": "fixed_draws"},
-             "newton, starts=3": {"update": "newton", "starts": 3}}
+    rules = {"newton (0.1 default)": {**DEFAULT_0_1, "update": "newton"}, "fixed_draws": {"update": "fixed_draws"},
+             "newton, starts=3": {**DEFAULT_0_1, "update": "newton", "starts": 3}, "newton (default)": {}}
     for label, settings in rules.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,10 +183,10 @@ def agreement(r0, r1) -> dict:
 
 
 def rule(name: str) -> dict:
-    """Settings of an update rule's name: ``"newton"``, ``"fixed_draws"``, or ``"newton+auto"``
-    (an update with its ``polish``)."""
+    """Settings of an update rule's name: ``"newton"`` (0.1's default, :data:`DEFAULT_0_1`),
+    ``"fixed_draws"``, or ``"newton+auto"`` (an update with its ``polish``)."""
     update, _, polish = name.partition("+")
-    return {"update": update, **({"polish": polish} if polish else {})}
+    return {"update": update, **(DEFAULT_0_1 if update == "newton" else {}), **({"polish": polish} if polish else {})}
 
 
 def held_out(name: str, n: int):
@@ -257,10 +262,11 @@ def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -
 
 
 COVERAGE_RULES = {  # name -> settings, for part_coverage
-    "polish=auto": {"polish": "auto"},
-    "polish=never": {"polish": "never"},
-    "antithetic, precision 0.05": {"antithetic": True, "precision": 0.05},
-    "antithetic, precision 0.05, polish=auto": {"antithetic": True, "precision": 0.05, "polish": "auto"},
+    "polish=auto": {**DEFAULT_0_1, "polish": "auto"},
+    "polish=never": {**DEFAULT_0_1, "polish": "never"},  # 0.1's default
+    "antithetic, precision 0.05": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05},
+    "antithetic, precision 0.05, polish=auto": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "polish": "auto"},
+    "default": {},
 }
 
 
@@ -299,12 +305,13 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
 
 
 PRECISION_RULES = {  # name -> settings, for part_precision
-    "newton (default)": {},
-    "newton, antithetic": {"antithetic": True},
-    "newton, antithetic, precision 0.1": {"antithetic": True, "precision": 0.1},
-    "newton, antithetic, precision 0.05": {"antithetic": True, "precision": 0.05},
-    "newton, precision 0.05": {"precision": 0.05},
-    "newton, antithetic, precision 0.05, starts 3": {"antithetic": True, "precision": 0.05, "starts": 3},
+    "newton (default)": {},  # on a logit: antithetic, precision 0.05, starts 3 (0.2)
+    "newton (0.1 default)": DEFAULT_0_1,
+    "newton, antithetic": {**DEFAULT_0_1, "antithetic": True},
+    "newton, antithetic, precision 0.1": {**DEFAULT_0_1, "antithetic": True, "precision": 0.1},
+    "newton, antithetic, precision 0.05": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05},
+    "newton, precision 0.05": {**DEFAULT_0_1, "precision": 0.05},
+    "newton, antithetic, precision 0.05, starts 3": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "starts": 3},
 }
 
 
@@ -341,16 +348,16 @@ DRAW_CURVE = (32, 64, 128)  # draws per step for part_draws: the default's 64, h
 
 
 def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE) -> dict:
-    """How seed agreement grows with the draws on a zoo model's predicted logit: the default
-    (100 Newton steps) with ``n_samples`` in ``per_step``, seed 0 against seed 1 on the first
+    """How seed agreement grows with the draws on a zoo model's predicted logit: 0.1's default
+    (100 Newton steps, :data:`DEFAULT_0_1`) with ``n_samples`` in ``per_step``, seed 0 against seed 1 on the first
     ``n`` held-out sentences, per sentence and summed up."""
     zm, stats, ids, mask, pred = held_out(name, n)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     out = {"part": f"{name} predicted logit, {n} held-out sentences: seed agreement against draws per step "
-                   f"(100 steps, defaults otherwise)"}
+                   f"(100 steps, 0.1's defaults otherwise)"}
     for draws in per_step:
         r0, r1, seconds, rho = seed_pair(ea, ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
-                                         n_samples=draws)
+                                         n_samples=draws, **DEFAULT_0_1)
         se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         out[f"n_samples={draws}"] = {
             "draws_per_sentence": 100 * draws, "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),

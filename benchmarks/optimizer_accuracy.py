@@ -5,8 +5,9 @@ predicted logit of the fine-tuned zoo ``minilm``, the LSTM's and the CNN's predi
 the first ``--sentences`` held-out test sentences, with σ_S (feature_std) fitted on 256
 training sentences:
 
-* **default**: ``EntropyAttribution(...).attribute_result(...)`` with default settings;
-* **reference**: the same objective, a long many-sample run (``--ref-samples`` draws per step,
+* **default**: ``EntropyAttribution(...).attribute_result(...)`` with default settings
+  (``--as-0.1``: with captum_entropy 0.1's default on a prediction, as the stored results were made);
+* **reference**: the same objective, a long many-sample run of plain Newton (independent draws) (``--ref-samples`` draws per step,
   ``--ref-steps`` steps, no early stop, σ averaged over the last ``--ref-window`` steps,
   another seed);
 * **objective**: each answer scored on one fresh set of ``--eval-draws`` common noise draws:
@@ -38,7 +39,7 @@ from captum_entropy.feature import Feature, ModelRunner, max_sigma
 from captum_entropy.hooks import no_dropout
 from captum_entropy.settings import DEFAULT_TOLERANCE, Settings
 from captum_entropy.zoo import load, load_polarity
-from common import median_abs_dlog, spearman, timed, write_json, zoo_feature_std
+from common import DEFAULT_0_1, median_abs_dlog, spearman, timed, write_json, zoo_feature_std
 
 FEATURES = {  # name: (zoo model, target module getter or None for the predicted logit)
     "minilm-layer3": ("minilm", lambda zm: zm.layers["layer3"]),
@@ -113,18 +114,20 @@ def run_feature(name, zm, module_of, args):
             pred = zm.forward(ids, mask).argmax(-1)
         target = pred if module is None else None
         common = dict(target=target, additional_forward_args=(mask,), mask=mask, feature_std=std)
+        default_kw = DEFAULT_0_1 if args.as_0_1 else {}  # the default arm as 0.1 made it, or today's
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            default, took = timed(lambda: ea.attribute_result(ids, **common), args.device)
+            default, took = timed(lambda: ea.attribute_result(ids, **common, **default_kw), args.device)
             seconds += took
-            ref, took = timed(lambda: ea.attribute_result(
-                ids, **common, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
+            ref, took = timed(lambda: ea.attribute_result(  # the reference: plain long Newton, as always
+                ids, **common, **DEFAULT_0_1, n_samples=args.ref_samples, max_steps=args.ref_steps, check_every=args.ref_window,
                 early_stop=False, curvature_decay=0.9, seed=99,
             ), args.device)
             ref_seconds += took
             variants = {}
             for label, kwargs in args.variant:  # other settings, scored against the same reference
-                variants[label], took = timed(lambda: ea.attribute_result(ids, **common, **kwargs), args.device)
+                variants[label], took = timed(lambda: ea.attribute_result(ids, **common, **{**default_kw, **kwargs}),
+                                              args.device)
                 variant_seconds[label] = variant_seconds.get(label, 0.0) + took
         valid = mask.bool().cpu()
         rho, dlog = per_sentence(default.sigma, ref.sigma, valid)
@@ -198,6 +201,10 @@ def main() -> None:
                         help="LABEL:key=value,...  other settings scored against the same reference, e.g. "
                              "steps400:max_steps=400 or a second reference seed:"
                              " ref7:n_samples=32,max_steps=800,check_every=400,early_stop=False,curvature_decay=0.9,seed=7")
+    parser.add_argument("--as-0.1", dest="as_0_1", action="store_true",
+                        help="the default arm and the variants with captum_entropy 0.1's default on a prediction "
+                             "(common.DEFAULT_0_1: independent draws, no precision stop, no check): how the "
+                             "results stored before 0.2 were made; hidden layers and the pooled output are the same")
     parser.add_argument("--quick", action="store_true", help="4 sentences, short reference (a smoke run)")
     parser.add_argument("--json", help="write the per-sentence rows and the summaries to this JSON file")
     args = parser.parse_args()
