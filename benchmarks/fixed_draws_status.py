@@ -25,7 +25,7 @@ stored before 0.2.
    a linear logit sampled without the control variate, on 32 to 256 draws.
 4. **Coverage on a real logit** (``--parts coverage-cnn,coverage-transformer``, ...): the default's
    (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
-   ``"never"`` and the opt-in precision stop with antithetic draws, over ``--sentences``
+   ``"never"`` (0.1's default) and the precision stop with antithetic draws, over ``--sentences``
    sentences × 3 seeds.
 5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``;
    ``precision-minilm@layer6`` for a hidden layer, all tokens; ``precision-minilm@pooled`` for
@@ -135,7 +135,7 @@ def newton_calibration(w, x, tau, cap, truth, seeds: int) -> dict:
     ea = EntropyAttribution(model, model.emb)
     runs = {f"polish={polish}, {steps} steps": {"polish": polish, "max_steps": steps}
             for polish in ("always", "never") for steps in (100, 400)}
-    # the precision stop (opt-in): how many steps it takes, and whether its intervals still cover
+    # the precision stop: how many steps it takes, and whether its intervals still cover
     runs.update({f"polish={polish}, precision {p} (at most 400 steps)": {"polish": polish, "precision": p, "max_steps": 400}
                  for polish in ("always", "never") for p in (0.1, 0.05)})
     out = {}
@@ -275,7 +275,7 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
     (the same objective, ``ref_samples`` draws a step for ``ref_steps`` steps, another seed,
     ``polish="auto"``: its own noise and the draws' bias are a fraction of the default's), for
     each rule of :data:`COVERAGE_RULES` (the answer from the averaged curvature, ``polish="auto"``;
-    the averaged iterate, ``polish="never"``, the default; and the opt-in precision stop with
+    the averaged iterate, ``polish="never"``, 0.1's default; and the precision stop with
     antithetic draws): coverage of the reference by log σ ± 1.96·SE over the free words of ``n``
     sentences × ``seeds`` seeds, the median |Δ log σ| to the reference, the last seed's mean steps."""
     zm, stats, ids, mask, pred = held_out(name, n)
@@ -284,7 +284,7 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = ea.attribute_result(ids, seed=1000, n_samples=ref_samples, max_steps=ref_steps, early_stop=False,
-                                  polish="auto", **kw)
+                                  polish="auto", **DEFAULT_0_1, **kw)
         out = {"part": f"{name} predicted logit, {n} sentences x {seeds} seeds: 95 % intervals against a "
                        f"{ref_steps}-step, {ref_samples}-draw reference",
                "reference_median_se": round(float(ref.log_sigma_se[..., 0][ref.mask & ~ref.saturated].median()), 4)}

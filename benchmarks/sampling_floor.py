@@ -3,7 +3,8 @@ gradient estimate needs for a given precision of log σ, and what that costs aga
 ``LayerIntegratedGradients(n_steps=50)``.
 
 For each of the first ``--sentences`` held-out test sentences of a zoo model, at the default's
-answer σ (predicted logit, defaults), the script takes the library's own estimate of the
+answer σ (predicted logit; 0.1's default, ``common.DEFAULT_0_1``: independent draws, the
+stationarity test, no check, as the stored results were made), the script takes the library's own estimate of the
 gradient ``ĝ_p = ∂D̂/∂log σ_p`` (:class:`captum_entropy.objective.SampledDistortion`: the exact-
 Jacobian control variate included, as a Newton step takes it) on ``--chunks`` fresh batches of
 64 draws (the default's batch; plain, in antithetic pairs, and plain without the control
@@ -40,7 +41,7 @@ import torch
 import captum_entropy.attr as attr_module
 from captum_entropy import EntropyAttribution
 from captum_entropy.objective import SampledDistortion, linearize, noise
-from common import write_json
+from common import DEFAULT_0_1, write_json
 
 BATCH = 64  # draws per gradient estimate: the default's per-step batch on a logit
 PRECISIONS = (0.05, 0.1)
@@ -120,7 +121,7 @@ def model_floor(name: str, n: int, chunks: int) -> dict:
     with FitSpy() as spy, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats)
+        ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, **DEFAULT_0_1)
         t_default = time.perf_counter() - start
     (args, _, fit), = spy.calls
     mask_t = args[1]

@@ -269,3 +269,30 @@ def test_the_precision_stop_does_not_stop_a_run_that_still_moves():
             err = r.sigma[0].log().mean(-1) - truth
             assert bool((err.abs() <= 4 * r.log_sigma_se[0].mean(-1) + 0.02).all()), (seed, err)
     assert stopped >= 3
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("sigma", "log_sigma_se", "steps", "ambiguous"))
+
+
+def test_the_defaults_are_decided_per_feature():
+    """A prediction (a fixed-size feature with its exact Jacobian) gets antithetic pairs, precision
+    0.05 and the check of other optima, bit for bit; a layer (all tokens) gets 16 independent
+    draws, the stationarity test and no check; values set by hand win."""
+    from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
+
+    model = RedundantEvidence()
+    x = redundant_sentences(model, n=1)
+    kw = dict(feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, max_steps=15)
+    ea = EntropyAttribution(model, model.emb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default = ea.attribute_result(x, **kw)
+        assert _same(default, ea.attribute_result(x, antithetic=True, precision=0.05, starts=3, n_samples=64, **kw))
+        assert not _same(default, ea.attribute_result(x, antithetic=False, starts=1, **kw))
+        assert default.settings["antithetic"] is True and default.settings["precision"] == 0.05
+        layer = EntropyAttribution(model, model.emb, target_layer=model.emb)
+        kw_layer = {**kw, "feature_std": torch.ones(16)}
+        plain = layer.attribute_result(x, **kw_layer)
+        assert _same(plain, layer.attribute_result(x, antithetic=False, precision=None, starts=1, n_samples=16, **kw_layer))
+        assert plain.settings["antithetic"] is False and plain.settings["precision"] is None
