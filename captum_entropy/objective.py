@@ -18,7 +18,7 @@ from torch import Tensor
 FeatureFn = Callable[[Tensor, Tensor], Tensor]
 """``feature_fn(x, rows) -> (R, M)``: normalised feature of rows ``x`` (R, T, K); ``rows[r]``
 is the sentence that row ``r`` belongs to."""
-RELATIVE_SPREAD_FLOOR = 1e-2  # the control variate's weight goes to 0 where its term's spread is below this share of its mean
+RELATIVE_SPREAD_FLOOR = 1e-2  # the control variate's weight is 0 where its term's spread is below this share of its mean
 
 
 @dataclass
@@ -183,13 +183,15 @@ class SampledDistortion:
         # the control variate's weight: 1 where the feature is linear at this noise, towards 0
         # where the linear model no longer predicts it (it would then add variance, not remove it).
         # Where the linear term barely varies over the draws (two antithetic pairs can draw it
-        # nearly equal) the ratio is rounding noise, which batching changes: a floor of 1 % of its
-        # mean on its spread sends the weight smoothly to 0 there, where the control variate has
-        # (almost) no variance to remove; on a logit (spread ≈ √2 × mean) it moves the weight by ~5e-5
+        # nearly equal) the ratio is rounding noise, which batching changes: there (spread below
+        # 1 % of its mean, where the control variate has almost no variance to remove) the weight
+        # is 0. A hard threshold, not a smooth floor: a real feature's spread is far above it
+        # (a logit's: about √2 × its mean), so its answers stay the same bit for bit
         with torch.no_grad():
             dx, dl = sq - sq.mean(1, keepdim=True), linear_sq - linear_sq.mean(1, keepdim=True)
-            floor = s * (RELATIVE_SPREAD_FLOOR * linear_sq.mean(1)).pow(2)
-            den = ((dl * dl).sum(1) + floor).clamp_min(torch.finfo(dl.dtype).tiny)
-            weight = ((dx * dl).sum(1) / den).clamp(0.0, 1.0)
+            spread = (dl * dl).sum(1)
+            varies = spread > s * (RELATIVE_SPREAD_FLOOR * linear_sq.mean(1)).pow(2)
+            weight = ((dx * dl).sum(1) / spread.clamp_min(torch.finfo(dl.dtype).tiny)).clamp(0.0, 1.0)
+            weight = torch.where(varies, weight, torch.zeros_like(weight))
             weight = weight * self.lin.has_jac[rows]
         return weight * exact_linear + (sq - weight[:, None] * linear_sq).mean(1)
