@@ -296,3 +296,23 @@ def test_the_defaults_are_decided_per_feature():
         plain = layer.attribute_result(x, **kw_layer)
         assert _same(plain, layer.attribute_result(x, antithetic=False, precision=None, starts=1, n_samples=16, **kw_layer))
         assert plain.settings["antithetic"] is False and plain.settings["precision"] is None
+
+
+def test_the_control_variates_spread_threshold_changes_no_answer_where_its_term_varies(monkeypatch):
+    """The weight is 0 only where the linear term's spread over the draws is below 1 % of its mean
+    (rounding noise there made a batched answer differ from the one alone); a logit's spread is far
+    above that, so its answers are the same bit for bit as without the threshold."""
+    import captum_entropy.objective as objective
+    from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
+
+    model = RedundantEvidence()
+    x = redundant_sentences(model, n=2)
+    ea = EntropyAttribution(model, model.emb)
+    kw = dict(feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, max_steps=20, starts=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_threshold = ea.attribute_result(x, **kw)
+        monkeypatch.setattr(objective, "RELATIVE_SPREAD_FLOOR", 0.0)
+        without = ea.attribute_result(x, **kw)
+    assert torch.equal(with_threshold.sigma, without.sigma)
+    assert torch.equal(with_threshold.log_sigma_se, without.log_sigma_se)
