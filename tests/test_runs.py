@@ -201,6 +201,24 @@ def test_a_folder_holding_another_run_is_refused(setup, baseline, capsys):
     assert "not empty and holds no run.json" in capsys.readouterr().err
 
 
+def test_a_run_made_by_another_version_is_not_resumed(setup, baseline, tmp_path, capsys):
+    """A release may change the estimator: its shards must not be mixed with this version's."""
+    import shutil
+
+    root, args, env = setup
+    old = tmp_path / "old"
+    shutil.copytree(root / "baseline", old)
+    run = json.loads((old / "run.json").read_text())
+    run["identity"]["version"] = "0.1.0"
+    (old / "run.json").write_text(json.dumps(run))
+    os.environ["CAPTUM_ENTROPY_CACHE"] = env["CAPTUM_ENTROPY_CACHE"]
+    try:
+        code = main([*args, "--out", str(old)])
+    finally:
+        del os.environ["CAPTUM_ENTROPY_CACHE"]
+    assert code == 2 and "holds another run (its version differ" in capsys.readouterr().err
+
+
 def test_a_shard_changed_after_it_was_written_is_an_error(setup, baseline, tmp_path):
     root, _, _ = setup
     import shutil
