@@ -219,7 +219,8 @@ class Evaluation:
             ok = np.isfinite(c).sum(0) >= 5
             band = np.array([bootstrap_ci(col)[1:] if k else (np.nan, np.nan) for col, k in zip(c.T, ok)])
             style = ({"color": "0.45", "ls": "--"} if method == "random" else
-                     {"color": ("black", "0.3")[i % 2] if method.startswith("entropy") else palette[(2 * i) % 20]})
+                     _ENTROPY_STYLES.get(method, {"color": "black"}) if method.startswith("entropy") else
+                     {"color": palette[(2 * i) % 20]})
             line, = ax.plot(x, mean, marker="o", ms=3, lw=2.6 if method.startswith("entropy") else 1.3, label=method,
                             **style)
             if ok.any():
@@ -238,6 +239,9 @@ class Evaluation:
 
 
 CURVES = ("deletion", "insertion", "deletion_magnitude")
+# EntropyAttribution's arms, thick and grey-scale, told apart by their dashes
+_ENTROPY_STYLES = {"entropy": {"color": "black"}, "entropy_linearized": {"color": "0.5", "ls": (0, (5, 2))},
+                   "entropy_layer": {"color": "0.2", "ls": ":"}}
 
 
 def _present(df) -> list[str]:
