@@ -158,15 +158,14 @@ class FixedDrawProblem:
         if not grad:
             return Evaluation(u, d)
         sig = sigma[None, :]
-        if self.m == 1:
-            (zx,) = torch.autograd.grad(r.sum(), x)
-            z = (zx[:, self.idx].to(self.dtype) * self.eps).sum(-1) * sig  # (S, P) ∂r_s/∂u_p
-            gam = 2 * r.detach() * z  # ∂r_s²/∂u_p
-        else:
-            (zx,) = torch.autograd.grad((r * self.w).sum(), x, retain_graph=True)
-            z = (zx[:, self.idx].to(self.dtype) * self.eps).sum(-1) * sig  # sketched: E[z zᵀ] = Jᵀ J
-            (gx,) = torch.autograd.grad(r.pow(2).sum(), x)
-            gam = (gx[:, self.idx].to(self.dtype) * self.eps).sum(-1) * sig
+        with torch.enable_grad():  # the sums below join r's graph, also inside a caller's torch.no_grad()
+            if self.m == 1:
+                (zx,) = torch.autograd.grad(r.sum(), x)
+            else:
+                (zx,) = torch.autograd.grad((r * self.w).sum(), x, retain_graph=True)
+                (gx,) = torch.autograd.grad(r.pow(2).sum(), x)
+        z = (zx[:, self.idx].to(self.dtype) * self.eps).sum(-1) * sig  # (S, P) ∂r_s/∂u_p (m > 1: sketched, E[z zᵀ] = Jᵀ J)
+        gam = 2 * r.detach() * z if self.m == 1 else (gx[:, self.idx].to(self.dtype) * self.eps).sum(-1) * sig
         z, gam = z.double(), gam.double()
         n = self.n_draws
         per_draw = gam

@@ -217,21 +217,19 @@ def _check_optima(values, mask, feature_fn, clean, u, se, log_cap, generators, s
     (:func:`captum_entropy.other_optima.check_answer`); a better optimum replaces it."""
     u, se, flags = u.clone(), se.clone(), _Flags.none(u)
     fd = _fixed_draw_settings(s)
-    dtype = torch.promote_types(values.dtype, torch.float32)
-    with torch.enable_grad():  # the solves differentiate the feature, also inside a caller's torch.no_grad()
-        for i in range(values.shape[0]):
-            idx = mask[i].nonzero().flatten()
-            row = torch.tensor([i], device=values.device)
-            problem = FixedDrawProblem(values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))),
-                                       clean[i], None, generators[i], dtype)
-            problem.add_draws(SEARCH_DRAWS)
-            res = check_answer(problem, u[i, idx, 0], se[i, idx, 0].nan_to_num(0.0), float(log_cap[i, 0, 0]),
-                               float(budget[i]), fd)
-            if res.replaced:
-                u[i, idx, 0], se[i, idx, 0] = res.u.to(u.dtype), res.se.to(se.dtype)
-            flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
-            flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
-            flags.trades[i, idx] = res.trades
+    for i in range(values.shape[0]):
+        idx = mask[i].nonzero().flatten()
+        row = torch.tensor([i], device=values.device)
+        problem = FixedDrawProblem(values[i : i + 1], idx, lambda x, row=row: feature_fn(x, row.expand(len(x))),
+                                   clean[i], None, generators[i], torch.promote_types(values.dtype, torch.float32))
+        problem.add_draws(SEARCH_DRAWS)
+        res = check_answer(problem, u[i, idx, 0], se[i, idx, 0].nan_to_num(0.0), float(log_cap[i, 0, 0]),
+                           float(budget[i]), fd)
+        if res.replaced:
+            u[i, idx, 0], se[i, idx, 0] = res.u.to(u.dtype), res.se.to(se.dtype)
+        flags.ambiguous[i], flags.gap[i] = res.ambiguous, res.gap
+        flags.alternative[i, idx, 0] = res.alternative.to(u.dtype)
+        flags.trades[i, idx] = res.trades
     return u, se, flags
 
 

@@ -123,6 +123,14 @@ def redundant_result(x: torch.Tensor | None = None):
                                                         update="fixed_draws")
 
 
+def test_the_fixed_draw_solver_runs_inside_no_grad_with_the_same_answer():
+    """Captum's metrics call attribute() inside torch.no_grad(); the solver differentiates."""
+    x = redundant_sentences(Redundant())[:1]
+    with torch.no_grad():
+        inside = redundant_result(x)
+    assert torch.equal(inside.sigma, redundant_result(x).sigma)
+
+
 def test_redundant_evidence_keeps_one_word_never_a_common_sigma():
     res = redundant_result()
     kept2, kept5 = res.saturated[:, 2], res.saturated[:, 5]
