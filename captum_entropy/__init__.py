@@ -45,7 +45,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 # the module comparison.py was compare.py: that path still imports, with a warning (see _deprecated)
 moved_module(f"{__name__}.compare", f"{__name__}.comparison", f"{__name__}.comparison:compare")

@@ -228,15 +228,31 @@ def _free(u: Tensor, log_cap: Tensor, ok: Tensor) -> Tensor:
     return torch.where(free.flatten(1).any(1)[:, None, None], free, ok)
 
 
-def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor, max_jump: float) -> Tensor:
+def _rescale(u: Tensor, shift: Tensor, log_cap: Tensor, ok: Tensor, max_jump: float, held_up: Tensor) -> Tensor:
     """Shift the free parameters' log σ by ``shift`` (per row), under the cap.
 
-    Parameters at the cap stay there, unless the shift is down by the whole trust region: then
-    the free words alone cannot bring D to τ, and the words at the cap, whose noise may hold it
-    up (a feature saturated by their noise has no gradient to show it), come down with them.
+    Parameters at the cap stay there, unless the shift is down by the whole trust region and the
+    row is ``held_up`` (:func:`_held_up`): then the free words alone cannot bring D to τ, and the
+    words at the cap, whose noise holds it up (a feature saturated by their noise has no gradient
+    to show it), come down with them. A word at the cap is not dragged down merely because the
+    free words need a long step.
     """
-    moves = _free(u, log_cap, ok) | (ok & (shift <= -max_jump + 1e-9)[:, None, None])
+    drag = (shift <= -max_jump + 1e-9) & held_up
+    moves = _free(u, log_cap, ok) | (ok & drag[:, None, None])
     return torch.where(moves, torch.minimum(u + shift[:, None, None], log_cap), u)
+
+
+def _held_up(dist: SampledDistortion, u: Tensor, free: Tensor, rows: Tensor, eps: Tensor, budget: Tensor,
+             asks: Tensor) -> Tensor:
+    """Rows (of those that ``asks``) whose free words cannot bring D to τ however far they go
+    down: D on the same draws with the free words' noise removed is still above τ. Only those rows
+    let :func:`_rescale` bring words at the cap down."""
+    held = torch.zeros_like(asks)
+    if asks.any():
+        sub = asks.nonzero().squeeze(1)
+        quiet = torch.where(free[sub], torch.full_like(u[sub], -math.inf), u[sub])
+        held[sub] = dist(quiet, rows[sub], eps[sub]) > budget[sub]
+    return held
 
 
 def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
@@ -266,9 +282,9 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             if budget is not None:
                 level = water_level(g_smooth, cap - u, ok, budget[rows])
                 # the current point rescaled to D = τ along u + s (first order in s)
-                slope = g.masked_fill(~_free(u, cap, ok), 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
+                free = _free(u, cap, ok)
+                slope = g.masked_fill(~free, 0.0).flatten(1).sum(1) / d0.clamp_min(tiny)
                 s_cur = (torch.log(budget[rows] / d0.clamp_min(tiny)) / slope.clamp_min(tiny)).clamp(-s.max_jump, s.max_jump)
-                current = _rescale(u, s_cur, cap, ok, s.max_jump)
             else:
                 level = pull[rows]
                 current = u
@@ -282,7 +298,9 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 # a candidate counts only where the draws show it within the tolerance
                 tau = budget[rows]
                 s1 = (0.5 * torch.log(tau / d1.clamp_min(tiny))).clamp(-s.max_jump, s.max_jump)
-                d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump), rows, eps)
+                held_up = _held_up(dist, u, free, rows, eps, tau, torch.minimum(s_cur, s1) <= -s.max_jump + 1e-9)
+                current = _rescale(u, s_cur, cap, ok, s.max_jump, held_up)
+                d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump, held_up), rows, eps)
                 _check_finite(d2, rows, step)
                 log_d1, log_d2 = torch.log(d1.clamp_min(tiny)), torch.log(d2.clamp_min(tiny))
                 # decisions read "at τ" within TIE_TOLERANCE: a draw that lands on τ (the secant often
@@ -292,7 +310,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 rise = torch.where((log_d2 - log_d1).abs() > 1e-12, log_d2 - log_d1, torch.ones_like(log_d1))
                 frac = torch.where(bracket, ((torch.log(tau) - log_d1) / rise).clamp(0.0, 1.0), (s1 > 0).to(s1.dtype))
                 eligible = bracket | ((d1 <= tau + near) & (d2 <= tau + near))
-                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok, s.max_jump), cap)
+                candidate = torch.where(ok, _rescale(proposal, s1 * frac, cap, ok, s.max_jump, held_up), cap)
                 better = eligible & (_mean(candidate, ok) >= _mean(current, ok) - TIE_TOLERANCE)
                 loss = -_mean(torch.where(better[:, None, None], candidate, current), ok)
                 d_new = torch.where(better, budget[rows], d0)
