@@ -12,7 +12,7 @@ from torch import nn
 
 from captum_entropy.evaluate import (Evaluation, Perturber, bootstrap_ci, evaluate, faithfulness, holm,
                                      paired_wilcoxon, register, resolve, win_tie_loss)
-from captum_entropy.evaluate.faithfulness import FRACTIONS, n_top, ranking
+from captum_entropy.evaluate.faithfulness import FRACTIONS, METRICS, n_top, ranking
 from captum_entropy.evaluate.methods import METHODS, Task
 from captum_entropy.zoo import ZooModel
 from captum_entropy.zoo.text import WordTokenizer
@@ -121,10 +121,12 @@ def test_entropy_attribution_finds_the_one_word_and_the_harness_runs_end_to_end(
     ent, fa = (df[(df.method == m) & (df.removal == "delete")] for m in ("entropy", "fa"))
     np.testing.assert_allclose(ent["comprehensiveness"], fa["comprehensiveness"], atol=1e-6)  # "good" ranked first
     summary = ev.summary()
-    assert set(summary["metric"]) == {"deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau",
-                                      "deletion_aopc_abs", "comprehensiveness_abs", "sufficiency_abs", "loo_tau_abs"}
+    assert set(summary["metric"]) == set(METRICS) == {
+        "deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau", "deletion_aopc_abs",
+        "comprehensiveness_abs", "sufficiency_abs", "loo_tau_abs", "deletion_aopc_logodds", "comprehensiveness_logodds",
+        "sufficiency_logodds", "loo_tau_logodds"}
     wtl = ev.win_tie_loss("entropy")
-    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 9 * 5
+    assert set(wtl["verdict"]) <= {"win", "tie", "loss"} and len(wtl) == 3 * 13 * 5
     md = ev.to_markdown()
     assert "**one-word**, removal = noise (n = 6 sentences)" in md and "| entropy |" in md
     assert ev.to_csv(str(tmp_path / "ev.csv")).endswith("ev.csv")
@@ -278,6 +280,9 @@ def test_magnitude_metrics_credit_a_word_that_pushes_against_the_class():
         def probabilities(self, requests):
             return [0.6 - 0.3 * (0 in words) + 0.2 * (1 in words) for _, words in requests]
 
+        def log_odds(self, requests):
+            return [math.log(p / (1 - p)) for p in self.probabilities(requests)]
+
     against_first, towards_first = faithfulness(Additive(), [torch.tensor([0.5, 1.0, 0.0]), torch.tensor([1.0, 0.5, 0.0])])
     # the top 1 % / 5 % / 10 % / 20 % are one word, the top 50 % two: comprehensiveness averages 5 bins
     assert against_first["comprehensiveness"] == pytest.approx((4 * -0.2 + 0.1) / 5)
@@ -287,3 +292,33 @@ def test_magnitude_metrics_credit_a_word_that_pushes_against_the_class():
     for r in (against_first, towards_first):
         for metric in ("deletion_aopc", "comprehensiveness", "sufficiency"):
             assert r[f"{metric}_abs"] >= abs(r[metric]) - 1e-12
+
+
+def test_log_odds_metrics_weigh_a_push_against_a_confident_class_like_one_towards_it():
+    """p0 = 0.95: removing word 0 lowers the log-odds by 2, removing word 1 raises them by 2
+    (p falls by 0.23, rises by 0.04). The log-odds metrics score the two rankings alike; the
+    probability's magnitude metric prefers the word that pushes towards the class."""
+    lo0 = math.log(0.95 / 0.05)
+
+    class Logistic:
+        def log_odds(self, requests):
+            return [lo0 - 2.0 * (0 in words) + 2.0 * (1 in words) for _, words in requests]
+
+        def probabilities(self, requests):
+            return [1 / (1 + math.exp(-lo)) for lo in self.log_odds(requests)]
+
+    towards_first, against_first = faithfulness(Logistic(), [torch.tensor([1.0, 0.5, 0.0]), torch.tensor([0.5, 1.0, 0.0])])
+    for metric in ("deletion_aopc", "comprehensiveness", "sufficiency"):
+        assert towards_first[f"{metric}_logodds"] == pytest.approx(against_first[f"{metric}_logodds"], abs=1e-12)
+    assert towards_first["comprehensiveness_logodds"] == pytest.approx((4 * 2.0 + 0.0) / 5)  # the top 50 %: both, net 0
+    assert towards_first["comprehensiveness_abs"] > against_first["comprehensiveness_abs"] + 0.1
+    assert towards_first["loo_tau_logodds"] == pytest.approx(against_first["loo_tau_logodds"])
+    assert towards_first["log_odds0"] == pytest.approx(lo0)
+
+
+def test_log_odds_come_from_the_logits_where_the_probability_rounds_to_one():
+    from captum_entropy.evaluate.faithfulness import _probability_and_log_odds
+
+    p, lo = _probability_and_log_odds(torch.tensor([[40.0, 0.0, 1.0], [0.0, 3.0, 0.0]]), torch.tensor([0, 1]))
+    assert p[0] == 1.0 and lo[0] == pytest.approx(40.0 - math.log(math.exp(0.0) + math.exp(1.0)), abs=1e-9)
+    assert lo[1] == pytest.approx(3.0 - math.log(2.0), abs=1e-9) and p[1] == pytest.approx(math.exp(3) / (math.exp(3) + 2))

@@ -18,8 +18,15 @@ probability ``p0``:
   far the prediction moves whichever way. They ask the unsigned methods' own question (how much
   does the prediction depend on these words?) in the signed metrics' units, so the two read side
   by side: a signed score below its magnitude counterpart means the removed words included ones
-  that pushed against the class. (The probability rather than the logit: the same scale on
-  every model, and the one the signed metrics use.)
+  that pushed against the class. (The probability: the same scale on every model, and the one
+  the signed metrics use.)
+* The same four scored in **log-odds** of the predicted class, ``|lo0 − lo|`` with
+  ``lo = log p − log(1 − p)`` (``deletion_aopc_logodds``, ``comprehensiveness_logodds``,
+  ``sufficiency_logodds``, ``loo_tau_logodds``). A probability near 1 can fall far but rise
+  little, so ``|p0 − p|`` still credits the words that push towards a confident class more than
+  those that push against it; the log-odds move by the same amount either way for the same
+  evidence (a logistic model: by the word's weight), and they are what a logit-valued
+  feature, the one EntropyAttribution explains by default, moves in.
 
 "Removed" is done three ways (:data:`REMOVALS`), so out-of-distribution effects can be told
 apart from attribution quality: ``delete`` (the word's tokens cut out, the rest moves up; a text with nothing left is one
@@ -49,10 +56,12 @@ FRACTIONS = tuple(i / 10 for i in range(11))
 ERASER_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
 SIGNED_METRICS = ("deletion_aopc", "insertion_aopc", "comprehensiveness", "sufficiency", "loo_tau")
 MAGNITUDE_METRICS = ("deletion_aopc_abs", "comprehensiveness_abs", "sufficiency_abs", "loo_tau_abs")
-METRICS = SIGNED_METRICS + MAGNITUDE_METRICS
+LOG_ODDS_METRICS = ("deletion_aopc_logodds", "comprehensiveness_logodds", "sufficiency_logodds", "loo_tau_logodds")
+METRICS = SIGNED_METRICS + MAGNITUDE_METRICS + LOG_ODDS_METRICS
 HIGHER_IS_BETTER = {"deletion_aopc": True, "insertion_aopc": True, "comprehensiveness": True, "sufficiency": False,
                     "loo_tau": True, "deletion_aopc_abs": True, "comprehensiveness_abs": True, "sufficiency_abs": False,
-                    "loo_tau_abs": True}
+                    "loo_tau_abs": True, "deletion_aopc_logodds": True, "comprehensiveness_logodds": True,
+                    "sufficiency_logodds": False, "loo_tau_logodds": True}
 
 
 def n_top(fraction: float, n_words: int) -> int:
@@ -92,16 +101,23 @@ class Perturber:
                 g = torch.Generator().manual_seed(seed * 1_000_003 + first_index + b)  # its own tokens only:
                 draws[b, : int(n)] = torch.randn((int(n), mean.numel()), generator=g)  # batching never matters
             self.noise = mean.to(ids.device) + std.to(ids.device) * draws.to(ids.device)
-        self._cache: dict[tuple[int, frozenset], float] = {}
+        self._cache: dict[tuple[int, frozenset], tuple[float, float]] = {}
 
     def probabilities(self, requests: Iterable[tuple[int, frozenset]]) -> list[float]:
         """``p(target | sentence b without the words in the set)`` for each ``(b, words)``."""
+        return [p for p, _ in self._outputs(requests)]
+
+    def log_odds(self, requests: Iterable[tuple[int, frozenset]]) -> list[float]:
+        """``log p − log(1 − p)`` of the same, from the logits (exact where ``p`` rounds to 1)."""
+        return [lo for _, lo in self._outputs(requests)]
+
+    def _outputs(self, requests: Iterable[tuple[int, frozenset]]) -> list[tuple[float, float]]:
         requests = list(requests)
         todo = list(dict.fromkeys(r for r in requests if r not in self._cache))
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
-            for r, p in zip(chunk, self._run(chunk)):
-                self._cache[r] = p
+            for r, out in zip(chunk, self._run(chunk)):
+                self._cache[r] = out
         return [self._cache[r] for r in requests]
 
     def _positions(self, b: int, words: frozenset) -> list[int]:
@@ -109,7 +125,7 @@ class Perturber:
         return [t for t, w in enumerate(word_of) if w in words]
 
     @torch.no_grad()
-    def _run(self, chunk: list[tuple[int, frozenset]]) -> list[float]:
+    def _run(self, chunk: list[tuple[int, frozenset]]) -> list[tuple[float, float]]:
         rows = torch.tensor([b for b, _ in chunk], device=self.ids.device)
         ids, mask = self.ids[rows].clone(), self.mask[rows].clone()
         gone = torch.zeros_like(mask, dtype=torch.bool)
@@ -130,8 +146,21 @@ class Perturber:
 
             with replace(self.zm.embedding, swap):
                 logits = self.zm.forward(ids, mask)
-        probs = torch.softmax(logits.float(), -1)
-        return probs[torch.arange(len(chunk)), self.target[rows]].tolist()
+        return list(zip(*_probability_and_log_odds(logits, self.target[rows])))
+
+
+def _probability_and_log_odds(logits: Tensor, target: Tensor) -> tuple[list[float], list[float]]:
+    """The target class's probability and its log-odds ``log p − log Σ_{j≠c} p_j``, per row.
+
+    >>> p, lo = _probability_and_log_odds(torch.tensor([[0.0, 2.0], [30.0, 0.0]]), torch.tensor([1, 0]))
+    >>> [round(v, 4) for v in p], [round(v, 4) for v in lo]
+    ([0.8808, 1.0], [2.0, 30.0])
+    """
+    logp = torch.log_softmax(logits.double(), -1)
+    rows = torch.arange(len(target), device=logits.device)
+    mine = logp[rows, target]
+    others = logp.index_put((rows, target), torch.tensor(-math.inf, dtype=logp.dtype, device=logp.device)).logsumexp(-1)
+    return torch.softmax(logits.float(), -1)[rows, target].tolist(), (mine - others).tolist()
 
 
 @torch.no_grad()
@@ -177,11 +206,12 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
             where[k] = (len(requests), len(v))
             requests += [(b, words) for words in v]
         layout.append(where)
-    probs = perturber.probabilities(requests)
+    probs, odds = perturber.probabilities(requests), perturber.log_odds(requests)
     out = []
     for b, s in enumerate(scores):
         get = {k: np.asarray(probs[a:a + n]) for k, (a, n) in layout[b].items()}
-        p0 = float(get["p0"][0])
+        lo = {k: np.asarray(odds[a:a + n]) for k, (a, n) in layout[b].items()}
+        p0, lo0 = float(get["p0"][0]), float(lo["p0"][0])
         loo = p0 - get["loo"]
         out.append({
             "p0": p0, "n_words": len(s),
@@ -194,7 +224,11 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
             "comprehensiveness_abs": float(np.mean(np.abs(p0 - get["comp"]))) if len(s) else math.nan,
             "sufficiency_abs": float(np.mean(np.abs(p0 - get["suff"]))) if len(s) else math.nan,
             "loo_tau": _kendall(s.numpy(), loo), "loo_tau_abs": _kendall(s.numpy(), np.abs(loo)),
-            "loo": loo.tolist(),
+            "deletion_aopc_logodds": float(np.mean(np.abs(lo0 - lo["deletion"]))) if len(s) else math.nan,
+            "comprehensiveness_logodds": float(np.mean(np.abs(lo0 - lo["comp"]))) if len(s) else math.nan,
+            "sufficiency_logodds": float(np.mean(np.abs(lo0 - lo["suff"]))) if len(s) else math.nan,
+            "loo_tau_logodds": _kendall(s.numpy(), np.abs(lo0 - lo["loo"])),
+            "loo": loo.tolist(), "log_odds0": lo0,
         })
     return out
 
