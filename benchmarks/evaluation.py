@@ -90,10 +90,26 @@ def run(models: dict[str, int], texts: list[str], work: Path, chunk: int, method
                 r["sentence"] += i
             ev.save(str(path))
             print(f"{name} {i}..{min(i + chunk, count)}: {time.perf_counter() - t:.0f} s", flush=True)
+        rescore_chunks(name, zm, texts, work, count, chunk)
         path = work / f"{name}-coherency-{min(coherency_n, count):04d}.csv"
         if len(load(name).layers) > 1 and not path.is_file() and coherency_n:
             df = layer_coherency(zm or load(name), texts[:min(coherency_n, count)])
             write_text(path, df.to_csv(index=False))
+
+
+def rescore_chunks(name: str, zm, texts: list[str], work: Path, count: int, chunk: int) -> None:
+    """Chunks saved before a metric existed get it from their stored word scores
+    (``Evaluation.rescore``: perturbations only, no attribution computed again; the metrics
+    they had are checked to come out the same)."""
+    for i in range(0, count, chunk):
+        path = chunk_path(work, name, i, min(i + chunk, count), ".json")
+        ev = Evaluation.load(str(path))
+        if all(m in r for r in ev.rows for m in METRICS):
+            continue
+        zm = zm or load(name)
+        t = time.perf_counter()
+        ev.rescore(zm, texts[i:min(i + chunk, count)], first_sentence=i).save(str(path))
+        print(f"{name} {i}..{min(i + chunk, count)}: rescored in {time.perf_counter() - t:.0f} s", flush=True)
 
 
 KNOWN_METHODS = ("entropy", "entropy_linearized", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",

@@ -12,7 +12,7 @@ from torch import nn
 
 from captum_entropy.evaluate import (Evaluation, Perturber, bootstrap_ci, evaluate, faithfulness, holm,
                                      paired_wilcoxon, register, resolve, win_tie_loss)
-from captum_entropy.evaluate.faithfulness import FRACTIONS, METRICS, n_top, ranking
+from captum_entropy.evaluate.faithfulness import FRACTIONS, LOG_ODDS_METRICS, METRICS, n_top, ranking
 from captum_entropy.evaluate.methods import METHODS, Task
 from captum_entropy.zoo import ZooModel
 from captum_entropy.zoo.text import WordTokenizer
@@ -322,3 +322,26 @@ def test_log_odds_come_from_the_logits_where_the_probability_rounds_to_one():
     p, lo = _probability_and_log_odds(torch.tensor([[40.0, 0.0, 1.0], [0.0, 3.0, 0.0]]), torch.tensor([0, 1]))
     assert p[0] == 1.0 and lo[0] == pytest.approx(40.0 - math.log(math.exp(0.0) + math.exp(1.0)), abs=1e-9)
     assert lo[1] == pytest.approx(3.0 - math.log(2.0), abs=1e-9) and p[1] == pytest.approx(math.exp(3) / (math.exp(3) + 2))
+
+
+def test_rescore_adds_a_metric_from_the_stored_scores_and_refuses_other_inputs(one_word):
+    ev = evaluate(one_word, TEXTS, methods=["feature_ablation", "random"], removals=("delete", "noise"), batch_size=2,
+                  progress=False)
+    added = set(LOG_ODDS_METRICS) | {"deletion_logodds_curve", "log_odds0"}
+    old = Evaluation([{k: v for k, v in r.items() if k not in added} for r in ev.rows], dict(ev.meta))
+    again = old.rescore(one_word, TEXTS, batch_size=2)
+    assert len(again.rows) == len(ev.rows)
+    for a, b in zip(again.rows, ev.rows):
+        assert a["deletion_logodds_curve"] == pytest.approx(b["deletion_logodds_curve"])
+        assert {k: a[k] for k in added - {"deletion_logodds_curve"}} == pytest.approx(
+            {k: b[k] for k in added - {"deletion_logodds_curve"}}, nan_ok=True)
+    with pytest.raises(ValueError, match="pass the run's"):
+        old.rescore(one_word, list(reversed(TEXTS)), batch_size=2)
+    with pytest.raises(ValueError, match="pass the run's"):  # the noise statistics differ on fewer sentences
+        old.rescore(one_word, TEXTS[:2], batch_size=2)
+    deleted = Evaluation([r for r in old.rows if r["removal"] == "delete"], dict(old.meta))
+    with pytest.raises(ValueError, match="pass every text of the run"):
+        deleted.rescore(one_word, TEXTS[:2], batch_size=2)
+    assert again.curves("deletion_logodds")[("one-word", "delete", "random")].shape == (len(TEXTS), 11)
+    with pytest.raises(ValueError, match="rescore"):
+        old.curves("deletion_logodds")

@@ -228,7 +228,7 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
             "comprehensiveness_logodds": float(np.mean(np.abs(lo0 - lo["comp"]))) if len(s) else math.nan,
             "sufficiency_logodds": float(np.mean(np.abs(lo0 - lo["suff"]))) if len(s) else math.nan,
             "loo_tau_logodds": _kendall(s.numpy(), np.abs(lo0 - lo["loo"])),
-            "loo": loo.tolist(), "log_odds0": lo0,
+            "loo": loo.tolist(), "log_odds0": lo0, "deletion_logodds_curve": [lo0, *lo["deletion"].tolist()],
         })
     return out
 

@@ -56,22 +56,13 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
         raise ValueError(f"removals must be a non-empty subset of {REMOVALS}, got {list(removals)}")
     if feature_std is None and any(m.fn in (entropy_logit, entropy_layer) for m in chosen):
         feature_std = feature_stats(zm)
-    device = next(iter(zm.model.parameters())).device
-    encoded = []
-    for start in range(0, len(texts), batch_size):
-        ids, mask, groups = zm.encode(texts[start:start + batch_size])
-        encoded.append((start, ids.to(device), mask.to(device), list(groups)))
-    noise_stats = embedding_stats(zm, [(ids, mask) for _, ids, mask, _ in encoded]) if "noise" in removals else None
     rows: list[dict] = []
     seconds = {m.name: 0.0 for m in chosen}
     bar = tqdm(total=len(texts) * len(chosen), unit="sentence·method", disable=not progress, desc=zm.name)
     try:
-        for start, ids, mask, groups in encoded:
-            with torch.no_grad():
-                target = zm.forward(ids, mask).argmax(-1)
+        for start, ids, mask, groups, target, perturbers in _batches(zm, texts, batch_size, removals, perturb_batch_size,
+                                                                     seed):
             task = Task(zm, ids, mask, target, groups, feature_std, seed, {"entropy": dict(entropy_settings or {})}, start)
-            perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed, noise_stats, start)
-                          for r in removals}
             for m in chosen:
                 t = time.perf_counter()
                 scores = m(task)
@@ -86,6 +77,25 @@ def evaluate(model: Any, texts: Sequence[str], tokenizer: Any = None,
     return Evaluation(rows, {"models": [zm.name], "sentences": len(texts), "methods": names,
                              "removals": list(removals), "seconds": {zm.name: seconds}, "seed": seed,
                              "entropy_settings": dict(entropy_settings or {})})
+
+
+def _batches(zm: Any, texts: Sequence[str], batch_size: int, removals: Sequence[str], perturb_batch_size: int,
+             seed: int):
+    """``(start, ids, mask, groups, target, perturbers)`` per batch of ``texts``; the noise
+    removal's statistics are taken over every sentence, as :func:`evaluate` and
+    :meth:`Evaluation.rescore` both need them."""
+    device = next(iter(zm.model.parameters())).device
+    encoded = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask, groups = zm.encode(texts[start:start + batch_size])
+        encoded.append((start, ids.to(device), mask.to(device), list(groups)))
+    noise_stats = embedding_stats(zm, [(ids, mask) for _, ids, mask, _ in encoded]) if "noise" in removals else None
+    for start, ids, mask, groups in encoded:
+        with torch.no_grad():
+            target = zm.forward(ids, mask).argmax(-1)
+        perturbers = {r: Perturber(zm, ids, mask, groups, target, r, perturb_batch_size, seed, noise_stats, start)
+                      for r in removals}
+        yield start, ids, mask, groups, target, perturbers
 
 
 @dataclass
@@ -124,6 +134,46 @@ class Evaluation:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a saved Evaluation (format {FORMAT!r} expected)")
         return cls(list(data["rows"]), dict(data["meta"]))
+
+    def rescore(self, model: Any, texts: Sequence[str], tokenizer: Any = None, batch_size: int = 16,
+                perturb_batch_size: int = 256, first_sentence: int = 0) -> "Evaluation":
+        """Every metric of :data:`METRICS` again from the stored word scores: a metric added
+        after the run, without computing a single attribution again. ``model``, ``texts`` and
+        ``batch_size`` must be the run's (``first_sentence``: the index its first text has in
+        the rows); the metrics the run stored must come out the same, else a ValueError says
+        the inputs differ. Returns a new Evaluation with the same rows and meta.
+
+        >>> ev = evaluate("cnn", texts, methods=["entropy", "saliency"])   # doctest: +SKIP
+        >>> ev.rescore("cnn", texts).save("ev.json")                       # doctest: +SKIP
+        """
+        from ..explainer import as_zoo_model, check_texts
+
+        texts = check_texts(texts)
+        zm = as_zoo_model(model, tokenizer)
+        removals = list(dict.fromkeys(r["removal"] for r in self.rows))
+        seed = int(self.meta.get("seed", 0))
+        by_key = {(r["method"], r["removal"], r["sentence"]): r for r in self.rows}
+        methods = list(dict.fromkeys(r["method"] for r in self.rows))
+        rows = {}
+        for start, _, _, groups, target, perturbers in _batches(zm, texts, batch_size, removals, perturb_batch_size,
+                                                                 seed):
+            index = [first_sentence + start + b for b in range(len(groups))]
+            for method in methods:
+                for removal in removals:
+                    old = [by_key.get((method, removal, i)) for i in index]
+                    if any(r is None for r in old):
+                        raise ValueError(f"rescore: no {method}/{removal} row for sentences {index}; pass the run's "
+                                         "texts, batch_size and first_sentence")
+                    scores = [torch.tensor(r["scores"], dtype=torch.float64) for r in old]
+                    if [len(x) for x in scores] != [g.n_words for g in groups]:
+                        raise ValueError(f"rescore: sentences {index} have {[g.n_words for g in groups]} words, the run "
+                                         f"scored {[len(x) for x in scores]}; pass the run's texts and batch_size")
+                    for r, new, t in zip(old, faithfulness(perturbers[removal], scores), target.tolist()):
+                        _check_same(r, new, t)
+                        rows[(method, removal, r["sentence"])] = {**r, **new}
+        if len(rows) != len(self.rows):
+            raise ValueError(f"rescore: the texts cover {len(rows)} of the {len(self.rows)} rows; pass every text of the run")
+        return Evaluation([rows[(r["method"], r["removal"], r["sentence"])] for r in self.rows], dict(self.meta))
 
     def frame(self):
         """One row per (model, method, removal, sentence) with every metric (pandas)."""
@@ -166,14 +216,18 @@ class Evaluation:
     def curves(self, kind: str = "deletion") -> dict[tuple[str, str, str], np.ndarray]:
         """(model, removal, method) -> (sentences, 11) probabilities along the ``kind`` curve
         (``"deletion"``, ``"insertion"``), or ``"deletion_magnitude"``: ``|p0 − p|`` along the
-        deletion curve, how far the prediction has moved whichever way."""
+        deletion curve, how far the prediction has moved whichever way, or ``"deletion_logodds"``:
+        the same in log-odds of the predicted class, ``|lo0 − lo|``."""
         if kind not in CURVES:
             raise ValueError(f"kind must be one of {CURVES}, got {kind!r}")
+        key = {"deletion_magnitude": "deletion_curve", "deletion_logodds": "deletion_logodds_curve"}.get(kind, f"{kind}_curve")
         out: dict[tuple[str, str, str], list] = {}
         for r in self.rows:
-            out.setdefault((r["model"], r["removal"], r["method"]), []).append(r[f"{kind.split('_')[0]}_curve"])
+            if key not in r:
+                raise ValueError(f"this evaluation has no {key!r} (saved before it existed); .rescore() adds it")
+            out.setdefault((r["model"], r["removal"], r["method"]), []).append(r[key])
         curves = {k: np.asarray(v, dtype=float) for k, v in out.items()}
-        if kind == "deletion_magnitude":
+        if kind in ("deletion_magnitude", "deletion_logodds"):
             curves = {k: np.abs(c[:, :1] - c) for k, c in curves.items()}
         return curves
 
@@ -227,8 +281,9 @@ class Evaluation:
                 ax.fill_between(x, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.12, lw=0)
         what = "kept" if kind == "insertion" else "removed"
         ax.set_xlabel(f"words {what}, most important first (% of the sentence)")
-        ax.set_ylabel("|change of the predicted class's probability|" if kind == "deletion_magnitude"
-                      else "probability of the predicted class")
+        ax.set_ylabel({"deletion_magnitude": "|change of the predicted class's probability|",
+                       "deletion_logodds": "|change of the predicted class's log-odds|"}.get(
+                          kind, "probability of the predicted class"))
         better = "lower" if kind == "deletion" else "higher"
         n = max(len(c) for (m, r, _), c in curves.items() if (m, r) == (model, removal))
         ax.set_title(f"{model}: {kind.replace('_', ' ')} curves, removal = {removal} ({better} = more faithful; n = {n})",
@@ -238,7 +293,19 @@ class Evaluation:
         return fig
 
 
-CURVES = ("deletion", "insertion", "deletion_magnitude")
+def _check_same(old: dict, new: dict, target: int) -> None:
+    """The run's stored metrics against the rescored ones (the same inputs give the same numbers)."""
+    if int(old["prediction"]) != target:
+        raise ValueError(f"rescore: sentence {old['sentence']} is now predicted {target}, the run said "
+                         f"{old['prediction']}; pass the run's model and texts")
+    for metric in [m for m in METRICS if m in old]:
+        a, b = float(old[metric]), float(new[metric])
+        if not (math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-5) or (math.isnan(a) and math.isnan(b))):
+            raise ValueError(f"rescore: {old['method']}/{old['removal']} sentence {old['sentence']}: {metric} was "
+                             f"{a:.6g}, now {b:.6g}; pass the run's model, texts and batch_size")
+
+
+CURVES = ("deletion", "insertion", "deletion_magnitude", "deletion_logodds")
 # EntropyAttribution's arms, thick and grey-scale, told apart by their dashes
 _ENTROPY_STYLES = {"entropy": {"color": "black"}, "entropy_linearized": {"color": "0.5", "ls": (0, (5, 2))},
                    "entropy_layer": {"color": "0.2", "ls": ":"}}
