@@ -286,8 +286,9 @@ class Evaluation:
                           kind, "probability of the predicted class"))
         better = "lower" if kind == "deletion" else "higher"
         n = max(len(c) for (m, r, _), c in curves.items() if (m, r) == (model, removal))
-        ax.set_title(f"{model}: {kind.replace('_', ' ')} curves, removal = {removal} ({better} = more faithful; n = {n})",
-                     fontsize=10)
+        title = {"deletion_magnitude": "deletion curves by |Δp|", "deletion_logodds": "deletion curves in log-odds"}.get(
+            kind, f"{kind} curves")
+        ax.set_title(f"{model}: {title}, removal = {removal} ({better} = more faithful; n = {n})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         return fig
