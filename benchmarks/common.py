@@ -7,6 +7,8 @@ Run a script as ``python benchmarks/NAME.py`` from the repository root with the 
 
 from __future__ import annotations
 
+import argparse
+
 import importlib.util
 import json
 import math
@@ -28,6 +30,21 @@ STATS_BATCH = 64  # sentences per batch when σ_S is fitted (as in the library's
 # (OptimSettings.for_feature); a benchmark whose stored results 0.1 made, or that compares with
 # it, passes them explicitly. On a hidden layer or the pooled output they are 0.2's default too.
 DEFAULT_0_1 = {"antithetic": False, "precision": None, "starts": 1}
+
+
+def add_as_0_1(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--as-0.1``: run ``what`` with captum_entropy 0.1's default on a prediction
+    (:data:`DEFAULT_0_1`: independent draws, no precision stop, no check), as results stored
+    before 0.2 were made. Read it back with :func:`default_arm`."""
+    parser.add_argument("--as-0.1", dest="as_0_1", action="store_true",
+                        help=f"{what} with captum_entropy 0.1's default on a prediction (common.DEFAULT_0_1: "
+                             "independent draws, no precision stop, no check), as the results stored before 0.2 "
+                             "were made; hidden layers and the pooled output are the same either way")
+
+
+def default_arm(args: argparse.Namespace) -> dict:
+    """The settings of the default arm: ``{}`` (today's defaults) or :data:`DEFAULT_0_1` under ``--as-0.1``."""
+    return dict(DEFAULT_0_1) if args.as_0_1 else {}
 
 
 # -- σ_S (the features' std) ---------------------------------------------------------------------

@@ -84,6 +84,19 @@ def part_toy() -> dict:
              "ambiguous": bool(res.ambiguous[b]), "gap": round(float(res.ambiguity_gap[b]), 3)}
             for b in range(len(x))
         ]
+    mirror = x[:2].clone()
+    mirror[:, 5] = mirror[:, 2]  # word 5 a copy of word 2: two mirror-image optima
+    for label, settings in {"mirror, newton (default)": {}, "mirror, newton, independent draws": {"antithetic": False}}.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = ea.attribute_result(mirror, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, **settings)
+        out[label] = [
+            {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
+             "objective_and_D": fresh_objective(model, mirror[b], res.sigma[b]), "ambiguous": bool(res.ambiguous[b]),
+             "gap": round(float(res.ambiguity_gap[b]), 3),
+             "alternative_sigma_2_5": [round(float(res.alternative_sigma[b, i, 0]), 3) for i in (2, 5)]}
+            for b in range(len(mirror))
+        ]
     return out
 
 

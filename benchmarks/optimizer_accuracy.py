@@ -39,7 +39,7 @@ from captum_entropy.feature import Feature, ModelRunner, max_sigma
 from captum_entropy.hooks import no_dropout
 from captum_entropy.settings import DEFAULT_TOLERANCE, Settings
 from captum_entropy.zoo import load, load_polarity
-from common import DEFAULT_0_1, median_abs_dlog, spearman, timed, write_json, zoo_feature_std
+from common import DEFAULT_0_1, add_as_0_1, default_arm, median_abs_dlog, spearman, timed, write_json, zoo_feature_std
 
 FEATURES = {  # name: (zoo model, target module getter or None for the predicted logit)
     "minilm-layer3": ("minilm", lambda zm: zm.layers["layer3"]),
@@ -48,6 +48,7 @@ FEATURES = {  # name: (zoo model, target module getter or None for the predicted
     "minilm-logit": ("minilm", None),
     "lstm-logit": ("lstm", None),
     "cnn-logit": ("cnn", None),
+    "transformer-logit": ("transformer", None),
 }
 
 
@@ -114,7 +115,7 @@ def run_feature(name, zm, module_of, args):
             pred = zm.forward(ids, mask).argmax(-1)
         target = pred if module is None else None
         common = dict(target=target, additional_forward_args=(mask,), mask=mask, feature_std=std)
-        default_kw = DEFAULT_0_1 if args.as_0_1 else {}  # the default arm as 0.1 made it, or today's
+        default_kw = default_arm(args)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             default, took = timed(lambda: ea.attribute_result(ids, **common, **default_kw), args.device)
@@ -201,10 +202,7 @@ def main() -> None:
                         help="LABEL:key=value,...  other settings scored against the same reference, e.g. "
                              "steps400:max_steps=400 or a second reference seed:"
                              " ref7:n_samples=32,max_steps=800,check_every=400,early_stop=False,curvature_decay=0.9,seed=7")
-    parser.add_argument("--as-0.1", dest="as_0_1", action="store_true",
-                        help="the default arm and the variants with captum_entropy 0.1's default on a prediction "
-                             "(common.DEFAULT_0_1: independent draws, no precision stop, no check): how the "
-                             "results stored before 0.2 were made; hidden layers and the pooled output are the same")
+    add_as_0_1(parser, "the default arm and the variants")
     parser.add_argument("--quick", action="store_true", help="4 sentences, short reference (a smoke run)")
     parser.add_argument("--json", help="write the per-sentence rows and the summaries to this JSON file")
     args = parser.parse_args()

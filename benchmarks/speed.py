@@ -29,7 +29,7 @@ from captum.attr import LayerIntegratedGradients
 
 from captum_entropy import EntropyAttribution
 from captum_entropy.zoo import load, load_polarity
-from common import DEFAULT_0_1, median_abs_dlog, spearman, timed, write_json, zoo_feature_std
+from common import add_as_0_1, default_arm, median_abs_dlog, spearman, timed, write_json, zoo_feature_std
 
 REFERENCE = dict(n_samples=32, max_steps=200, check_every=100, early_stop=False, curvature_decay=0.9, seed=99)
 
@@ -94,7 +94,7 @@ def part_logit(zm, args):
         with torch.no_grad():
             pred = zm.forward(ids, mask).argmax(-1)
         res, took = timed(lambda: ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=std,
-                                                      **(DEFAULT_0_1 if args.as_0_1 else {})))
+                                                      **default_arm(args)))
         t_ours += took
         converged += res.converged.tolist()
         t_lig += timed(lambda: lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50))[1]
@@ -127,9 +127,7 @@ def main() -> None:
     parser.add_argument("--layer-sentences", type=int, default=8)
     parser.add_argument("--bucket", type=int, default=8)
     parser.add_argument("--parts", default="1,2,3")
-    parser.add_argument("--as-0.1", dest="as_0_1", action="store_true",
-                        help="part 2 with captum_entropy 0.1's default on a prediction (common.DEFAULT_0_1), as "
-                             "the stored results were made")
+    add_as_0_1(parser, "part 2")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
     torch.manual_seed(0)
