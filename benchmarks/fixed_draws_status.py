@@ -70,34 +70,28 @@ def fresh_objective(model, x, sigma, draws: int = 8192) -> tuple[float, float]:
 def part_toy() -> dict:
     model = RedundantEvidence()
     x = redundant_sentences(model)
+    mirror = x[:2].clone()
+    mirror[:, 5] = mirror[:, 2]  # word 5 a copy of word 2: two mirror-image optima
     ea = EntropyAttribution(model, model.emb)
     out = {"part": "redundancy toy (tau=0.2, cap 10; objective = mean log sigma, D on 8192 fresh draws)"}
     rules = {"newton (0.1 default)": {**DEFAULT_0_1, "update": "newton"}, "fixed_draws": {"update": "fixed_draws"},
              "newton, starts=3": {**DEFAULT_0_1, "update": "newton", "starts": 3}, "newton (default)": {}}
     for label, settings in rules.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, **settings)
-        out[label] = [
-            {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
-             "objective_and_D": fresh_objective(model, x[b], res.sigma[b]), "converged": bool(res.converged[b]),
-             "ambiguous": bool(res.ambiguous[b]), "gap": round(float(res.ambiguity_gap[b]), 3)}
-            for b in range(len(x))
-        ]
-    mirror = x[:2].clone()
-    mirror[:, 5] = mirror[:, 2]  # word 5 a copy of word 2: two mirror-image optima
+        out[label] = _toy_answers(ea, model, x, settings)
     for label, settings in {"mirror, newton (default)": {}, "mirror, newton, independent draws": {"antithetic": False}}.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = ea.attribute_result(mirror, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, **settings)
-        out[label] = [
-            {"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
-             "objective_and_D": fresh_objective(model, mirror[b], res.sigma[b]), "ambiguous": bool(res.ambiguous[b]),
-             "gap": round(float(res.ambiguity_gap[b]), 3),
-             "alternative_sigma_2_5": [round(float(res.alternative_sigma[b, i, 0]), 3) for i in (2, 5)]}
-            for b in range(len(mirror))
-        ]
+        out[label] = _toy_answers(ea, model, mirror, settings)
     return out
+
+
+def _toy_answers(ea, model, x, settings: dict) -> list[dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, tolerance=0.2, **settings)
+    return [{"sigma_2": round(float(res.sigma[b, 2, 0]), 3), "sigma_5": round(float(res.sigma[b, 5, 0]), 3),
+             "objective_and_D": fresh_objective(model, x[b], res.sigma[b]), "converged": bool(res.converged[b]),
+             "ambiguous": bool(res.ambiguous[b]), "gap": round(float(res.ambiguity_gap[b]), 3),
+             "alternative_sigma_2_5": [round(float(res.alternative_sigma[b, i, 0]), 3) for i in (2, 5)]}
+            for b in range(len(x))]
 
 
 def part_calibration(seeds: int = 60) -> dict:
