@@ -8,7 +8,6 @@ Run a script as ``python benchmarks/NAME.py`` from the repository root with the 
 from __future__ import annotations
 
 import argparse
-
 import importlib.util
 import json
 import math

@@ -298,7 +298,9 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
                 # a candidate counts only where the draws show it within the tolerance
                 tau = budget[rows]
                 s1 = (0.5 * torch.log(tau / d1.clamp_min(tiny))).clamp(-s.max_jump, s.max_jump)
-                held_up = _held_up(dist, u, free, rows, eps, tau, torch.minimum(s_cur, s1) <= -s.max_jump + 1e-9)
+                # only a row with a word at the cap and a rescaling that takes the whole trust region asks
+                capped = (ok & ~free).flatten(1).any(1)
+                held_up = _held_up(dist, u, free, rows, eps, tau, capped & (torch.minimum(s_cur, s1) <= -s.max_jump + 1e-9))
                 current = _rescale(u, s_cur, cap, ok, s.max_jump, held_up)
                 d2 = dist(_rescale(proposal, s1, cap, ok, s.max_jump, held_up), rows, eps)
                 _check_finite(d2, rows, step)
