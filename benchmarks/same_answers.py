@@ -16,6 +16,7 @@ sentences are identical bit for bit and the largest |Δ log σ|. Answers go to `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -58,7 +59,10 @@ def save(path: Path, models: list[str], sentences: int, minilm_sentences: int) -
             answers[f"{name}/{feature}"] = res.sigma.detach().cpu().double().numpy()
             print(f"{name}/{feature}: {n} sentences, {time.perf_counter() - start:.1f} s", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **answers)
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as f:  # atomically: a killed run leaves no half-written file under the name
+        np.savez(f, **answers)
+    os.replace(part, path)
     print(f"wrote {path}")
 
 

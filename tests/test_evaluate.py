@@ -345,3 +345,29 @@ def test_rescore_adds_a_metric_from_the_stored_scores_and_refuses_other_inputs(o
     assert again.curves("deletion_logodds")[("one-word", "delete", "random")].shape == (len(TEXTS), 11)
     with pytest.raises(ValueError, match="rescore"):
         old.curves("deletion_logodds")
+
+
+def test_cancellation_of_the_top_words_single_word_effects():
+    """Words 0 and 1 push the predicted class opposite ways by 0.3 and 0.2 (leave-one-out), word 2
+    does nothing. An unsigned ranking that puts both on top holds all the single-word effect
+    (share 1) but half of it cancels; a signed ranking's top word pushes one way only."""
+    from captum_entropy.evaluate.faithfulness import cancellation
+
+    loo = [0.3, -0.2, 0.0]
+    unsigned, signed = [1.0, 0.9, 0.0], [1.0, -0.9, 0.0]
+    assert cancellation(unsigned, loo, fractions=(0.5,)) == pytest.approx((1 - 0.1 / 0.5, 1.0))
+    assert cancellation(signed, loo, fractions=(0.2,)) == pytest.approx((0.0, 0.6))
+    assert all(math.isnan(v) for v in cancellation(unsigned, [0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cancellation_is_a_share_and_does_not_see_the_sign_or_scale_of_the_effects(seed):
+    from captum_entropy.evaluate.faithfulness import cancellation
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 30))
+    scores, loo = rng.normal(size=n).tolist(), rng.normal(size=n) * rng.random(n)
+    cancel, share = cancellation(scores, loo)
+    assert 0.0 <= cancel <= 1.0 and 0.0 < share <= 1.0
+    assert cancellation(scores, -3.0 * loo) == pytest.approx((cancel, share))
+    assert cancellation(scores, loo, fractions=(1.0,))[1] == pytest.approx(1.0)

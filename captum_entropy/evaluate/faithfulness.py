@@ -233,6 +233,38 @@ def faithfulness(perturber: Perturber, scores: Sequence[Tensor]) -> list[dict[st
     return out
 
 
+def cancellation(scores: Sequence[float], loo: Sequence[float],
+                 fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5)) -> tuple[float, float]:
+    """Do a method's top words push the prediction the same way? From each word's leave-one-out
+    effect ``loo`` (``p0 − p``), for the top ``f`` of words T by ``scores`` (each f in
+    ``fractions``), averaged over f:
+
+    * **cancellation** ``1 − |Σ_T loo| / Σ_T |loo|``: 0 when the top words all push one way,
+      1 when their single-word effects sum to nothing (first order: interactions aside);
+    * **share** ``Σ_T |loo| / Σ_all |loo|``: how much of all single-word effect they hold,
+      whichever way it pushes (the unsigned question, without the cancellation).
+
+    A set-removal metric sees roughly ``|Σ_T loo|``, so an unsigned ranking with a high share and a
+    high cancellation scores low there for a reason that is not unfaithfulness. NaN where no word
+    moves the prediction.
+
+    >>> cancellation([3.0, 2.0, 1.0, 0.0], [0.2, -0.2, 0.0, 0.1], fractions=(0.5,))
+    (1.0, 0.8)
+    >>> cancellation([3.0, 2.0, 1.0, 0.0], [0.2, 0.2, 0.0, 0.1], fractions=(0.5,))
+    (0.0, 0.8)
+    """
+    effect = np.asarray(loo, dtype=float)
+    order, total = ranking(torch.as_tensor(scores, dtype=torch.float64)), float(np.abs(effect).sum())
+    cancel, share = [], []
+    for f in fractions:
+        top = effect[order[: n_top(f, len(effect))]]
+        mass = float(np.abs(top).sum())
+        cancel.append(1.0 - abs(float(top.sum())) / mass if mass > 0 else math.nan)
+        share.append(mass / total if total > 0 else math.nan)
+    mean = lambda v: round(float(np.nanmean(v)), 12) if np.isfinite(v).any() else math.nan  # noqa: E731
+    return mean(cancel), mean(share)
+
+
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import kendalltau
 
