@@ -13,7 +13,6 @@ recomputed); then the tables, the paired tests and the figures are written.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -22,15 +21,12 @@ import numpy as np
 
 from captum_entropy.evaluate import REMOVALS, Evaluation, evaluate
 from captum_entropy.evaluate.coherency import coherency_summary, layer_coherency
-from captum_entropy.evaluate.faithfulness import HIGHER_IS_BETTER, METRICS, _kendall, cancellation
-from captum_entropy.evaluate.statistics import bootstrap_ci, paired_wilcoxon
+from captum_entropy.evaluate.faithfulness import METRICS
+from captum_entropy.evaluate.statistics import bootstrap_ci
 from captum_entropy.viz import save_figure, write_text
 from captum_entropy.zoo import load, load_polarity
 from common import chunk_path, covering, format_ci
-
-METHODS = ("entropy", "entropy_linearized", "entropy_layer", "saliency", "input_x_gradient", "layer_ig", "deeplift", "gradient_shap",
-           "feature_ablation", "occlusion", "kernel_shap", "lime", "random")
-
+from evaluation_tables import METHODS, cancellation_section, departures, embedding_width, single_word_verdicts
 
 VERDICT = [  # what the tables of the published run say (read from them; rerun and re-read after a change)
     "## What it says", "",
@@ -178,81 +174,6 @@ def gather(work: Path, name: str) -> Evaluation | None:
     return Evaluation.combine(chunks) if chunks else None
 
 
-DEPARTURE_METRICS = ("comprehensiveness", "comprehensiveness_abs", "comprehensiveness_logodds", "sufficiency",
-                     "sufficiency_abs", "sufficiency_logodds", "deletion_aopc", "deletion_aopc_abs",
-                     "deletion_aopc_logodds", "loo_tau", "loo_tau_abs", "loo_tau_logodds")
-
-
-def departures(ev: Evaluation, other: str = "saliency", removal: str = "delete") -> list[str]:
-    """Where EntropyAttribution's ranking departs most from ``other``'s (``"saliency"``, or
-    ``"entropy_linearized"``: the linearised σ; the lowest third of Kendall τ between their word
-    scores), which of the two is more faithful (signed and magnitude metrics, paired)."""
-    rows = {(r["method"], r["sentence"]): r for r in ev.rows if r["removal"] == removal}
-    taus = {s: _kendall(np.asarray(rows[("entropy", s)]["scores"]), np.asarray(rows[(other, s)]["scores"]))
-            for (m, s) in rows if m == "entropy" and (other, s) in rows}
-    finite = {s: t for s, t in taus.items() if math.isfinite(t)}
-    if len(finite) < 10:
-        return []
-    cut = np.quantile(list(finite.values()), 1 / 3)
-    low = sorted(s for s, t in finite.items() if t <= cut)
-    out = [f"τ(entropy, {other}) over {len(finite)} sentences: median {np.median(list(finite.values())):.2f}; "
-           f"the third where they differ most (τ ≤ {cut:.2f}, n = {len(low)}):", ""]
-    out += [f"| metric | entropy | {other} | shift (Hodges–Lehmann) | p (Wilcoxon) |", "|---|---|---|---|---|"]
-    for metric in [m for m in DEPARTURE_METRICS if m in rows[("entropy", low[0])]]:
-        a = [rows[("entropy", s)][metric] for s in low]
-        b = [rows[(other, s)][metric] for s in low]
-        diff, p, n = paired_wilcoxon(a, b)
-        out.append(f"| {metric} {'↑' if HIGHER_IS_BETTER[metric] else '↓'} | {format_ci(*bootstrap_ci(a))} | "
-                   f"{format_ci(*bootstrap_ci(b))} | {diff:+.3f} | {p:.2g} |")
-    return out + [""]
-
-
-def cancellation_section(ev: Evaluation, removal: str = "delete") -> list[str]:
-    """Do the top words' single-word effects cancel? Per method, from the stored word scores and
-    leave-one-out effects (``faithfulness.cancellation``; no model run), paired against entropy."""
-    rows = [r for r in ev.rows if r["removal"] == removal]
-    per = {}
-    for r in rows:
-        per.setdefault(r["method"], {})[r["sentence"]] = cancellation(r["scores"], r["loo"])
-    if "entropy" not in per:
-        return []
-    sentences = sorted(per["entropy"])
-    out = [f"Do the top words push the same way? For the top 10–50 % of each method's words (words {removal}d "
-           "one at a time, first order): **cancellation** 1 − |Σ LOO| / Σ |LOO| over the top words (0: they "
-           "all push one way; a set-removal metric sees about |Σ LOO|) and **share** Σ |LOO| over them / over "
-           "all words (the unsigned question without the cancellation); mean [95 % interval], and the paired "
-           "shift entropy − method (Hodges–Lehmann, Wilcoxon p):", "",
-           "| method | cancellation | entropy − method | share ↑ | entropy − method |", "|---|---|---|---|---|"]
-    for m in [m for m in METHODS if m in per]:
-        cells = []
-        for k in (0, 1):
-            mine = [per[m].get(s, (math.nan, math.nan))[k] for s in sentences]
-            ref = [per["entropy"][s][k] for s in sentences]
-            shift, pv, _ = paired_wilcoxon(ref, mine)
-            cells += [format_ci(*bootstrap_ci([v for v in mine if math.isfinite(v)])),
-                      "–" if m == "entropy" else f"{shift:+.3f} (p {pv:.2g})"]
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
-    return out + [""]
-
-
-TAU_METRICS = ("loo_tau", "loo_tau_abs", "loo_tau_logodds")
-
-
-def single_word_verdicts(wtl) -> list[str]:
-    """Entropy's verdict on each τ against leave-one-out (the one-word-at-a-time questions),
-    per removal and method: W / T / L."""
-    metrics = [m for m in TAU_METRICS if m in set(wtl.metric)]
-    cols = [(r, m) for r in REMOVALS for m in metrics]
-    out = ["The one-word-at-a-time questions: EntropyAttribution's verdict on each τ against leave-one-out "
-           "(W win, T tie, L loss; the same tests as above):", "",
-           "| against | " + " | ".join(f"{r}: {m}" for r, m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    letter = {"win": "W", "tie": "T", "loss": "L"}
-    for other in [m for m in METHODS if m != "entropy" and m in set(wtl.other)]:
-        g = wtl[wtl.other == other].set_index(["removal", "metric"]).verdict
-        out.append(f"| {other} | " + " | ".join(letter.get(g.get((r, m)), "–") for r, m in cols) + " |")
-    return out + [""]
-
-
 def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command: str) -> None:
     lines = ["# Head to head: how faithful is each attribution method?", "",
              f"Produced by `{command}` (`benchmarks/evaluation.py`; chunks under `out/evaluation`).", "",
@@ -316,7 +237,7 @@ def summarise(models: dict[str, int], work: Path, doc: Path, figs: Path, command
         lines += cancellation_section(ev)
         lines += ["Where EntropyAttribution departs from Saliency:", ""] + departures(ev, "saliency")
         lines += ["Where EntropyAttribution departs from its linearised answer (`entropy_linearized`):", ""]
-        lines += departures(ev, "entropy_linearized")
+        lines += departures(ev, "entropy_linearized", width=embedding_width(load(name, progress=False)))
         lines += ["Wall time of the word scores on this 2-core CPU (all sentences, s): "
                   + ", ".join(f"{m} {v:.0f}" for m, v in sorted(secs.items(), key=lambda kv: -kv[1])), ""]
         coh = sorted(work.glob(f"{name}-coherency-*.csv"))
