@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 # the cost table of docs/performance.md, as published (without --json, so the results in
 # benchmarks/results/speed.json stay); minutes per sentence on a CPU, see the seconds there
 bench: $(STAMP)
-	$(PY) benchmarks/speed.py --guan-sentences 2
+	$(PY) benchmarks/speed.py --guan-sentences 2 --as-0.1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
