@@ -27,7 +27,9 @@ DEPARTURE_METRICS = ("comprehensiveness", "comprehensiveness_abs", "comprehensiv
 def departures(ev: Evaluation, other: str = "saliency", removal: str = "delete", width: int | None = None) -> list[str]:
     """Where EntropyAttribution's ranking departs most from ``other``'s (``"saliency"``, or
     ``"entropy_linearized"``: the linearised σ; the lowest third of Kendall τ between their word
-    scores), which of the two is more faithful (signed and magnitude metrics, paired)."""
+    scores), which of the two is more faithful (signed and magnitude metrics, paired). With ``width``
+    (the embedding's width) and the linearised σ as ``other``, also how far the σ's themselves move,
+    in nats per dimension."""
     rows = {(r["method"], r["sentence"]): r for r in ev.rows if r["removal"] == removal}
     taus = {s: _kendall(np.asarray(rows[("entropy", s)]["scores"]), np.asarray(rows[(other, s)]["scores"]))
             for (m, s) in rows if m == "entropy" and (other, s) in rows}

@@ -350,7 +350,7 @@ def test_rescore_adds_a_metric_from_the_stored_scores_and_refuses_other_inputs(o
 def test_cancellation_of_the_top_words_single_word_effects():
     """Words 0 and 1 push the predicted class opposite ways by 0.3 and 0.2 (leave-one-out), word 2
     does nothing. An unsigned ranking that puts both on top holds all the single-word effect
-    (share 1) but half of it cancels; a signed ranking's top word pushes one way only."""
+    (share 1) but 0.8 of it cancels (|0.3 − 0.2| of 0.5); a signed ranking's top word pushes one way only."""
     from captum_entropy.evaluate.faithfulness import cancellation
 
     loo = [0.3, -0.2, 0.0]
