@@ -143,6 +143,13 @@ class WordReadings:
         """(L, W): each word's :meth:`word_kept` over the sentence's mean word (1 = average)."""
         return relative(self.word_kept(b))
 
+    def word_contrast(self, b: int, unit: str = "nats") -> Tensor:
+        """(L, W): :meth:`word_kept` minus the sentence's mean word's (nats/dim; 0 = average). It
+        equals the words' mean log σ minus the word's, so the σ cap cancels: a log ratio of
+        tolerated noise that compares models of any width and embedding scale."""
+        kept = self.word_kept(b, unit)
+        return kept - kept.mean(-1, keepdim=True)
+
     def word_pieces(self, b: int) -> Tensor:
         """(W,): how many tokens each word of sentence ``b`` has."""
         return self.groupings[b].pieces()

@@ -1,5 +1,6 @@
 """FeatureStats (streaming, masked, saved) and EntropyResult (saved, importance)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -107,3 +108,26 @@ def test_result_save_load_and_importance(bert, tmp_path):
         assert torch.equal(res.kept_information, res.token_kept)
     with pytest.deprecated_call(match="sentence_entropy_total"):
         assert torch.equal(res.sentence_entropy, res.sentence_entropy_total)
+
+
+def test_bootstrap_ci_draws_widths_match_the_closed_form():
+    """Sentences spread with SD 1 around 3, each measured with SE 0.5 (perturbed copies): the
+    two-level interval is ±1.96·√((s² + mean e²)/n), the sentence part ±1.96·s/√n, the error part
+    ±1.96·√(mean e²)/√n, s and e taken from the very samples (the bootstrap adds only its own noise)."""
+    from captum_entropy._bootstrap import bootstrap_ci_draws
+
+    rng = np.random.default_rng(3)
+    n = 400
+    point = 3.0 + rng.normal(0, 1.0, n)
+    draws = point[:, None] + rng.normal(0, 0.5, (n, 300))
+    ci = bootstrap_ci_draws(point, draws, n_boot=4000, seed=1)
+    s2 = point.var()
+    e2 = ((draws - draws.mean(1, keepdims=True)) ** 2).mean()
+    bias = (draws.mean(1) - point).mean()  # the copies' own mean offset, in the combined interval's centre
+    assert ci.mean == pytest.approx(point.mean())
+    assert (ci.high - ci.low) / 2 == pytest.approx(1.96 * np.sqrt((s2 + e2) / n), rel=0.05)
+    assert (ci.low + ci.high) / 2 == pytest.approx(point.mean() + bias, abs=0.02)
+    assert np.diff(ci.sentences)[0] / 2 == pytest.approx(1.96 * np.sqrt(s2 / n), rel=0.05)
+    assert np.diff(ci.errors)[0] / 2 == pytest.approx(1.96 * np.sqrt(e2 / n), rel=0.05)
+    with pytest.raises(ValueError, match="draws must be"):
+        bootstrap_ci_draws(point, draws[:10])

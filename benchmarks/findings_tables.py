@@ -1,0 +1,185 @@
+"""The per-sentence measures behind docs/findings.md, with each word's error bar carried through.
+
+Every measure is a function of one sentence's word readings at one feature. The readings come as
+a matrix: row 0 the estimate, rows 1..DRAWS copies with each word's kept information perturbed
+by its own standard error (``word_kept_se``: normal, independent between words), so a measure
+computed on every row gives its estimate and its spread from the per-word errors at once;
+``interval`` combines that with the spread over sentences (``bootstrap_ci_draws``).
+
+Which reading each claim uses, and why (the page says it too):
+
+- depth (claim 1): the mean word entropy per dimension, an absolute level; the claim compares the
+  layers of one model, which share the embedding scale (the level is not comparable across models);
+- which words a feature singles out (claims 2 and 4): the **contrast**, a word's kept information
+  per dimension minus the sentence's mean word's, i.e. the mean log σ of the sentence's words
+  minus the word's: the σ cap cancels (kept information measured from the cap sits near 1/W of
+  the sentence for every word, so shares and their ratios hardly move), a word cut into pieces
+  counts once, and it is a log ratio of tolerated noise, so models of different widths and
+  embedding scales share it;
+- forgetting (claim 3): a special token's kept information over the mean word's, because
+  "forgotten" means σ at the cap (kept 0) and the cap is the reference for that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from captum_entropy import LayerExplanation
+from captum_entropy._bootstrap import DrawsInterval, bootstrap_ci_draws
+
+DRAWS = 200  # perturbed copies of each sentence's readings
+
+
+@dataclass
+class Readings:
+    """One sentence at one feature: ``kept`` and ``entropy`` (1 + DRAWS, W) per dimension (row 0 the
+    estimate), ``special`` (1 + DRAWS, S) kept per dimension of its special tokens, the words."""
+
+    kept: np.ndarray
+    entropy: np.ndarray
+    special: np.ndarray
+    special_names: list[str]
+    words: list[str]
+    se_known: bool
+
+
+def readings(ex: LayerExplanation, f: int, b: int, seed: int) -> Readings:
+    """Sentence ``b`` of ``ex`` at feature ``f`` with DRAWS perturbed copies (seeded; a NaN error,
+    not measured, perturbs nothing and clears ``se_known``)."""
+    rng = np.random.default_rng(seed)
+    kept = ex.word_kept(b)[f].double().numpy()
+    se = ex.word_kept_se(b)[f].double().numpy()
+    entropy = ex.word_entropy(b)[f].double().numpy()
+    g = ex.groupings[b]
+    special = (g.special_values(ex.token_kept[:, b]) / ex.n_dims)[f].double().numpy()
+    special_se = g.special_values(ex.log_sigma_se[:, b])[f].double().numpy()
+    known = bool(np.isfinite(se).all() and np.isfinite(special_se).all())
+    shift = rng.standard_normal((DRAWS, kept.size)) * np.nan_to_num(se)
+    special_shift = rng.standard_normal((DRAWS, special.size)) * np.nan_to_num(special_se)
+    return Readings(kept=np.vstack([kept, kept + shift]),
+                    entropy=np.vstack([entropy, entropy - shift]),  # entropy per dim = const − kept per dim
+                    special=np.vstack([special, special + special_shift]),
+                    special_names=g.special_names(), words=ex.words(b), se_known=known)
+
+
+def gather_readings(exs: list[LayerExplanation], f: int, tag: int) -> dict[int, Readings]:
+    """Every sentence of the chunks ``exs`` (in order) at feature ``f``, keyed by its index in the
+    run; ``tag`` makes each feature's perturbations its own (seed = (tag, sentence))."""
+    out, offset = {}, 0
+    for ex in exs:
+        for b in range(len(ex)):
+            out[offset + b] = readings(ex, f, b, seed=hash((tag, offset + b)) % 2**32)
+        offset += len(ex)
+    return out
+
+
+# -- per-sentence measures: each maps Readings to (1 + DRAWS,) or None --------------------------
+
+def mean_entropy(r: Readings) -> np.ndarray:
+    """The mean word entropy per dimension (nats)."""
+    return r.entropy.mean(1)
+
+
+def contrast_on(r: Readings, words: set[str]) -> np.ndarray | None:
+    """The mean contrast of the sentence's words in ``words`` (their kept information per dimension
+    minus the sentence's mean word's, nats/dim); None without such a word or without any other."""
+    hit = [i for i, w in enumerate(r.words) if w.lower() in words]
+    if not hit or len(hit) == len(r.words):
+        return None
+    return r.kept[:, hit].mean(1) - r.kept.mean(1)
+
+
+def fraction_on(r: Readings, words: set[str]) -> float:
+    """The fraction of the sentence's words that are in ``words``."""
+    return float(np.mean([w.lower() in words for w in r.words]))
+
+
+def spread(r: Readings) -> np.ndarray | None:
+    """The std over the words of their contrast (= of the words' mean log σ), nats/dim."""
+    return r.kept.std(1, ddof=1) if r.kept.shape[1] >= 2 else None
+
+
+def top_contrast(r: Readings) -> np.ndarray | None:
+    """How far the most-kept word stands above the sentence's mean word (nats/dim)."""
+    return r.kept.max(1) - r.kept.mean(1) if r.kept.shape[1] >= 2 else None
+
+
+def noise_floor(r: Readings) -> float | None:
+    """The spread per-word errors alone would give: the root mean square of the words' standard errors."""
+    if r.kept.shape[1] < 2:
+        return None
+    return float(np.sqrt(((r.kept[1:] - r.kept[0]) ** 2).mean()))
+
+
+def special_ratio(r: Readings, name: str) -> np.ndarray | None:
+    """The special token's kept information per dimension over the mean word's (1 = an average
+    word, 0 = forgotten)."""
+    if name not in r.special_names:
+        return None
+    return r.special[:, r.special_names.index(name)] / np.maximum(r.kept.mean(1), 1e-12)
+
+
+def per_sentence(rows: dict[int, Readings], measure) -> dict[int, np.ndarray]:
+    """``measure`` on every sentence where it is defined."""
+    out = {}
+    for k, r in rows.items():
+        v = measure(r)
+        if v is not None:
+            out[k] = np.asarray(v, dtype=float)
+    return out
+
+
+def interval(values: dict[int, np.ndarray], seed: int = 0) -> DrawsInterval:
+    """The mean over sentences with its 95 % interval from the sentences and the per-word errors."""
+    if not values:
+        return bootstrap_ci_draws(np.zeros(0), np.zeros((0, 1)))
+    x = np.stack([values[k] for k in sorted(values)])
+    return bootstrap_ci_draws(x[:, 0], x[:, 1:], seed=seed)
+
+
+def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> DrawsInterval:
+    """The mean of a − b over the sentences both have (their perturbations are independent)."""
+    keys = sorted(set(a) & set(b))
+    return interval({k: a[k] - b[k] for k in keys})
+
+
+def fmt(c: DrawsInterval, digits: int = 3) -> str:
+    """``"mean [low, high]"`` (the interval with both sources of uncertainty)."""
+    return f"{c.mean:.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}]"
+
+
+def verdict(c: DrawsInterval, up: str, down: str) -> str:
+    """``up`` if the interval is above 0, ``down`` if below, else says it contains 0."""
+    if not (np.isfinite(c.low) and np.isfinite(c.high)):
+        return f"too few sentences to tell (n = {c.n})"
+    if c.low > 0:
+        return up
+    if c.high < 0:
+        return down
+    return "no clear difference (the interval contains 0)"
+
+
+# -- how determined the explanations are (straight from the explanations: no perturbation) -------
+
+def order_measures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.ndarray]]:
+    """Per sentence at feature ``f``: the share of its word pairs whose 95 % intervals are apart
+    (``word_ordered``), the share of its words whose rank is not determined (``word_undetermined``),
+    the median half-width of its words' intervals (nats/dim), and whether it is flagged ambiguous
+    (another optimum within the gap keeps other words). Values as (2,) arrays: estimate, copy."""
+    names = ("ordered", "undetermined", "half_width", "ambiguous")
+    out: dict[str, dict[int, np.ndarray]] = {k: {} for k in names}
+    offset = 0
+    for ex in exs:
+        for b in range(len(ex)):
+            w = ex.groupings[b].n_words
+            if w >= 2:
+                vals = (float(ex.word_ordered(b)[f].sum()) / (w * (w - 1) / 2),
+                        float(ex.word_undetermined(b)[f].float().mean()),
+                        float(ex.word_kept_half_width(b)[f].median()),
+                        float(ex.ambiguous[f, b]))
+                for k, v in zip(names, vals):
+                    out[k][offset + b] = np.array([v, v])
+        offset += len(ex)
+    return out
