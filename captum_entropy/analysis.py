@@ -21,7 +21,7 @@ from .readings import UNITS, WordReadings  # noqa: F401  (UNITS: re-exported)
 from .words import WordGrouping
 
 _PER_SENTENCE = ("mask", "max_sigma", "prediction", "probability", "target")  # (B, ...)
-_OPTIONAL = ("log_sigma_se", "ambiguous", "ambiguity_gap")  # files written before the error bars lack them
+_OPTIONAL = ("log_sigma_se", "ambiguous", "ambiguity_gap", "linear_log_sigma")  # older files lack them
 _PER_LAYER = ("token_entropy", "token_kept", "log_sigma", "saturated", "converged", "stationarity", "distortion",
               "steps") + _OPTIONAL  # (L, B, ...)
 _TENSORS = tuple(k for k in _PER_LAYER if k not in _OPTIONAL) + _PER_SENTENCE  # every saved file has these
@@ -62,6 +62,9 @@ class LayerExplanation(WordReadings):
             (:meth:`~captum_entropy.readings.WordReadings.word_kept_se`).
         ambiguous, ambiguity_gap: (L, B) another optimum within ``ambiguity_gap`` nats/dim keeps
             other words (``update="fixed_draws"``; False / NaN otherwise).
+        linear_log_sigma: (L, B, T) like ``log_sigma`` for the linearised closed form
+            (``method="linearized"``, one Jacobian: Saliency's regime); ``log_sigma`` minus it is
+            how far the answer departs from a Jacobian norm (NaN in files saved before it).
     """
 
     model: str
@@ -88,6 +91,7 @@ class LayerExplanation(WordReadings):
     log_sigma_se: Tensor | None = None
     ambiguous: Tensor | None = None
     ambiguity_gap: Tensor | None = None
+    linear_log_sigma: Tensor | None = None
 
     def __post_init__(self) -> None:
         shape = self.converged.shape
@@ -97,6 +101,8 @@ class LayerExplanation(WordReadings):
             self.ambiguous = torch.zeros(shape, dtype=torch.bool)
         if self.ambiguity_gap is None:
             self.ambiguity_gap = torch.full(shape, math.nan)
+        if self.linear_log_sigma is None:
+            self.linear_log_sigma = torch.full(self.log_sigma.shape, math.nan)
 
     # -- words: the readings are in .readings (WordReadings) ---------------------------------
 
@@ -204,7 +210,7 @@ class LayerExplanation(WordReadings):
                 raise ValueError(f"cannot concatenate {p!r} with {first!r}: another model or other features")
         width = max(p.mask.shape[1] for p in parts)
         pad = {"token_entropy": math.nan, "token_kept": 0.0, "log_sigma": math.nan, "saturated": False, "mask": False,
-               "log_sigma_se": math.nan}
+               "log_sigma_se": math.nan, "linear_log_sigma": math.nan}
 
         def cat(key: str) -> Tensor:
             dim = 0 if key in _PER_SENTENCE else 1

@@ -121,6 +121,7 @@ def explain_layers(
         log_sigma_se=torch.stack([r.log_sigma_se.mean(-1) for r in results]).float().cpu(),
         ambiguous=torch.stack([r.ambiguous for r in results]).cpu(),
         ambiguity_gap=torch.stack([r.ambiguity_gap for r in results]).float().cpu(),
+        linear_log_sigma=torch.stack([r.linear_sigma.log().mean(-1) for r in results]).float().cpu(),
     )
 
 

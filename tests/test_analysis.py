@@ -106,8 +106,10 @@ def test_save_load_round_trip_is_exact(tmp_path):
     path = tmp_path / "ex.safetensors"
     ex.save(path)
     back = LayerExplanation.load(path)
+    assert torch.isfinite(ex.linear_log_sigma[:, ex.mask]).all()  # every real token has its linearised σ
     for name in ("token_entropy", "token_kept", "log_sigma", "mask", "max_sigma", "saturated", "converged",
-                 "stationarity", "distortion", "steps", "prediction", "probability", "target"):
+                 "stationarity", "distortion", "steps", "prediction", "probability", "target", "log_sigma_se",
+                 "linear_log_sigma"):
         a, b = getattr(ex, name), getattr(back, name)
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), name
     assert back.groupings == ex.groupings and back.features == ex.features and back.depth == ex.depth
