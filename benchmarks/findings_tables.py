@@ -183,3 +183,34 @@ def order_measures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, n
                     out[k][offset + b] = np.array([v, v])
         offset += len(ex)
     return out
+
+
+# -- how far σ departs from the linearised σ (a Jacobian norm: Saliency's regime) ----------------
+
+def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.ndarray]]:
+    """Per sentence at feature ``f``, with Δ = a word's log σ minus its linearised log σ (per
+    dimension, the mean over its pieces): the median |Δ| (nats/dim), the std of Δ over the words
+    (the part that can reorder them; a common offset only rescales), the Spearman correlation of
+    the two orders, and the share of words whose centred Δ exceeds their 95 % error bar. Values as
+    (2,) arrays (estimate, copy); sentences without the linearised σ (older files) are skipped."""
+    from scipy.stats import spearmanr
+
+    names = ("abs", "spread", "spearman", "beyond")
+    out: dict[str, dict[int, np.ndarray]] = {k: {} for k in names}
+    offset = 0
+    for ex in exs:
+        for b in range(len(ex)):
+            g = ex.groupings[b]
+            lin = g.mean(ex.linear_log_sigma[f, b]).double().numpy()
+            own = g.mean(ex.log_sigma[f, b]).double().numpy()
+            if g.n_words < 3 or not np.isfinite(lin).all():
+                continue
+            delta = own - lin
+            centred = delta - delta.mean()
+            rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 and np.ptp(lin) > 0 else np.nan
+            se = np.nan_to_num(ex.word_kept_se(b)[f].double().numpy())
+            vals = (np.median(np.abs(delta)), delta.std(ddof=1), rho, np.mean(np.abs(centred) > 1.96 * se))
+            for k, v in zip(names, vals):
+                out[k][offset + b] = np.array([v, v], dtype=float)
+        offset += len(ex)
+    return out

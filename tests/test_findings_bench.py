@@ -61,3 +61,16 @@ def test_order_measures_count_pairs_whose_intervals_are_apart(T):
     assert m["ambiguous"][0][0] == 0 and m["half_width"][0][0] == 0
     wide = T.order_measures([_with_errors(1.0)], 0)
     assert wide["ordered"][0][0] == 0 and wide["undetermined"][0][0] == 1
+
+
+def test_departures_separate_a_common_offset_from_a_reordering(T):
+    ex = _with_errors(0.01)
+    ex.linear_log_sigma = ex.log_sigma - 0.3  # the linearised answer: every word 0.3 nats/dim tighter
+    d = T.departures([ex], 0)
+    assert d["abs"][0][0] == pytest.approx(0.3) and d["spread"][0][0] == pytest.approx(0.0, abs=1e-6)
+    assert d["spearman"][0][0] == pytest.approx(1.0) and d["beyond"][0][0] == 0
+    ex.linear_log_sigma[:, :, 4] -= 3.0  # "film" now the linearised answer's most kept word
+    d = T.departures([ex], 0)
+    assert d["spearman"][0][0] < 0 and d["beyond"][0][0] == 1.0  # every centred Δ is ≥ 1 nat/dim, far past 0.02
+    assert d["spread"][0][0] == pytest.approx(np.std([0.3, 0.3, 3.3], ddof=1), rel=1e-5)
+    assert T.departures([explanation()], 0)["abs"] == {}  # no linearised σ saved: skipped, not guessed
