@@ -23,6 +23,7 @@ Which reading each claim uses, and why (the page says it too):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +31,23 @@ from captum_entropy import LayerExplanation
 from captum_entropy._bootstrap import DrawsInterval, bootstrap_ci_draws
 
 DRAWS = 200  # perturbed copies of each sentence's readings
+SENTIMENT_MIN = 1.0  # |mean valence| in VADER's lexicon for a sentiment word
+
+
+def lexicons() -> tuple[set[str], set[str]]:
+    """Sentiment words (VADER, |valence| ≥ 1) and function words (stop-words' English list minus VADER's words)."""
+    import vaderSentiment
+    from stop_words import get_stop_words
+
+    valence = {}
+    with open(Path(vaderSentiment.__file__).with_name("vader_lexicon.txt"), encoding="utf-8") as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2:
+                valence[parts[0]] = float(parts[1])
+    sentiment = {w for w, v in valence.items() if abs(v) >= SENTIMENT_MIN}
+    function = {w for w in get_stop_words("en") if w not in valence}
+    return sentiment, function
 
 
 @dataclass

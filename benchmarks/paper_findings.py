@@ -29,29 +29,12 @@ import findings_tables as T
 from common import chunk_path, covering
 
 MODELS = ("minilm", "transformer", "lstm", "cnn")
-SENTIMENT_MIN = 1.0  # |mean valence| in VADER's lexicon for a sentiment word
-
-
-def lexicons() -> tuple[set[str], set[str]]:
-    """Sentiment words (VADER, |valence| ≥ 1) and function words (stop-words' English list minus VADER's words)."""
-    import vaderSentiment
-    from stop_words import get_stop_words
-
-    valence = {}
-    with open(Path(vaderSentiment.__file__).with_name("vader_lexicon.txt"), encoding="utf-8") as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) >= 2:
-                valence[parts[0]] = float(parts[1])
-    sentiment = {w for w, v in valence.items() if abs(v) >= SENTIMENT_MIN}
-    function = {w for w in get_stop_words("en") if w not in valence}
-    return sentiment, function
 
 
 # -- stage 1 -------------------------------------------------------------------------------------
 
 def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work: Path, chunk: int, max_steps: int, timing: dict,
-        parts: tuple[str, ...] = ("layers", "output")) -> None:
+        parts: tuple[str, ...] = ("layers", "output"), reverse: bool = False) -> None:
     """Explain and save every chunk not yet on disk (every model's layers first, then the
     predictions, the slow part); ``timing`` gets each chunk's seconds."""
     explainers = {}
@@ -63,7 +46,8 @@ def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work:
                 explainers[name] = {"layers": hidden,
                                     "output": Explainer(zm, layers=(), max_steps=max_steps, feature_std=hidden.feature_std)}
             count = n_layers[name] if part == "layers" else n_output[name]
-            for i in range(0, count, chunk):
+            starts = range(0, count, chunk)
+            for i in (reversed(starts) if reverse else starts):
                 path = chunk_path(work, f"{name}-{part}", i, min(i + chunk, count), ".safetensors")
                 if path.is_file():
                     continue
@@ -286,7 +270,7 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
     import matplotlib
 
     matplotlib.use("Agg")
-    sentiment, function = lexicons()
+    sentiment, function = T.lexicons()
     data = {name: {"layers": gather(work, name, "layers"), "output": gather(work, name, "output")} for name in models}
     n = {name: (sum(map(len, d["layers"])), sum(map(len, d["output"]))) for name, d in data.items()}
     table1, rises = depth_section(models, data, fig_dir)
@@ -338,7 +322,7 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
              "standard errors) against the median spread of the words (std of log σ): where the half-width is a "
              "small part of the spread, the order of a sentence's words is determined.", "",
              "## 2. Sentiment words against function words", "",
-             f"Sentiment words: VADER's lexicon (`vaderSentiment` 3.3.2), |valence| ≥ {SENTIMENT_MIN}; function words: "
+             f"Sentiment words: VADER's lexicon (`vaderSentiment` 3.3.2), |valence| ≥ {T.SENTIMENT_MIN}; function words: "
              "the `stop-words` package's English list minus any word VADER scores. Per sentence with at least one such "
              "word and one other: their mean contrast (kept information per dimension above the sentence's mean word; "
              "0 = no preference, > 0 = kept more than the average word).", "", *table2, "",
@@ -389,6 +373,8 @@ def main() -> None:
     p.add_argument("--work", default="benchmarks/results/findings")
     p.add_argument("--doc", default="docs/findings.md")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--reverse", action="store_true", help="last chunk first: a second process on the same "
+                   "--work with --reverse shares the work with the first (they meet in the middle)")
     p.add_argument("--parts", default="layers,output", help="what to compute first (e.g. output,layers)")
     p.add_argument("--runs", help="the commands that produced the files in --work, as stated in the page "
                    "(default: this command)")
@@ -403,7 +389,7 @@ def main() -> None:
     timing_path = work / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     if not args.summary_only:
-        run(models, texts, n_layers, n_out, work, args.chunk, args.max_steps, timing, tuple(args.parts.split(",")))
+        run(models, texts, n_layers, n_out, work, args.chunk, args.max_steps, timing, tuple(args.parts.split(",")), args.reverse)
     command = "python benchmarks/paper_findings.py" + "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("sentences", "output_sentences", "minilm_sentences", "minilm_output_sentences")
         if getattr(args, k) != p.get_default(k))
