@@ -34,7 +34,7 @@ MODELS = ("minilm", "transformer", "lstm", "cnn")
 # -- stage 1 -------------------------------------------------------------------------------------
 
 def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work: Path, chunk: int, max_steps: int, timing: dict,
-        parts: tuple[str, ...] = ("layers", "output"), reverse: bool = False) -> None:
+        parts: tuple[str, ...] = ("layers", "output"), reverse: bool = False, device: str = "cpu") -> None:
     """Explain and save every chunk not yet on disk (every model's layers first, then the
     predictions, the slow part); ``timing`` gets each chunk's seconds."""
     explainers = {}
@@ -42,6 +42,7 @@ def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work:
         for name in models:
             if name not in explainers:
                 zm = load(name)
+                zm.model.to(device)
                 hidden = Explainer(zm, output=False, max_steps=max_steps)
                 explainers[name] = {"layers": hidden,
                                     "output": Explainer(zm, layers=(), max_steps=max_steps, feature_std=hidden.feature_std)}
@@ -53,10 +54,11 @@ def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work:
                     continue
                 t = time.perf_counter()
                 explainers[name][part](texts[i:min(i + chunk, count)]).save(path)  # atomic (safetensors + rename)
-                timing[path.name] = round(time.perf_counter() - t, 1)
+                key = path.name if device == "cpu" else f"{path.name}@{device}"  # the page sums CPU time apart
+                timing[key] = round(time.perf_counter() - t, 1)
                 on_disk = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() else {}
                 write_text(work / "timing.json", json.dumps({**on_disk, **timing}, indent=1, sort_keys=True))  # another run may share the folder
-                print(f"{name} {part} {i}..{min(i + chunk, count)}: {timing[path.name]:.0f} s", flush=True)
+                print(f"{name} {part} {i}..{min(i + chunk, count)}: {timing[key]:.0f} s", flush=True)
 
 
 def gather(work: Path, name: str, part: str) -> list[LayerExplanation]:
@@ -286,7 +288,7 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
              "early. This page measures each claim on this repository's four zoo models (sentiment polarity, README), "
              f"on the first held-out test sentences ({sizes}; n per row in every table), with default settings "
              "(tolerance 0.05, σ_S fitted per model and layer on 256 training sentences).", "",
-             f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m):.0f} s' for m in models)} of chunk time on "
+             f"Produced by {command} ({', '.join(f'{m}: {seconds(timing, m)}' for m in models)} of chunk time on "
              "a 2-core CPU; upper bounds where other jobs ran). The chunks are committed "
              "(`benchmarks/results/findings/`, σ and its standard errors per sentence): the same command resumes where "
              "they stop and only computes what is missing; `--summary-only` rewrites this page from them.", "",
@@ -355,8 +357,15 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
     print(f"wrote {doc}")
 
 
-def seconds(timing: dict, model: str) -> float:
-    return sum(v for k, v in timing.items() if k.startswith(model + "-"))
+def seconds(timing: dict, model: str) -> str:
+    """The model's chunk seconds on this CPU, and on any other device a chunk was computed on."""
+    by_device: dict[str, float] = {}
+    for k, v in timing.items():
+        if k.startswith(model + "-"):
+            device = k.partition("@")[2] or "cpu"
+            by_device[device] = by_device.get(device, 0.0) + v
+    cpu = f"{by_device.pop('cpu', 0.0):.0f} s"
+    return cpu + "".join(f" (+ {v:.0f} s on {d})" for d, v in by_device.items())
 
 
 def main() -> None:
@@ -373,6 +382,7 @@ def main() -> None:
     p.add_argument("--work", default="benchmarks/results/findings")
     p.add_argument("--doc", default="docs/findings.md")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (the model goes there; the chunks are the same files)")
     p.add_argument("--reverse", action="store_true", help="last chunk first: a second process on the same "
                    "--work with --reverse shares the work with the first (they meet in the middle)")
     p.add_argument("--parts", default="layers,output", help="what to compute first (e.g. output,layers)")
@@ -389,7 +399,8 @@ def main() -> None:
     timing_path = work / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     if not args.summary_only:
-        run(models, texts, n_layers, n_out, work, args.chunk, args.max_steps, timing, tuple(args.parts.split(",")), args.reverse)
+        run(models, texts, n_layers, n_out, work, args.chunk, args.max_steps, timing, tuple(args.parts.split(",")), args.reverse,
+            args.device)
     command = "python benchmarks/paper_findings.py" + "".join(
         f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("sentences", "output_sentences", "minilm_sentences", "minilm_output_sentences")
         if getattr(args, k) != p.get_default(k))
