@@ -41,7 +41,7 @@ from .optim_settings import (
     SATURATION, SMALL_FEATURE_SAMPLES, STOP_REASONS, TIE_TOLERANCE, UPDATES, OptimSettings, _is_bool, _is_int, _is_real,
 )
 from .other_optima import check_answer
-from .update_rules import _State, _adam, _newton, _stationarity_step
+from .update_rules import _State, _adam, _newton, _stationarity_step, log_sigma_se
 
 # the settings' names are re-exported (settings.py and result.py import them from here)
 __all__ = ["SATURATION", "SMALL_FEATURE_SAMPLES", "STOP_REASONS", "TIE_TOLERANCE", "UPDATES", "OptimSettings",
@@ -247,7 +247,8 @@ def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Te
     averaged iterates. The budget is corrected by the measured homogeneity ``½·Σ ḡ/D̄`` where D
     does not grow like σ². Not for a feature far from linear at the noise it takes: on MiniLM's
     pooled output the closed form scored 0.03 nats/dim worse than the iterate (docs/method.md).
-    The error, every row: ``½·se(ā_p)/ā_p`` (the delta method). Rows with fewer than
+    The error, every row: :func:`~captum_entropy.update_rules.log_sigma_se` (the delta method
+    ``½·se(ā_p)/ā_p`` where ā_p is resolved from 0; up to the cap where not). Rows with fewer than
     :data:`~captum_entropy.update_rules.MIN_AVERAGED` averaged steps keep ``u`` and a NaN error.
     """
     a_bar, a_se, homogeneity = state.curvature()
@@ -255,13 +256,12 @@ def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Te
     if not bool(ok.any()):
         return u, torch.full_like(u, math.nan)
     a_fill = torch.where(ok[:, None, None], a_bar, torch.ones_like(a_bar))
-    se = 0.5 * a_se / a_fill.clamp_min(torch.finfo(a_fill.dtype).tiny)
-    se = torch.where(ok[:, None, None] & valid, se, torch.full_like(se, math.nan))
-    if not bool((ok & exact).any()):  # polish="never" (the default): the iterate stays
-        return u, se
-    tolerance = None if budget is None else budget * torch.where(ok, homogeneity, torch.ones_like(homogeneity))
-    polished = linear_solution(a_fill, valid, log_cap, tolerance=tolerance, pull=pull)
-    return torch.where((ok & exact)[:, None, None], polished, u), se
+    if bool((ok & exact).any()):  # polish="never" (the default): the iterate stays
+        tolerance = None if budget is None else budget * torch.where(ok, homogeneity, torch.ones_like(homogeneity))
+        polished = linear_solution(a_fill, valid, log_cap, tolerance=tolerance, pull=pull)
+        u = torch.where((ok & exact)[:, None, None], polished, u)
+    se = log_sigma_se(a_bar, a_se, u, log_cap)
+    return u, torch.where(ok[:, None, None] & valid, se, torch.full_like(se, math.nan))
 
 
 def _answer(u: Tensor, log_cap: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:

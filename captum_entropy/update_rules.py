@@ -32,6 +32,25 @@ from .optim_settings import STOP_REASONS, TIE_TOLERANCE, OptimSettings
 
 
 MIN_AVERAGED = 5  # fewer averaged Newton steps than this: no polished answer, no error bar
+Z95 = 1.96  # a 95 % interval is ± this many standard errors
+
+
+def log_sigma_se(a_bar: Tensor, a_se: Tensor, u: Tensor, log_cap: Tensor) -> Tensor:
+    """The standard error of log σ = ``u`` from the averaged curvature ``ā ± se_ā`` (σ² ∝ 1/a at
+    the answer). Where the curvature's 95 % interval excludes 0 (``ā > 1.96·se_ā``) the delta
+    method, ``½·se_ā/ā``; elsewhere the draws cannot tell the word's curvature from 0, so nothing
+    but the cap bounds its σ: the interval reaches the cap, ``(cap − u)/1.96``, and is never
+    narrower than the delta method's at that boundary, ``½/1.96`` (dividing by an ā near 0 gave
+    errors of 1e35). NaN where the curvature is not measured.
+
+    >>> a = torch.tensor([1.0, 0.1, -0.2]); se_a = torch.tensor([0.1, 0.1, 0.1])
+    >>> log_sigma_se(a, se_a, torch.zeros(3), torch.full((3,), 2.0))   # delta; at 0; below 0
+    tensor([0.0500, 1.0204, 1.0204])
+    """
+    delta = 0.5 * a_se / a_bar.clamp_min(torch.finfo(a_bar.dtype).tiny)
+    reach = torch.clamp_min((log_cap - u) / Z95, 0.5 / Z95)
+    se = torch.where(a_bar > Z95 * a_se, delta, reach)
+    return se.masked_fill(a_bar.isnan() | a_se.isnan(), math.nan)
 
 
 class _State:
@@ -168,8 +187,8 @@ class _State:
         (its ``r̄_p`` many errors from 0, at the cap or not) holds the sentence back.
         """
         a_bar, a_se, _ = self.curvature()
-        se = 0.5 * a_se[full] / a_bar[full].clamp_min(torch.finfo(a_bar.dtype).tiny)
         u_bar = self.u_acc[full] / self.n_acc[full].clamp_min(1)[:, None, None]
+        se = log_sigma_se(a_bar[full], a_se[full], u_bar, self.log_cap[full])
         free = valid & (u_bar < self.log_cap[full] - 1e-6)
         median = torch.nanmedian(se.masked_fill(~free, math.nan).flatten(1), dim=1).values
         settled = ((r_bar.abs() <= self.s.tol + 3 * se) | ~valid).flatten(1).all(1)
