@@ -181,6 +181,26 @@ def chunk_path(work: Path, prefix: str, start: int, end: int, suffix: str) -> Pa
     return work / f"{prefix}-{start:04d}-{end:04d}{suffix}"
 
 
+def missing_chunks(work: Path, prefix: str, suffix: str, count: int, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` chunks of at most ``size`` items that cover what no chunk on disk covers of
+    items 0..count, so a rerun with another chunk size resumes instead of starting again."""
+    covered = [False] * count
+    for p in work.glob(f"{prefix}-[0-9]*-[0-9]*{suffix}"):
+        start, end = (int(x) for x in p.name[len(prefix) + 1:-len(suffix)].split("-"))
+        covered[start:min(end, count)] = [True] * max(0, min(end, count) - start)
+    out, i = [], 0
+    while i < count:
+        if covered[i]:
+            i += 1
+            continue
+        end = i
+        while end < count and not covered[end] and end - i < size:
+            end += 1
+        out.append((i, end))
+        i = end
+    return out
+
+
 def covering(work: Path, prefix: str, suffix: str) -> list[Path]:
     """The chunks that cover items 0, 1, … without gap or overlap (the longest at each start)."""
     chunks: dict[int, tuple[int, Path]] = {}

@@ -26,7 +26,7 @@ from captum_entropy import Explainer, LayerExplanation
 from captum_entropy.viz import save_figure, write_text
 from captum_entropy.zoo import load, load_polarity
 import findings_tables as T
-from common import chunk_path, covering
+from common import chunk_path, covering, missing_chunks
 
 MODELS = ("minilm", "transformer", "lstm", "cnn")
 
@@ -47,18 +47,18 @@ def run(models, texts, n_layers: dict[str, int], n_output: dict[str, int], work:
                 explainers[name] = {"layers": hidden,
                                     "output": Explainer(zm, layers=(), max_steps=max_steps, feature_std=hidden.feature_std)}
             count = n_layers[name] if part == "layers" else n_output[name]
-            starts = range(0, count, chunk)
-            for i in (reversed(starts) if reverse else starts):
-                path = chunk_path(work, f"{name}-{part}", i, min(i + chunk, count), ".safetensors")
-                if path.is_file():
+            todo = missing_chunks(work, f"{name}-{part}", ".safetensors", count, chunk)
+            for i, end in (reversed(todo) if reverse else todo):
+                path = chunk_path(work, f"{name}-{part}", i, end, ".safetensors")
+                if path.is_file():  # another process on the same folder made it meanwhile
                     continue
                 t = time.perf_counter()
-                explainers[name][part](texts[i:min(i + chunk, count)]).save(path)  # atomic (safetensors + rename)
+                explainers[name][part](texts[i:end]).save(path)  # atomic (safetensors + rename)
                 key = path.name if device == "cpu" else f"{path.name}@{device}"  # the page sums CPU time apart
                 timing[key] = round(time.perf_counter() - t, 1)
                 on_disk = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() else {}
                 write_text(work / "timing.json", json.dumps({**on_disk, **timing}, indent=1, sort_keys=True))  # another run may share the folder
-                print(f"{name} {part} {i}..{min(i + chunk, count)}: {timing[key]:.0f} s", flush=True)
+                print(f"{name} {part} {i}..{end}: {timing[key]:.0f} s", flush=True)
 
 
 def gather(work: Path, name: str, part: str) -> list[LayerExplanation]:

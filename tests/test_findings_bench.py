@@ -74,3 +74,16 @@ def test_departures_separate_a_common_offset_from_a_reordering(T):
     assert d["spearman"][0][0] < 0 and d["beyond"][0][0] == 1.0  # every centred Δ is ≥ 1 nat/dim, far past 0.02
     assert d["spread"][0][0] == pytest.approx(np.std([0.3, 0.3, 3.3], ddof=1), rel=1e-5)
     assert T.departures([explanation()], 0)["abs"] == {}  # no linearised σ saved: skipped, not guessed
+
+
+def test_a_rerun_with_another_chunk_size_computes_only_the_gaps(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    common = importlib.import_module("common")
+    for a, b in ((0, 8), (8, 16), (40, 48)):  # two processes, one from each end, stopped part way
+        (tmp_path / f"m-layers-{a:04d}-{b:04d}.st").touch()
+    assert common.missing_chunks(tmp_path, "m-layers", ".st", 48, 20) == [(16, 36), (36, 40)]
+    assert common.missing_chunks(tmp_path, "m-layers", ".st", 60, 8) == [(16, 24), (24, 32), (32, 40), (48, 56), (56, 60)]
+    for a, b in ((16, 36), (36, 40)):
+        (tmp_path / f"m-layers-{a:04d}-{b:04d}.st").touch()
+    assert [p.name for p in common.covering(tmp_path, "m-layers", ".st")][-2:] == ["m-layers-0036-0040.st", "m-layers-0040-0048.st"]
+    assert common.missing_chunks(tmp_path, "m-layers", ".st", 48, 20) == []
