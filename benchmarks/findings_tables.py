@@ -209,11 +209,13 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
     """Per sentence at feature ``f``, with Δ = a word's log σ minus its linearised log σ (per
     dimension, the mean over its pieces): the median |Δ| (nats/dim), the std of Δ over the words
     (the part that can reorder them; a common offset only rescales), the Spearman correlation of
-    the two orders, and the share of words whose centred Δ exceeds their 95 % error bar. Values as
+    the two orders (NaN where either gives every word the same σ), whether the linearised σ is the
+    same for every word (``flat``: a confident prediction whose Jacobian is ~0 lets every word
+    take the cap), and the share of words whose centred Δ exceeds their 95 % error bar. Values as
     (2,) arrays (estimate, copy); sentences without the linearised σ (older files) are skipped."""
     from scipy.stats import spearmanr
 
-    names = ("abs", "spread", "spearman", "beyond")
+    names = ("abs", "spread", "spearman", "beyond", "flat")
     out: dict[str, dict[int, np.ndarray]] = {k: {} for k in names}
     offset = 0
     for ex in exs:
@@ -227,7 +229,8 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
             centred = delta - delta.mean()
             rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 and np.ptp(lin) > 0 else np.nan
             se = np.nan_to_num(ex.word_kept_se(b)[f].double().numpy())
-            vals = (np.median(np.abs(delta)), delta.std(ddof=1), rho, np.mean(np.abs(centred) > 1.96 * se))
+            vals = (np.median(np.abs(delta)), delta.std(ddof=1), rho, np.mean(np.abs(centred) > 1.96 * se),
+                    float(np.ptp(lin) == 0))
             for k, v in zip(names, vals):
                 out[k][offset + b] = np.array([v, v], dtype=float)
         offset += len(ex)

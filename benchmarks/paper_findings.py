@@ -251,19 +251,21 @@ def determined_section(models, data) -> list[str]:
 def departures_section(models, data) -> list[str]:
     """How far each feature's σ departs from its linearised σ."""
     table = ["| model | feature | n | median \\|Δ log σ\\|, nats/dim [95 % CI] | spread of Δ over the words [95 % CI] | "
-             "Spearman with the linearised order [95 % CI] | sentences below 0.9 | words whose Δ leaves their error "
-             "bar [95 % CI] |", "|---|---|---|---|---|---|---|---|"]
+             "Spearman with the linearised order [95 % CI] | sentences below 0.9 | linearised σ the same for every "
+             "word | words whose Δ leaves their error bar [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
     for name in models:
         for exs in (data[name]["layers"], data[name]["output"]):
             for f, feature in enumerate(exs[0].features):
                 d = T.departures(exs, f)
                 if not d["abs"]:
-                    table.append(f"| {name} | {feature} | 0 | (chunks saved before the linearised σ was kept) | | | | |")
+                    table.append(f"| {name} | {feature} | 0 | (chunks saved before the linearised σ was kept) | | | | | |")
                     continue
                 rho = T.interval(d["spearman"])
-                below = np.mean([v[0] < 0.9 for v in d["spearman"].values()])
-                table.append(f"| {name} | {feature} | {rho.n} | {T.fmt(T.interval(d['abs']))} | {T.fmt(T.interval(d['spread']))} "
-                             f"| {T.fmt(rho)} | {below:.0%} | {T.fmt(T.interval(d['beyond']), 2)} |")
+                below = np.mean([v[0] < 0.9 for v in d["spearman"].values() if np.isfinite(v[0])])
+                flat = int(sum(v[0] for v in d["flat"].values()))
+                table.append(f"| {name} | {feature} | {len(d['abs'])} | {T.fmt(T.interval(d['abs']))} | "
+                             f"{T.fmt(T.interval(d['spread']))} | {T.fmt(rho)} (n = {rho.n}) | {below:.0%} | {flat} | "
+                             f"{T.fmt(T.interval(d['beyond']), 2)} |")
     return table
 
 

@@ -58,7 +58,10 @@ def bootstrap_ci_draws(point: np.ndarray, draws: np.ndarray, n_boot: int = 2000,
                        seed: int = 0) -> DrawsInterval:
     """The mean of ``point`` (n,) with a two-level percentile bootstrap: each replicate resamples the
     sentences and takes, for each, a random one of its perturbed copies ``draws`` (n, D) (copies
-    made from the sentence's own standard errors). Rows with a non-finite estimate are dropped."""
+    made from the sentence's own standard errors). Each sentence's copies are first recentred on
+    its estimate: they carry its spread, while their mean offset is the bias a nonlinear measure
+    (a std, a max) takes from noise added on top of an estimate that already holds it. Rows with
+    a non-finite estimate are dropped."""
     point, draws = np.asarray(point, dtype=float), np.asarray(draws, dtype=float)
     if draws.ndim != 2 or draws.shape[0] != point.shape[0] or draws.shape[1] == 0:
         raise ValueError(f"draws must be (n, D) with n = len(point) = {point.shape[0]}, got {draws.shape}")
@@ -66,6 +69,7 @@ def bootstrap_ci_draws(point: np.ndarray, draws: np.ndarray, n_boot: int = 2000,
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     keep = np.isfinite(point) & np.isfinite(draws).all(1)
     point, draws = point[keep], draws[keep]
+    draws = draws - draws.mean(1, keepdims=True) + point[:, None]
     n = point.size
     if n < 2:
         m = float(point.mean()) if n else float("nan")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,14 @@ def test_departures_separate_a_common_offset_from_a_reordering(T):
     ex.linear_log_sigma = ex.log_sigma - 0.3  # the linearised answer: every word 0.3 nats/dim tighter
     d = T.departures([ex], 0)
     assert d["abs"][0][0] == pytest.approx(0.3) and d["spread"][0][0] == pytest.approx(0.0, abs=1e-6)
-    assert d["spearman"][0][0] == pytest.approx(1.0) and d["beyond"][0][0] == 0
+    assert d["spearman"][0][0] == pytest.approx(1.0) and d["beyond"][0][0] == 0 and d["flat"][0][0] == 0
     ex.linear_log_sigma[:, :, 4] -= 3.0  # "film" now the linearised answer's most kept word
     d = T.departures([ex], 0)
     assert d["spearman"][0][0] < 0 and d["beyond"][0][0] == 1.0  # every centred Δ is ≥ 1 nat/dim, far past 0.02
     assert d["spread"][0][0] == pytest.approx(np.std([0.3, 0.3, 3.3], ddof=1), rel=1e-5)
+    ex.linear_log_sigma[:] = math.log(2.0)  # the linearised answer lets every word take the cap
+    d = T.departures([ex], 0)
+    assert d["flat"][0][0] == 1 and np.isnan(d["spearman"][0][0])
     assert T.departures([explanation()], 0)["abs"] == {}  # no linearised σ saved: skipped, not guessed
 
 
