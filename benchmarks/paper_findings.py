@@ -235,7 +235,10 @@ def determined_section(models, data) -> list[str]:
     table = ["| model | feature | n | flagged ambiguous [95 % CI] | word pairs ordered (intervals apart) [95 % CI] | "
              "words whose rank is not determined [95 % CI] | a word's 95 % half-width, nats/dim (median) |",
              "|---|---|---|---|---|---|---|"]
+    flagged = []
     for name in models:
+        outs = data[name]["output"]
+        flagged.append(f"{name} {int(sum(int(e.ambiguous[0].sum()) for e in outs))} of {sum(map(len, outs))}")
         for label, exs, fs in (("hidden", data[name]["layers"], range(len(data[name]["layers"][0].features))),
                                ("output", data[name]["output"], [0])):
             for f in fs:
@@ -245,7 +248,7 @@ def determined_section(models, data) -> list[str]:
                 table.append(f"| {name} | {feature} | {len(m['ordered'])} | "
                              f"{T.fmt(amb, 2) if amb else 'not checked'} | {T.fmt(T.interval(m['ordered']), 2)} | "
                              f"{T.fmt(T.interval(m['undetermined']), 2)} | {np.median([v[0] for v in m['half_width'].values()]):.3f} |")
-    return table
+    return table + ["", f"Predictions flagged ambiguous: {'; '.join(flagged)}."]
 
 
 def departures_section(models, data) -> list[str]:

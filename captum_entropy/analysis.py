@@ -61,7 +61,8 @@ class LayerExplanation(WordReadings):
             cap, NaN where not measured); the words' error bars
             (:meth:`~captum_entropy.readings.WordReadings.word_kept_se`).
         ambiguous, ambiguity_gap: (L, B) another optimum within ``ambiguity_gap`` nats/dim keeps
-            other words (``update="fixed_draws"``; False / NaN otherwise).
+            other words (the check of other optima: the default on a prediction, ``starts``, or
+            ``update="fixed_draws"``; False / NaN where not checked).
         linear_log_sigma: (L, B, T) like ``log_sigma`` for the linearised closed form
             (``method="linearized"``, one Jacobian: Saliency's regime); ``log_sigma`` minus it is
             how far the answer departs from a Jacobian norm (NaN in files saved before it).
