@@ -1,4 +1,5 @@
-"""The per-sentence measures behind docs/findings.md, with each word's error bar carried through.
+"""The per-sentence measures behind docs/findings.md, with each word's error bar carried through, and
+the tables of its sections 5 and 6.
 
 Every measure is a function of one sentence's word readings at one feature. The readings come as
 a matrix: row 0 the estimate, rows 1..DRAWS copies with each word's kept information perturbed
@@ -235,3 +236,47 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
                 out[k][offset + b] = np.array([v, v], dtype=float)
         offset += len(ex)
     return out
+
+
+# -- the tables of sections 5 and 6 ----------------------------------------------------------------
+
+def determined_section(models, data) -> list[str]:
+    """How determined the word orders are, and how often a prediction has two ways to its answer."""
+    table = ["| model | feature | n | flagged ambiguous [95 % CI] | word pairs ordered (intervals apart) [95 % CI] | "
+             "words whose rank is not determined [95 % CI] | a word's 95 % half-width, nats/dim (median) |",
+             "|---|---|---|---|---|---|---|"]
+    flagged = []
+    for name in models:
+        outs = data[name]["output"]
+        flagged.append(f"{name} {int(sum(int(e.ambiguous[0].sum()) for e in outs))} of {sum(map(len, outs))}")
+        for label, exs, fs in (("hidden", data[name]["layers"], range(len(data[name]["layers"][0].features))),
+                               ("output", data[name]["output"], [0])):
+            for f in fs:
+                m = order_measures(exs, f)
+                amb = interval(m["ambiguous"]) if label == "output" else None
+                feature = exs[0].features[f]
+                table.append(f"| {name} | {feature} | {len(m['ordered'])} | "
+                             f"{fmt(amb, 2) if amb else 'not checked'} | {fmt(interval(m['ordered']), 2)} | "
+                             f"{fmt(interval(m['undetermined']), 2)} | {np.median([v[0] for v in m['half_width'].values()]):.3f} |")
+    return table + ["", f"Predictions flagged ambiguous: {'; '.join(flagged)}."]
+
+
+def departures_section(models, data) -> list[str]:
+    """How far each feature's σ departs from its linearised σ."""
+    table = ["| model | feature | n | median \\|Δ log σ\\|, nats/dim [95 % CI] | spread of Δ over the words [95 % CI] | "
+             "Spearman with the linearised order [95 % CI] | sentences below 0.9 | linearised σ the same for every "
+             "word | words whose Δ leaves their error bar [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in models:
+        for exs in (data[name]["layers"], data[name]["output"]):
+            for f, feature in enumerate(exs[0].features):
+                d = departures(exs, f)
+                if not d["abs"]:
+                    table.append(f"| {name} | {feature} | 0 | (chunks saved before the linearised σ was kept) | | | | | |")
+                    continue
+                rho = interval(d["spearman"])
+                below = np.mean([v[0] < 0.9 for v in d["spearman"].values() if np.isfinite(v[0])])
+                flat = int(sum(v[0] for v in d["flat"].values()))
+                table.append(f"| {name} | {feature} | {len(d['abs'])} | {fmt(interval(d['abs']))} | "
+                             f"{fmt(interval(d['spread']))} | {fmt(rho)} (n = {rho.n}) | {below:.0%} | {flat} | "
+                             f"{fmt(interval(d['beyond']), 2)} |")
+    return table

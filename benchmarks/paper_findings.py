@@ -230,48 +230,6 @@ def spread_section(models, data) -> tuple[list[str], list[str]]:
     return table, verdicts
 
 
-def determined_section(models, data) -> list[str]:
-    """How determined the word orders are, and how often a prediction has two ways to its answer."""
-    table = ["| model | feature | n | flagged ambiguous [95 % CI] | word pairs ordered (intervals apart) [95 % CI] | "
-             "words whose rank is not determined [95 % CI] | a word's 95 % half-width, nats/dim (median) |",
-             "|---|---|---|---|---|---|---|"]
-    flagged = []
-    for name in models:
-        outs = data[name]["output"]
-        flagged.append(f"{name} {int(sum(int(e.ambiguous[0].sum()) for e in outs))} of {sum(map(len, outs))}")
-        for label, exs, fs in (("hidden", data[name]["layers"], range(len(data[name]["layers"][0].features))),
-                               ("output", data[name]["output"], [0])):
-            for f in fs:
-                m = T.order_measures(exs, f)
-                amb = T.interval(m["ambiguous"]) if label == "output" else None
-                feature = exs[0].features[f]
-                table.append(f"| {name} | {feature} | {len(m['ordered'])} | "
-                             f"{T.fmt(amb, 2) if amb else 'not checked'} | {T.fmt(T.interval(m['ordered']), 2)} | "
-                             f"{T.fmt(T.interval(m['undetermined']), 2)} | {np.median([v[0] for v in m['half_width'].values()]):.3f} |")
-    return table + ["", f"Predictions flagged ambiguous: {'; '.join(flagged)}."]
-
-
-def departures_section(models, data) -> list[str]:
-    """How far each feature's σ departs from its linearised σ."""
-    table = ["| model | feature | n | median \\|Δ log σ\\|, nats/dim [95 % CI] | spread of Δ over the words [95 % CI] | "
-             "Spearman with the linearised order [95 % CI] | sentences below 0.9 | linearised σ the same for every "
-             "word | words whose Δ leaves their error bar [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
-    for name in models:
-        for exs in (data[name]["layers"], data[name]["output"]):
-            for f, feature in enumerate(exs[0].features):
-                d = T.departures(exs, f)
-                if not d["abs"]:
-                    table.append(f"| {name} | {feature} | 0 | (chunks saved before the linearised σ was kept) | | | | | |")
-                    continue
-                rho = T.interval(d["spearman"])
-                below = np.mean([v[0] < 0.9 for v in d["spearman"].values() if np.isfinite(v[0])])
-                flat = int(sum(v[0] for v in d["flat"].values()))
-                table.append(f"| {name} | {feature} | {len(d['abs'])} | {T.fmt(T.interval(d['abs']))} | "
-                             f"{T.fmt(T.interval(d['spread']))} | {T.fmt(rho)} (n = {rho.n}) | {below:.0%} | {flat} | "
-                             f"{T.fmt(T.interval(d['beyond']), 2)} |")
-    return table
-
-
 def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, command: str) -> None:
     """Stage 2: every claim from the chunks in ``work``, written to ``doc`` and its figures."""
     import matplotlib
@@ -284,8 +242,8 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
     table2, table2b, verdicts2 = words_section(models, data, sentiment, function)
     table3 = specials_section(models, data, fig_dir)
     table4, verdicts4 = spread_section(models, data)
-    table5 = determined_section(models, data)
-    table6 = departures_section(models, data)
+    table5 = T.determined_section(models, data)
+    table6 = T.departures_section(models, data)
     sizes = "; ".join(f"{m}: {a} (layers), {b} (prediction)" for m, (a, b) in n.items())
     lines = ["# The paper's findings, measured", "",
              "Guan et al. (2019) report that corpus-level information is lost with depth, that BERT singles out task "
