@@ -23,6 +23,7 @@ Which reading each claim uses, and why (the page says it too):
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,11 @@ SENTIMENT_MIN = 1.0  # |mean valence| in VADER's lexicon for a sentiment word
 
 
 def lexicons() -> tuple[set[str], set[str]]:
-    """Sentiment words (VADER, |valence| ≥ 1) and function words (stop-words' English list minus VADER's words)."""
+    """Sentiment words (VADER, |valence| ≥ 1) and function words (stop-words' English list minus
+    VADER's scored words, negations and intensifiers: those carry polarity)."""
     import vaderSentiment
     from stop_words import get_stop_words
+    from vaderSentiment.vaderSentiment import BOOSTER_DICT, NEGATE
 
     valence = {}
     with open(Path(vaderSentiment.__file__).with_name("vader_lexicon.txt"), encoding="utf-8") as f:
@@ -47,7 +50,7 @@ def lexicons() -> tuple[set[str], set[str]]:
             if len(parts) >= 2:
                 valence[parts[0]] = float(parts[1])
     sentiment = {w for w, v in valence.items() if abs(v) >= SENTIMENT_MIN}
-    function = {w for w in get_stop_words("en") if w not in valence}
+    function = {w for w in get_stop_words("en") if w not in valence and w not in NEGATE and w not in BOOSTER_DICT}
     return sentiment, function
 
 
@@ -66,7 +69,7 @@ class Readings:
 
 def readings(ex: LayerExplanation, f: int, b: int, seed: int) -> Readings:
     """Sentence ``b`` of ``ex`` at feature ``f`` with DRAWS perturbed copies (seeded; a NaN error,
-    not measured, perturbs nothing and clears ``se_known``)."""
+    not measured, perturbs nothing and clears ``se_known``; no copy goes past the cap, kept ≥ 0)."""
     rng = np.random.default_rng(seed)
     kept = ex.word_kept(b)[f].double().numpy()
     se = ex.word_kept_se(b)[f].double().numpy()
@@ -75,21 +78,22 @@ def readings(ex: LayerExplanation, f: int, b: int, seed: int) -> Readings:
     special = (g.special_values(ex.token_kept[:, b]) / ex.n_dims)[f].double().numpy()
     special_se = g.special_values(ex.log_sigma_se[:, b])[f].double().numpy()
     known = bool(np.isfinite(se).all() and np.isfinite(special_se).all())
-    shift = rng.standard_normal((DRAWS, kept.size)) * np.nan_to_num(se)
-    special_shift = rng.standard_normal((DRAWS, special.size)) * np.nan_to_num(special_se)
+    shift = np.maximum(rng.standard_normal((DRAWS, kept.size)) * np.nan_to_num(se), -kept)
+    special_shift = np.maximum(rng.standard_normal((DRAWS, special.size)) * np.nan_to_num(special_se), -special)
     return Readings(kept=np.vstack([kept, kept + shift]),
                     entropy=np.vstack([entropy, entropy - shift]),  # entropy per dim = const − kept per dim
                     special=np.vstack([special, special + special_shift]),
                     special_names=g.special_names(), words=ex.words(b), se_known=known)
 
 
-def gather_readings(exs: list[LayerExplanation], f: int, tag: int) -> dict[int, Readings]:
+def gather_readings(exs: list[LayerExplanation], f: int, tag: str) -> dict[int, Readings]:
     """Every sentence of the chunks ``exs`` (in order) at feature ``f``, keyed by its index in the
-    run; ``tag`` makes each feature's perturbations its own (seed = (tag, sentence))."""
-    out, offset = {}, 0
+    run; ``tag`` (e.g. "minilm/layer3/depth") makes each feature's perturbations its own, the same
+    on every machine and whatever other models run (seed = (crc32 of tag, sentence))."""
+    out, offset, key = {}, 0, zlib.crc32(tag.encode())
     for ex in exs:
         for b in range(len(ex)):
-            out[offset + b] = readings(ex, f, b, seed=hash((tag, offset + b)) % 2**32)
+            out[offset + b] = readings(ex, f, b, seed=np.random.SeedSequence([key, offset + b]).generate_state(1)[0])
         offset += len(ex)
     return out
 
@@ -150,28 +154,33 @@ def per_sentence(rows: dict[int, Readings], measure) -> dict[int, np.ndarray]:
     return out
 
 
-def interval(values: dict[int, np.ndarray], seed: int = 0) -> DrawsInterval:
-    """The mean over sentences with its 95 % interval from the sentences and the per-word errors."""
+def interval(values: dict[int, np.ndarray], seed: int = 0, bias_correct: bool = False) -> DrawsInterval:
+    """The mean over sentences with its 95 % interval over sentences, and the part the per-word
+    errors alone make (``bootstrap_ci_draws``; ``bias_correct`` for a std or a max)."""
     if not values:
         return bootstrap_ci_draws(np.zeros(0), np.zeros((0, 1)))
     x = np.stack([values[k] for k in sorted(values)])
-    return bootstrap_ci_draws(x[:, 0], x[:, 1:], seed=seed)
+    return bootstrap_ci_draws(x[:, 0], x[:, 1:], seed=seed, bias_correct=bias_correct)
 
 
-def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> DrawsInterval:
+def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], bias_correct: bool = False) -> DrawsInterval:
     """The mean of a − b over the sentences both have (their perturbations are independent)."""
     keys = sorted(set(a) & set(b))
-    return interval({k: a[k] - b[k] for k in keys})
+    return interval({k: a[k] - b[k] for k in keys}, bias_correct=bias_correct)
 
 
 def fmt(c: DrawsInterval, digits: int = 3) -> str:
-    """``"mean [low, high]"`` (the interval with both sources of uncertainty)."""
+    """``"mean [low, high]"``."""
     return f"{c.mean:.{digits}f} [{c.low:.{digits}f}, {c.high:.{digits}f}]"
 
 
+MIN_N = 20  # fewer sentences: no verdict (a percentile interval on a handful covers well under 95 %)
+
+
 def verdict(c: DrawsInterval, up: str, down: str) -> str:
-    """``up`` if the interval is above 0, ``down`` if below, else says it contains 0."""
-    if not (np.isfinite(c.low) and np.isfinite(c.high)):
+    """``up`` if the interval is above 0, ``down`` if below, else says it contains 0; no verdict
+    on fewer than :data:`MIN_N` sentences."""
+    if c.n < MIN_N or not (np.isfinite(c.low) and np.isfinite(c.high)):
         return f"too few sentences to tell (n = {c.n})"
     if c.low > 0:
         return up
@@ -184,7 +193,8 @@ def verdict(c: DrawsInterval, up: str, down: str) -> str:
 
 def order_measures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.ndarray]]:
     """Per sentence at feature ``f``: the share of its word pairs whose 95 % intervals are apart
-    (``word_ordered``), the share of its words whose rank is not determined (``word_undetermined``),
+    (``word_ordered``), the share of its words whose interval overlaps that of a rank neighbour
+    (``word_undetermined``: they could swap places),
     the median half-width of its words' intervals (nats/dim), and whether it is flagged ambiguous
     (another optimum within the gap keeps other words). Values as (2,) arrays: estimate, copy."""
     names = ("ordered", "undetermined", "half_width", "ambiguous")
@@ -226,13 +236,17 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
             own = g.mean(ex.log_sigma[f, b]).double().numpy()
             if g.n_words < 3 or not np.isfinite(lin).all():
                 continue
+            flat = np.ptp(lin) == 0
+            out["flat"][offset + b] = np.array([float(flat)] * 2)
+            if flat:  # nothing to compare the answer with: counted, left out of the rest
+                continue
             delta = own - lin
             centred = delta - delta.mean()
-            rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 and np.ptp(lin) > 0 else np.nan
-            se = np.nan_to_num(ex.word_kept_se(b)[f].double().numpy())
-            vals = (np.median(np.abs(delta)), delta.std(ddof=1), rho, np.mean(np.abs(centred) > 1.96 * se),
-                    float(np.ptp(lin) == 0))
-            for k, v in zip(names, vals):
+            rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 else np.nan
+            se = ex.word_kept_se(b)[f].double().numpy()
+            known = np.isfinite(se) & (se > 0)  # words at the cap (error 0) or unmeasured: not judged
+            beyond = np.mean(np.abs(centred[known]) > 1.96 * se[known]) if known.any() else np.nan
+            for k, v in zip(names, (np.median(np.abs(delta)), delta.std(ddof=1), rho, beyond)):
                 out[k][offset + b] = np.array([v, v], dtype=float)
         offset += len(ex)
     return out
@@ -242,8 +256,10 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
 
 def determined_section(models, data) -> list[str]:
     """How determined the word orders are, and how often a prediction has two ways to its answer."""
+    from scipy.stats import binomtest
+
     table = ["| model | feature | n | flagged ambiguous [95 % CI] | word pairs ordered (intervals apart) [95 % CI] | "
-             "words whose rank is not determined [95 % CI] | a word's 95 % half-width, nats/dim (median) |",
+             "words that could swap with a rank neighbour [95 % CI] | a word's 95 % half-width, nats/dim (median) |",
              "|---|---|---|---|---|---|---|"]
     flagged = []
     for name in models:
@@ -253,30 +269,33 @@ def determined_section(models, data) -> list[str]:
                                ("output", data[name]["output"], [0])):
             for f in fs:
                 m = order_measures(exs, f)
-                amb = interval(m["ambiguous"]) if label == "output" else None
+                k, n = int(sum(v[0] for v in m["ambiguous"].values())), len(m["ambiguous"])
+                ci = binomtest(k, n).proportion_ci(method="exact") if n else None
+                amb = f"{k} of {n} [{ci.low:.2f}, {ci.high:.2f}]" if label == "output" and ci else "not checked"
                 feature = exs[0].features[f]
-                table.append(f"| {name} | {feature} | {len(m['ordered'])} | "
-                             f"{fmt(amb, 2) if amb else 'not checked'} | {fmt(interval(m['ordered']), 2)} | "
+                table.append(f"| {name} | {feature} | {len(m['ordered'])} | {amb} | {fmt(interval(m['ordered']), 2)} | "
                              f"{fmt(interval(m['undetermined']), 2)} | {np.median([v[0] for v in m['half_width'].values()]):.3f} |")
     return table + ["", f"Predictions flagged ambiguous: {'; '.join(flagged)}."]
 
 
 def departures_section(models, data) -> list[str]:
     """How far each feature's σ departs from its linearised σ."""
-    table = ["| model | feature | n | median \\|Δ log σ\\|, nats/dim [95 % CI] | spread of Δ over the words [95 % CI] | "
-             "Spearman with the linearised order [95 % CI] | sentences below 0.9 | linearised σ the same for every "
-             "word | words whose Δ leaves their error bar [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    table = ["| model | feature | n | linearised σ the same for every word | a sentence's median \\|Δ log σ\\| over its "
+             "words, nats/dim: mean [95 % CI] (median) | spread of Δ over the words [95 % CI] | Spearman with the "
+             "linearised order [95 % CI] | sentences below 0.9 | words whose Δ leaves their error bar [95 % CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in models:
         for exs in (data[name]["layers"], data[name]["output"]):
             for f, feature in enumerate(exs[0].features):
                 d = departures(exs, f)
-                if not d["abs"]:
+                if not d["flat"]:
                     table.append(f"| {name} | {feature} | 0 | (chunks saved before the linearised σ was kept) | | | | | |")
                     continue
                 rho = interval(d["spearman"])
                 below = np.mean([v[0] < 0.9 for v in d["spearman"].values() if np.isfinite(v[0])])
                 flat = int(sum(v[0] for v in d["flat"].values()))
-                table.append(f"| {name} | {feature} | {len(d['abs'])} | {fmt(interval(d['abs']))} | "
-                             f"{fmt(interval(d['spread']))} | {fmt(rho)} (n = {rho.n}) | {below:.0%} | {flat} | "
+                median = np.median([v[0] for v in d["abs"].values()])
+                table.append(f"| {name} | {feature} | {len(d['flat'])} | {flat} | {fmt(interval(d['abs']))} ({median:.3f}) | "
+                             f"{fmt(interval(d['spread']))} | {fmt(rho)} (n = {rho.n}) | {below:.0%} of {rho.n} | "
                              f"{fmt(interval(d['beyond']), 2)} |")
     return table

@@ -76,8 +76,16 @@ def test_departures_separate_a_common_offset_from_a_reordering(T):
     assert d["spread"][0][0] == pytest.approx(np.std([0.3, 0.3, 3.3], ddof=1), rel=1e-5)
     ex.linear_log_sigma[:] = math.log(2.0)  # the linearised answer lets every word take the cap
     d = T.departures([ex], 0)
-    assert d["flat"][0][0] == 1 and np.isnan(d["spearman"][0][0])
-    assert T.departures([explanation()], 0)["abs"] == {}  # no linearised σ saved: skipped, not guessed
+    assert d["flat"][0][0] == 1 and 0 not in d["spearman"] and 0 not in d["abs"]  # counted, not compared
+    assert T.departures([explanation()], 0)["flat"] == {}  # no linearised σ saved: skipped, not guessed
+
+
+def test_departures_judge_only_words_with_a_measured_error(T):
+    ex = _with_errors(0.01)
+    ex.linear_log_sigma = ex.log_sigma.clone()
+    ex.linear_log_sigma[:, :, 4] -= 3.0              # "film" departs by 3 nats/dim
+    ex.log_sigma_se[:, :, 4] = 0.0                    # ... but sits at the cap (error 0): not judged
+    assert T.departures([ex], 0)["beyond"][0][0] == 1.0  # good and porridge: centred Δ = −1, far past 0.02  # no linearised σ saved: skipped, not guessed
 
 
 def test_a_rerun_with_another_chunk_size_computes_only_the_gaps(tmp_path, monkeypatch):
