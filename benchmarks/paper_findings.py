@@ -173,51 +173,6 @@ def words_section(models, data, sentiment: set[str], function: set[str]) -> tupl
     return table, paired, verdicts
 
 
-def specials_section(models, data, fig_dir: Path) -> list[str]:
-    """Claim 3: how much of [CLS] and [SEP] each minilm layer keeps, with its figure."""
-    from matplotlib.figure import Figure
-
-    if "minilm" not in models:
-        return ["(minilm not in this run.)"]
-    layers = data["minilm"]["layers"]
-    names = layers[0].features
-    rows = [T.gather_readings(layers, f, f"minilm/{names[f]}/specials") for f in range(len(names))]
-    cis = {tok: [T.interval(T.per_sentence(r, lambda x: T.special_ratio(x, tok))) for r in rows] for tok in ("[CLS]", "[SEP]")}
-    out = ["Kept information per dimension of the special token over the sentence's mean word's (1 = kept like an "
-           "average word, 0 = forgotten):", "", "| layer | [CLS] kept / mean word's kept [95 % CI] | "
-           "[SEP] kept / mean word's kept [95 % CI] | n |", "|---|---|---|---|"]
-    out += [f"| {n_} | {T.fmt(cis['[CLS]'][f])} | {T.fmt(cis['[SEP]'][f])} | {cis['[SEP]'][f].n} |" for f, n_ in enumerate(names)]
-    sep = cis["[SEP]"]
-    low = min(range(len(names)), key=lambda f: sep[f].mean)
-    out += ["", f"The paper: BERT forgets [SEP] by layers 3–4 (of 12). Here (minilm, 6 layers): [SEP] keeps "
-            f"{sep[0].mean:.2f} of the mean word's information at {names[0]} and {sep[low].mean:.2f} at its lowest "
-            f"({names[low]}); " + ("at every layer its interval lies above half the mean word (never forgotten in the "
-                                   "sense used here: kept ≥ half of an average word), so the paper's finding is not "
-                                   "reproduced on this model." if all(c.low > 0.5 for c in sep) else
-                                   "it falls below half the mean word, as the paper reports." if any(c.high < 0.5 for c in sep)
-                                   else "its interval reaches half the mean word at some layer: inconclusive."), ""]
-    for tok in ("[CLS]", "[SEP]"):
-        below = [n_ for n_, c in zip(names, cis[tok]) if c.high < 1]
-        above = [n_ for n_, c in zip(names, cis[tok]) if c.low > 1]
-        half = [n_ for n_, c in zip(names, cis[tok]) if c.high < 0.5]
-        out.append(f"- {tok}: kept less than the mean word (interval below 1) at {', '.join(below) or 'no layer'}; more "
-                   f"(interval above 1) at {', '.join(above) or 'no layer'}; below half the mean word at "
-                   f"{', '.join(half) or 'no layer'}.")
-    fig = Figure(figsize=(6.5, 4))
-    ax = fig.subplots()
-    for tok, c in cis.items():
-        ax.errorbar(range(1, len(names) + 1), [x.mean for x in c], yerr=[[x.mean - x.low for x in c], [x.high - x.mean for x in c]],
-                    marker="o", capsize=3, label=tok)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("minilm layer")
-    ax.set_ylabel("kept information relative to the mean word")
-    ax.set_title(f"How much of [CLS] and [SEP] each layer keeps (n = {sep[0].n}; 95 % CI)")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, fig_dir / "findings_specials.png")
-    return out
-
-
 def spread_section(models, data) -> tuple[list[str], list[str]]:
     """Claim 4: how much a feature singles out some words (std of the contrast, the top word's contrast)."""
     table = ["| model | feature | n | std of log σ over the words, nats/dim, noise-corrected [95 % CI] | per-word "
@@ -252,7 +207,7 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
     n = {name: (sum(map(len, d["layers"])), sum(map(len, d["output"]))) for name, d in data.items()}
     table1, rises = depth_section(models, data, fig_dir)
     table2, table2b, verdicts2 = words_section(models, data, sentiment, function)
-    table3 = specials_section(models, data, fig_dir)
+    table3 = T.specials_section(models, data, fig_dir)
     table4, verdicts4 = spread_section(models, data)
     table5 = T.determined_section(models, data)
     table6 = T.departures_section(models, data)
