@@ -184,10 +184,10 @@ def verdict(c: DrawsInterval, up: str, down: str) -> str:
     if c.n < MIN_N or not (np.isfinite(c.low) and np.isfinite(c.high)):
         return f"too few sentences to tell (n = {c.n})"
     if c.low > 0:
-        return up
+        return f"{up} (n = {c.n})"
     if c.high < 0:
-        return down
-    return "no clear difference (the interval contains 0)"
+        return f"{down} (n = {c.n})"
+    return f"no clear difference (the interval contains 0; n = {c.n})"
 
 
 # -- how determined the explanations are (straight from the explanations: no perturbation) -------

@@ -138,7 +138,7 @@ def depth_section(models, data, fig_dir: Path) -> tuple[list[str], list[str]]:
     ax2.set_xlabel("relative depth")
     ax2.set_ylabel("nats/dim (median over sentences)")
     ax2.set_title("A word's 95 % half-width against the spread of the words\n"
-                  "(two words are ordered when their gap exceeds about 1.4 half-widths)", fontsize=9)
+                  "(two words are ordered when their gap exceeds ~1.4 half-widths)", fontsize=9)
     ax2.legend(fontsize=6.5)
     fig.tight_layout()
     save_figure(fig, fig_dir / "findings_depth.png")
@@ -192,8 +192,7 @@ def spread_section(models, data) -> tuple[list[str], list[str]]:
         dtop = T.paired(got[("minilm", label)][1], got[(other, label)][1], bias_correct=True)
         verdicts.append(f"- {label}, minilm − {other}: std of log σ {T.fmt(dsd)}: "
                         f"{T.verdict(dsd, 'minilm contrasts its words more', f'{other} contrasts its words more')}; "
-                        f"top word {T.fmt(dtop)}: {T.verdict(dtop, 'minilm singles out its top word more', f'{other} singles out its top word more')} "
-                        f"(n = {dsd.n}).")
+                        f"top word {T.fmt(dtop)}: {T.verdict(dtop, 'minilm singles out its top word more', f'{other} singles out its top word more')}.")
     return table, verdicts
 
 
