@@ -5,7 +5,8 @@ Every measure is a function of one sentence's word readings at one feature. The 
 a matrix: row 0 the estimate, rows 1..DRAWS copies with each word's kept information perturbed
 by its own standard error (``word_kept_se``: normal, independent between words), so a measure
 computed on every row gives its estimate and its spread from the per-word errors at once;
-``interval`` combines that with the spread over sentences (``bootstrap_ci_draws``).
+``interval`` gives the interval over sentences and, beside it, the part those errors alone make
+(``bootstrap_ci_draws``).
 
 Which reading each claim uses, and why (the page says it too):
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from captum_entropy import LayerExplanation
 from captum_entropy._bootstrap import DrawsInterval, bootstrap_ci_draws
+from captum_entropy.readings import Z95
 from captum_entropy.viz import save_figure
 
 DRAWS = 200  # perturbed copies of each sentence's readings
@@ -87,16 +89,22 @@ def readings(ex: LayerExplanation, f: int, b: int, seed: int) -> Readings:
                     special_names=g.special_names(), words=ex.words(b), se_known=known)
 
 
+def sentences(exs: list[LayerExplanation]):
+    """``(index in the run, chunk, index in the chunk)`` of every sentence of the chunks ``exs``, in order."""
+    offset = 0
+    for ex in exs:
+        for b in range(len(ex)):
+            yield offset + b, ex, b
+        offset += len(ex)
+
+
 def gather_readings(exs: list[LayerExplanation], f: int, tag: str) -> dict[int, Readings]:
     """Every sentence of the chunks ``exs`` (in order) at feature ``f``, keyed by its index in the
     run; ``tag`` (e.g. "minilm/layer3/depth") makes each feature's perturbations its own, the same
     on every machine and whatever other models run (seed = (crc32 of tag, sentence))."""
-    out, offset, key = {}, 0, zlib.crc32(tag.encode())
-    for ex in exs:
-        for b in range(len(ex)):
-            out[offset + b] = readings(ex, f, b, seed=np.random.SeedSequence([key, offset + b]).generate_state(1)[0])
-        offset += len(ex)
-    return out
+    key = zlib.crc32(tag.encode())
+    return {i: readings(ex, f, b, seed=np.random.SeedSequence([key, i]).generate_state(1)[0])
+            for i, ex, b in sentences(exs)}
 
 
 # -- per-sentence measures: each maps Readings to (1 + DRAWS,) or None --------------------------
@@ -200,18 +208,15 @@ def order_measures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, n
     (another optimum within the gap keeps other words). Values as (2,) arrays: estimate, copy."""
     names = ("ordered", "undetermined", "half_width", "ambiguous")
     out: dict[str, dict[int, np.ndarray]] = {k: {} for k in names}
-    offset = 0
-    for ex in exs:
-        for b in range(len(ex)):
-            w = ex.groupings[b].n_words
-            if w >= 2:
-                vals = (float(ex.word_ordered(b)[f].sum()) / (w * (w - 1) / 2),
-                        float(ex.word_undetermined(b)[f].float().mean()),
-                        float(ex.word_kept_half_width(b)[f].median()),
-                        float(ex.ambiguous[f, b]))
-                for k, v in zip(names, vals):
-                    out[k][offset + b] = np.array([v, v])
-        offset += len(ex)
+    for i, ex, b in sentences(exs):
+        w = ex.groupings[b].n_words
+        if w >= 2:
+            vals = (float(ex.word_ordered(b)[f].sum()) / (w * (w - 1) / 2),
+                    float(ex.word_undetermined(b)[f].float().mean()),
+                    float(ex.word_kept_half_width(b)[f].median()),
+                    float(ex.ambiguous[f, b]))
+            for k, v in zip(names, vals):
+                out[k][i] = np.array([v, v])
     return out
 
 
@@ -229,27 +234,24 @@ def departures(exs: list[LayerExplanation], f: int) -> dict[str, dict[int, np.nd
 
     names = ("abs", "spread", "spearman", "beyond", "flat")
     out: dict[str, dict[int, np.ndarray]] = {k: {} for k in names}
-    offset = 0
-    for ex in exs:
-        for b in range(len(ex)):
-            g = ex.groupings[b]
-            lin = g.mean(ex.linear_log_sigma[f, b]).double().numpy()
-            own = g.mean(ex.log_sigma[f, b]).double().numpy()
-            if g.n_words < 3 or not np.isfinite(lin).all():
-                continue
-            flat = np.ptp(lin) == 0
-            out["flat"][offset + b] = np.array([float(flat)] * 2)
-            if flat:  # nothing to compare the answer with: counted, left out of the rest
-                continue
-            delta = own - lin
-            centred = delta - delta.mean()
-            rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 else np.nan
-            se = ex.word_kept_se(b)[f].double().numpy()
-            known = np.isfinite(se) & (se > 0)  # words at the cap (error 0) or unmeasured: not judged
-            beyond = np.mean(np.abs(centred[known]) > 1.96 * se[known]) if known.any() else np.nan
-            for k, v in zip(names, (np.median(np.abs(delta)), delta.std(ddof=1), rho, beyond)):
-                out[k][offset + b] = np.array([v, v], dtype=float)
-        offset += len(ex)
+    for i, ex, b in sentences(exs):
+        g = ex.groupings[b]
+        lin = g.mean(ex.linear_log_sigma[f, b]).double().numpy()
+        own = g.mean(ex.log_sigma[f, b]).double().numpy()
+        if g.n_words < 3 or not np.isfinite(lin).all():
+            continue
+        flat = np.ptp(lin) == 0
+        out["flat"][i] = np.array([float(flat)] * 2)
+        if flat:  # nothing to compare the answer with: counted, left out of the rest
+            continue
+        delta = own - lin
+        centred = delta - delta.mean()
+        rho = spearmanr(own, lin).statistic if np.ptp(own) > 0 else np.nan
+        se = ex.word_kept_se(b)[f].double().numpy()
+        known = np.isfinite(se) & (se > 0)  # words at the cap (error 0) or unmeasured: not judged
+        beyond = np.mean(np.abs(centred[known]) > Z95 * se[known]) if known.any() else np.nan
+        for k, v in zip(names, (np.median(np.abs(delta)), delta.std(ddof=1), rho, beyond)):
+            out[k][i] = np.array([v, v], dtype=float)
     return out
 
 

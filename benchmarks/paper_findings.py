@@ -121,7 +121,7 @@ def depth_section(models, data, fig_dir: Path) -> tuple[list[str], list[str]]:
             d = T.paired(b, a)
             diff = {k: b[k] - a[k] for k in sorted(set(a) & set(b))}
             rose = np.mean([v[0] > 0 for v in diff.values()])
-            beyond = np.mean([v[0] > 1.96 * v[1:].std() for v in diff.values()])
+            beyond = np.mean([v[0] > T.Z95 * v[1:].std() for v in diff.values()])
             rises.append(f"| {name} | {what} | {T.fmt(d)} | {rose:.0%} | {beyond:.0%} | "
                          f"{T.verdict(d, 'rose (information lost)', 'fell')} |")
     ax.set_xlim(0, 1.32)

@@ -71,10 +71,10 @@ def bootstrap_ci_draws(point: np.ndarray, draws: np.ndarray, n_boot: int = 2000,
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     keep = np.isfinite(point) & np.isfinite(draws).all(1)
     point, draws = point[keep], draws[keep]
-    offset = draws.mean(1) - point
+    centre = draws.mean(1, keepdims=True)
     if bias_correct:
-        point = point - offset
-    draws = draws - offset[:, None] - (offset[:, None] if bias_correct else 0.0)  # copies around the estimate
+        point = 2 * point - centre[:, 0]
+    draws = draws - centre + point[:, None]  # the copies' spread, around the (corrected) estimate
     n = point.size
     if n < 2:
         m = float(point.mean()) if n else float("nan")

@@ -256,7 +256,7 @@ def _polish(state: _State, u: Tensor, valid: Tensor, log_cap: Tensor, budget: Te
     if not bool(ok.any()):
         return u, torch.full_like(u, math.nan)
     a_fill = torch.where(ok[:, None, None], a_bar, torch.ones_like(a_bar))
-    if bool((ok & exact).any()):  # polish="never" (the default): the iterate stays
+    if bool((ok & exact).any()):  # with polish="never" (the default) no row is exact: the iterate stays
         tolerance = None if budget is None else budget * torch.where(ok, homogeneity, torch.ones_like(homogeneity))
         polished = linear_solution(a_fill, valid, log_cap, tolerance=tolerance, pull=pull)
         u = torch.where((ok & exact)[:, None, None], polished, u)

@@ -23,11 +23,11 @@ import torch
 from torch import Tensor
 
 from ._deprecated import renamed
+from ._names import Z95
 from .entropy import nats_to_bits
 from .words import WordGrouping
 
 UNITS = ("nats", "bits")
-Z95 = 1.96  # a 95 % interval is ± this many standard errors
 
 
 def to_unit(values: Tensor, unit: str) -> Tensor:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ._deprecated import renamed, renamed_init_keyword
 from ._io import bad_file, load_tensors, save_tensors
-from ._names import OUTPUT
+from ._names import OUTPUT, Z95
 from .entropy import entropy_from_sigma, nats_to_bits
 from .optim_settings import STOP_REASONS
 
@@ -108,7 +108,7 @@ class EntropyResult:
     def log_sigma_interval(self) -> tuple[Tensor, Tensor]:
         """(low, high) 95 % interval of log σ per word (B, T): ``log σ ± 1.96·SE`` (mean over K)."""
         centre = self.sigma.log().mean(-1)
-        half = 1.96 * self.log_sigma_se.mean(-1)
+        half = Z95 * self.log_sigma_se.mean(-1)
         return centre - half, centre + half
 
     def ordered(self) -> Tensor:

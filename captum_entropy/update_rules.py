@@ -27,12 +27,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._names import Z95
 from .objective import SampledDistortion, noise, step_to_level, water_level
 from .optim_settings import STOP_REASONS, TIE_TOLERANCE, OptimSettings
 
 
 MIN_AVERAGED = 5  # fewer averaged Newton steps than this: no polished answer, no error bar
-Z95 = 1.96  # a 95 % interval is ± this many standard errors
 
 
 def log_sigma_se(a_bar: Tensor, a_se: Tensor, u: Tensor, log_cap: Tensor) -> Tensor:
