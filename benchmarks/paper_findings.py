@@ -233,7 +233,9 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
              f"the null and n ≥ {T.MIN_N}; there are about 40 of them, each at 95 %, not corrected for multiplicity. "
              "How far to trust the error bars themselves: on a linear logit the default's intervals cover the truth "
              "25–50 % of the time, on the zoo Transformer's logit 78 %, on the CNN's 96 % (docs/method.md, \"Error "
-             "bars\"), so they are a lower bound on the uncertainty of the prediction's σ.", "",
+             "bars\"; measured before the fix of the error bar of a word whose curvature is not resolved from 0, "
+             "which could count a ±1e35 interval as covering), so they are a lower bound on the uncertainty of the "
+             "prediction's σ.", "",
              "**Which word reading, and why.** Every reading is per dimension and the mean over a word's pieces (a word "
              "minilm's tokenizer cut in two reads like one piece with the same σ; the word models have one piece per "
              "word). Depth (1) compares one model's layers on an absolute level: the mean word entropy per dimension "
