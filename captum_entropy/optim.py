@@ -155,8 +155,10 @@ def fit_sigma(
     state = _State(b, s, u0, dev, dtype, residual if s.update == "newton" else None, log_cap)
     if s.method == "optimize":
         dist = SampledDistortion(values, clean, feature_fn, lin, dtype)
-        run = _newton if s.update == "newton" else _adam
-        run(state, dist, generators, mask, valid, log_cap, budget, pull, s, progress)
+        if s.update == "newton":
+            _newton(state, dist, generators, mask, valid, log_cap, budget, pull, s, progress, feature_mask)
+        else:
+            _adam(state, dist, generators, mask, valid, log_cap, budget, pull, s, progress)
     else:
         state.reason[:] = STOP_REASONS.index("linearized")
 

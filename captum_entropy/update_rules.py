@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._names import Z95
-from .objective import SampledDistortion, noise, step_to_level, water_level
+from .objective import AveragedJacobian, SampledDistortion, noise, step_to_level, water_level
 from .optim_settings import STOP_REASONS, TIE_TOLERANCE, OptimSettings
 
 
@@ -274,8 +274,12 @@ def _held_up(dist: SampledDistortion, u: Tensor, free: Tensor, rows: Tensor, eps
     return held
 
 
-def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress) -> None:
+def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress,
+            feature_mask: Tensor | None = None) -> None:
     b, t, ks = state.u.shape
+    averaged = None
+    if s.control_variate == "averaged" and feature_mask is not None and dist.lin.jac is not None:
+        averaged = AveragedJacobian(dist, mask, feature_mask, s.per_element, s.curvature_decay)
     k = dist.values.shape[-1]
     alpha = torch.ones(b, dtype=state.u.dtype, device=state.u.device)
     tiny = torch.finfo(state.u.dtype).tiny
@@ -289,9 +293,10 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
         cap, ok = log_cap[rows], valid[rows]
         with torch.enable_grad():
             leaf = state.u[rows].detach().requires_grad_(True)
-            d0 = dist(leaf, rows, eps)
+            d0 = dist(leaf, rows, eps, keep=averaged is not None)
             _check_finite(d0, rows, step)
-            (g,) = torch.autograd.grad(d0.sum(), leaf)
+            kept = dist.kept
+            g, *grad_input = torch.autograd.grad(d0.sum(), [leaf] + ([kept[0]] if averaged else []))
         with torch.no_grad():
             d0, g = d0.detach(), g.masked_fill(~ok, 0.0)
             u = state.u[rows]
@@ -346,6 +351,8 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
             state.u[rows] = torch.where(ok, new_u, cap)
             state.record(rows, step, r, loss, d_new, valid, g=g, d=d0, a=g / (2 * torch.exp(2 * u)))
+            if averaged is not None:  # after this step's last use of its draws: the next step's variate
+                averaged.update(rows, grad_input[0], kept[1])
         if progress is not None:
             progress(step + 1)
 
