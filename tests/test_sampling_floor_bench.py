@@ -58,3 +58,22 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     floor = importlib.import_module("sampling_floor")
     assert floor.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_variance_reductions_quasi_random_draws_are_standard_normal_pairs_along_the_directions(monkeypatch):
+    """benchmarks/variance_reduction.py's Sobol draws: antithetic pairs, padding 0, each
+    coordinate standard normal across scramblings, and rotated so that a token's first
+    coordinate lies along its direction (the reflection maps e₁ onto it)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    vr = importlib.import_module("variance_reduction")
+    mask = torch.tensor([[True, True, True, False]])
+    direction = torch.randn(1, 4, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    direction = direction / direction.norm(dim=-1, keepdim=True)
+    eps = vr.quasi_noise(mask, (8, 4, 5), 1, torch.float64, direction)
+    assert torch.equal(eps[0, 4:], -eps[0, :4]) and (eps[0, :, 3] == 0).all()
+    plain = vr.quasi_noise(mask, (8, 4, 5), 1, torch.float64, None)
+    along = (eps[0, :4, :3] * direction[0, None, :3]).sum(-1)
+    assert torch.allclose(along, plain[0, :4, :3, 0], atol=1e-12)  # first coordinate → the direction
+    assert torch.allclose(eps.norm(dim=-1), plain.norm(dim=-1), atol=1e-12)  # a reflection keeps lengths
+    many = torch.cat([vr.quasi_noise(mask, (64, 4, 5), seed, torch.float64, None)[0, :32, :3] for seed in range(40)])
+    assert abs(float(many.mean())) < 0.02 and abs(float(many.std()) - 1) < 0.02
