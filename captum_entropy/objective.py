@@ -221,10 +221,10 @@ class AveragedJacobian:
                  decay: float) -> None:
         lin = dist.lin
         self.single = lin.has_jac & (feature_mask.sum(1) == 1)
-        self.mask, self.per_element, self.decay = mask[:, None, :, None], per_element, decay
+        self.mask, self.per_element, self.decay = mask[:, :, None], per_element, decay
         dist.lin = Linearization(lin.a.clone(), lin.a_se, None if lin.jac is None else lin.jac.clone(), lin.has_jac)
         self.dist = dist
-        self.total = torch.zeros_like(lin.jac) if lin.jac is not None else None
+        self.total = None if lin.jac is None else torch.zeros_like(lin.jac[:, 0])  # (B, T, K)
         self.weight = torch.zeros(len(self.single), dtype=lin.a.dtype, device=lin.a.device)
 
     def update(self, rows: Tensor, grad_input: Tensor, change: Tensor) -> None:
@@ -244,9 +244,9 @@ class AveragedJacobian:
         factor = torch.where(usable, s / (2 * delta.where(usable, torch.ones_like(delta))), torch.zeros_like(delta))
         mean = (grad * factor[:, :, None, None]).sum(1) / usable.sum(1).clamp_min(1)[:, None, None]
         rows, mean = rows[take], mean[take]
-        self.total[rows] = self.decay * self.total[rows] + (1 - self.decay) * mean[:, None]
+        self.total[rows] = self.decay * self.total[rows] + (1 - self.decay) * mean
         self.weight[rows] = self.decay * self.weight[rows] + (1 - self.decay)
-        jac = (self.total[rows] / self.weight[rows][:, None, None, None]).masked_fill(~self.mask[rows], 0.0)
-        sq = jac.pow(2).sum(1)  # (R, T, K)
-        self.dist.lin.jac[rows] = jac
+        jac = (self.total[rows] / self.weight[rows][:, None, None]).masked_fill(~self.mask[rows], 0.0)
+        self.dist.lin.jac[rows, 0] = jac  # the one element's row (linearize puts it first)
+        sq = jac.pow(2)  # (R, T, K)
         self.dist.lin.a[rows] = sq if self.per_element else sq.sum(-1, keepdim=True)
