@@ -25,8 +25,9 @@ stored before 0.2.
    a linear logit sampled without the control variate, on 32 to 256 draws.
 4. **Coverage on a real logit** (``--parts coverage-cnn,coverage-transformer``, ...): the default's
    (Newton's) 95 % intervals against a 400-step, 512-draw reference, for ``polish="auto"`` and
-   ``"never"`` (0.1's default) and the precision stop with antithetic draws, over ``--sentences``
-   sentences × 3 seeds.
+   ``"never"`` (0.1's default), the precision stop with antithetic draws, today's default and
+   the default with the averaged Jacobian's control variate, over ``--sentences`` sentences × 3
+   seeds (``--coverage-rules``: only some of :data:`COVERAGE_RULES`).
 5. **Cost against precision** (``--parts precision-cnn,precision-lstm,precision-transformer``;
    ``precision-minilm@layer6`` for a hidden layer, all tokens; ``precision-minilm@pooled`` for
    MiniLM's pooled output):
@@ -274,10 +275,12 @@ COVERAGE_RULES = {  # name -> settings, for part_coverage
     "antithetic, precision 0.05": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05},
     "antithetic, precision 0.05, polish=auto": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "polish": "auto"},
     "default": {},
+    "default, averaged J": {"control_variate": "averaged"},
 }
 
 
-def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref_steps: int = 400) -> dict:
+def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref_steps: int = 400,
+                  rules: list[str] | None = None) -> dict:
     """The default's 95 % intervals on a zoo model's predicted logit against a long reference
     (the same objective, ``ref_samples`` draws a step for ``ref_steps`` steps, another seed,
     ``polish="auto"``: its own noise and the draws' bias are a fraction of the default's), for
@@ -296,6 +299,8 @@ def part_coverage(name: str, n: int, seeds: int = 3, ref_samples: int = 512, ref
                        f"{ref_steps}-step, {ref_samples}-draw reference",
                "reference_median_se": round(float(ref.log_sigma_se[..., 0][ref.mask & ~ref.saturated].median()), 4)}
         for label, settings in COVERAGE_RULES.items():
+            if rules is not None and label not in rules:
+                continue
             covered = total = 0
             errors = []
             for seed in range(seeds):
@@ -319,6 +324,9 @@ PRECISION_RULES = {  # name -> settings, for part_precision
     "newton, antithetic, precision 0.05": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05},
     "newton, precision 0.05": {**DEFAULT_0_1, "precision": 0.05},
     "newton, antithetic, precision 0.05, starts 3": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "starts": 3},
+    "newton (default), averaged J": {"control_variate": "averaged"},
+    "newton, antithetic, precision 0.05, averaged J": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05,
+                                                       "control_variate": "averaged"},
 }
 
 
@@ -383,6 +391,8 @@ def main() -> None:
                         help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
     parser.add_argument("--precision-rules", default=None,
                         help="precision-<model> parts: only these rules, ';'-separated names of PRECISION_RULES")
+    parser.add_argument("--coverage-rules", default=None,
+                        help="coverage-<model> parts: only these rules, ';'-separated names of COVERAGE_RULES")
     args = parser.parse_args()
     torch.manual_seed(0)
     parts = args.parts.split(",")
@@ -391,6 +401,7 @@ def main() -> None:
     if "toy" in parts:
         print(json.dumps(part_toy()))
     rules = None if args.precision_rules is None else args.precision_rules.split(";")
+    coverage_rules = None if args.coverage_rules is None else args.coverage_rules.split(";")
     for name in ("minilm", "transformer", "lstm", "cnn"):
         for part in parts:  # precision-<model>, or precision-<model>@<layer> for a hidden layer
             model, _, layer = part.removeprefix("precision-").partition("@")
@@ -399,7 +410,7 @@ def main() -> None:
         if f"draws-{name}" in parts:
             print(json.dumps(part_draws(name, args.sentences)), flush=True)
         if f"coverage-{name}" in parts:
-            print(json.dumps(part_coverage(name, args.sentences)), flush=True)
+            print(json.dumps(part_coverage(name, args.sentences, rules=coverage_rules)), flush=True)
         if name in parts:
             updates = tuple(args.updates.split(","))
             print(json.dumps(part_model(name, args.sentences, updates)), flush=True)
