@@ -238,11 +238,12 @@ class AveragedJacobian:
             return
         delta = change.sum(-1)  # (A, S): the one element's change
         grad = grad_input.reshape(a, s, *grad_input.shape[1:]).to(delta.dtype)
-        # ∇f = ∂D̂/∂x̃ · S/(2Δ); a draw whose change is lost in rounding carries nothing (any
-        # fixed Jacobian keeps the estimate unbiased, so leaving draws out biases nothing)
+        # ∇f = ∂D̂/∂x̃ · S/(2Δ). A draw whose change is 0 or lost in rounding counts as a zero
+        # gradient: right where the feature is flat there (a dead ReLU), a small error elsewhere,
+        # and never a bias of D̂ (any fixed Jacobian keeps it unbiased); the mean is over all S
         usable = delta.abs() > 1e-3 * delta.pow(2).mean(1, keepdim=True).sqrt()
         factor = torch.where(usable, s / (2 * delta.where(usable, torch.ones_like(delta))), torch.zeros_like(delta))
-        mean = (grad * factor[:, :, None, None]).sum(1) / usable.sum(1).clamp_min(1)[:, None, None]
+        mean = (grad * factor[:, :, None, None]).mean(1)
         rows, mean = rows[take], mean[take]
         self.total[rows] = self.decay * self.total[rows] + (1 - self.decay) * mean
         self.weight[rows] = self.decay * self.weight[rows] + (1 - self.decay)

@@ -109,6 +109,9 @@ def fit_sigma(
     if (tolerance is None) == (entropy_weight is None):
         raise ValueError("give exactly one of tolerance (constrained) and entropy_weight (penalised)")
     s = settings.for_feature(small=clean.shape[1] <= settings.exact_jacobian, constrained=tolerance is not None)
+    if s.control_variate == "averaged" and (s.method != "optimize" or s.update != "newton"):
+        raise ValueError(f"control_variate='averaged' is a setting of newton's steps (method='optimize', update='newton'), "
+                         f"got method={s.method!r}, update={s.update!r}: leave control_variate='clean' there")
     if s.update == "adam" and tolerance is not None:
         raise ValueError("update='adam' solves the penalised objective only: pass entropy_weight, or use update='newton'")
     b, t, k = values.shape

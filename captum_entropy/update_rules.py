@@ -293,10 +293,11 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
         cap, ok = log_cap[rows], valid[rows]
         with torch.enable_grad():
             leaf = state.u[rows].detach().requires_grad_(True)
-            d0 = dist(leaf, rows, eps, keep=averaged is not None)
+            track = averaged is not None and bool(averaged.single[rows].any())
+            d0 = dist(leaf, rows, eps, keep=track)
             _check_finite(d0, rows, step)
             kept = dist.kept
-            g, *grad_input = torch.autograd.grad(d0.sum(), [leaf] + ([kept[0]] if averaged else []))
+            g, *grad_input = torch.autograd.grad(d0.sum(), [leaf] + ([kept[0]] if track else []))
         with torch.no_grad():
             d0, g = d0.detach(), g.masked_fill(~ok, 0.0)
             u = state.u[rows]
@@ -351,7 +352,7 @@ def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log
             alpha[rows] = torch.where(better, (2 * alpha[rows]).clamp_max(1.0), 0.5 * alpha[rows])
             state.u[rows] = torch.where(ok, new_u, cap)
             state.record(rows, step, r, loss, d_new, valid, g=g, d=d0, a=g / (2 * torch.exp(2 * u)))
-            if averaged is not None:  # after this step's last use of its draws: the next step's variate
+            if track:  # after this step's last use of its draws: the next step's variate
                 averaged.update(rows, grad_input[0], kept[1])
         if progress is not None:
             progress(step + 1)

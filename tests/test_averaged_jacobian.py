@@ -124,3 +124,105 @@ def test_with_the_averaged_control_variate_a_batch_equals_each_sentence_alone(be
 def test_control_variate_names_its_choices():
     with pytest.raises(ValueError, match=r"control_variate must be one of \('clean', 'averaged'\), got 'mean'"):
         OptimSettings(control_variate="mean")
+
+
+def test_within_a_newton_step_every_distortion_sees_the_same_jacobian_and_the_update_comes_last(monkeypatch):
+    """The variate is built from *earlier* steps only: a leak of this step's draws into its own
+    later evaluations (d1, d2, the held-up test) would bias them, and no answer-level test sees it."""
+    import captum_entropy.objective as objective
+
+    events = []
+    real_call, real_update = objective.SampledDistortion.__call__, objective.AveragedJacobian.update
+
+    def call(self, u, rows, eps, keep=False):
+        events.append(("keep" if keep else "eval", self.lin.jac.clone()))
+        return real_call(self, u, rows, eps, keep)
+
+    def update(self, rows, grad_input, change):
+        events.append(("update", None))
+        return real_update(self, rows, grad_input, change)
+
+    monkeypatch.setattr(objective.SampledDistortion, "__call__", call)
+    monkeypatch.setattr(objective.AveragedJacobian, "update", update)
+    model = Kinked()
+    x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        EntropyAttribution(model, model.emb).attribute_result(
+            x, feature_std=torch.tensor(1.0), max_sigma=10.0, control_variate="averaged", max_steps=6, starts=1,
+            early_stop=False)
+    steps = []
+    for kind, jac in events:
+        if kind == "keep":
+            steps.append([])
+        steps[-1].append((kind, jac))
+    assert len(steps) == 6
+    for i, step in enumerate(steps):
+        kinds = [k for k, _ in step]
+        assert kinds[-1] == "update" and kinds.count("update") == 1 and "eval" in kinds, kinds
+        first = step[0][1]
+        assert all(torch.equal(jac, first) for k, jac in step if k != "update"), i
+    assert not torch.equal(steps[0][0][1], steps[1][0][1])  # the update did change it between steps
+
+
+def test_the_update_is_a_bias_corrected_moving_average_per_row_with_padding_and_per_element():
+    """Two steps on a subset of rows, decay 0.5, a padded token, one σ per element: the
+    Jacobian is (β(1−β)·m₁ + (1−β)·m₂) / (β(1−β) + (1−β)), 0 at padding, other rows untouched,
+    and the closed form's coefficient its element-wise square."""
+    b, t, k, s = 3, 4, 5, 16
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(b, t, k, generator=gen, dtype=torch.float64)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 3] = False
+    start = torch.randn(b, t, k, generator=gen, dtype=torch.float64).masked_fill(~mask[:, :, None], 0.0)
+    dist = _distortion(Kinked(dims=k), x, start)
+    dist.lin.a = start.pow(2)  # per element
+    averaged = AveragedJacobian(dist, mask, torch.ones(b, 1, dtype=torch.bool), per_element=True, decay=0.5)
+    rows = torch.tensor([0, 1])
+    means = []
+    for step in range(2):
+        eps = noise([torch.Generator().manual_seed(10 * step + i) for i in range(b)], rows, mask, (s, t, k), torch.float64)
+        u = torch.full((2, t, k), -0.3, dtype=torch.float64, requires_grad=True)
+        d = dist(u, rows, eps, keep=True)
+        inputs, change = dist.kept
+        (grad_input,) = torch.autograd.grad(d.sum(), inputs)
+        z = (x[rows, None] + u.detach().exp()[:, None] * eps).reshape(-1, t, k).requires_grad_(True)
+        (direct,) = torch.autograd.grad(Kinked(dims=k)(z).sum(), z)
+        means.append(direct.reshape(2, s, t, k).mean(1))
+        averaged.update(rows, grad_input, change)
+    beta = 0.5
+    expected = (beta * (1 - beta) * means[0] + (1 - beta) * means[1]) / (beta * (1 - beta) + (1 - beta))
+    expected = expected.masked_fill(~mask[rows][:, :, None], 0.0)
+    assert torch.allclose(dist.lin.jac[rows, 0], expected, atol=1e-10)
+    assert torch.allclose(dist.lin.a[rows], expected.pow(2), atol=1e-10)
+    assert (dist.lin.jac[1, 0, 3] == 0).all()
+    assert torch.equal(dist.lin.jac[2, 0], start[2]) and torch.equal(dist.lin.a[2], start[2].pow(2))
+
+
+def test_a_dead_region_counts_as_a_zero_gradient_so_the_average_is_steins():
+    """At a ReLU's kink half the draws change nothing and have no gradient: the average over all
+    draws is w/2 (Stein's E[∇f]), not w (the average over the draws that changed)."""
+    model = Kinked(dims=6)
+    x = torch.zeros(1, 1, 6, dtype=torch.float64)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    dist = _distortion(model, x, torch.zeros_like(x))
+    averaged = AveragedJacobian(dist, mask, torch.ones(1, 1, dtype=torch.bool), per_element=False, decay=0.0)
+    rows = torch.arange(1)
+    eps = noise([torch.Generator().manual_seed(0)], rows, mask, (4096, 1, 6), torch.float64, antithetic=True)
+    u = torch.zeros(1, 1, 1, dtype=torch.float64, requires_grad=True)
+    d = dist(u, rows, eps, keep=True)
+    inputs, change = dist.kept
+    (grad_input,) = torch.autograd.grad(d.sum(), inputs)
+    averaged.update(rows, grad_input, change)
+    assert torch.allclose(dist.lin.jac[0, 0, 0], 0.5 * model.w, atol=1e-12)  # antithetic: exactly half active
+
+
+def test_the_averaged_control_variate_is_refused_where_no_newton_step_uses_it():
+    from tests.test_fixed_draws import LinearLogit
+
+    model = LinearLogit(tokens=3, dims=4).float()
+    x = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(3))
+    ea = EntropyAttribution(model, model.emb)
+    for kw in ({"method": "linearized"}, {"update": "fixed_draws"}):
+        with pytest.raises(ValueError, match="control_variate='averaged' is a setting of newton's steps"):
+            ea.attribute_result(x, feature_std=torch.tensor(1.0), max_sigma=10.0, control_variate="averaged", **kw)
