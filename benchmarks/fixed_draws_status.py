@@ -353,6 +353,7 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
         se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
                       "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
+                      "spearman_per_sentence": [round(float(v), 3) for v in rho],
                       "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
                       "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}",
                       "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
