@@ -214,7 +214,8 @@ class AveragedJacobian:
     logit) only: there the gradient at each noisy point is read off the backward pass the step
     makes anyway (``∂D̂/∂x̃_s = (2/S)·Δ_s·∇f(x̃_s)``); others keep the clean Jacobian.
 
-    ``dist`` gets its own copy of the linearisation, which :meth:`update` overwrites row by row.
+    ``dist`` (with the exact Jacobian of some sentence: ``dist.lin.jac`` set) gets its own copy of
+    the linearisation, which :meth:`update` overwrites row by row.
     """
 
     def __init__(self, dist: SampledDistortion, mask: Tensor, feature_mask: Tensor, per_element: bool,
@@ -222,20 +223,17 @@ class AveragedJacobian:
         lin = dist.lin
         self.single = lin.has_jac & (feature_mask.sum(1) == 1)
         self.mask, self.per_element, self.decay = mask[:, :, None], per_element, decay
-        dist.lin = Linearization(lin.a.clone(), lin.a_se, None if lin.jac is None else lin.jac.clone(), lin.has_jac)
+        dist.lin = Linearization(lin.a.clone(), lin.a_se, lin.jac.clone(), lin.has_jac)
         self.dist = dist
-        self.total = None if lin.jac is None else torch.zeros_like(lin.jac[:, 0])  # (B, T, K)
+        self.total = torch.zeros_like(lin.jac[:, 0])  # (B, T, K)
         self.weight = torch.zeros(len(self.single), dtype=lin.a.dtype, device=lin.a.device)
 
     def update(self, rows: Tensor, grad_input: Tensor, change: Tensor) -> None:
         """Fold in one step's noisy gradients: ``grad_input`` is ``∂D̂/∂x̃`` on the inputs and
-        ``change`` the changes that :class:`SampledDistortion` kept (``keep=True``)."""
-        if self.total is None:
-            return
+        ``change`` the changes that :class:`SampledDistortion` kept (``keep=True``); rows without a
+        one-number feature are left as they are."""
         a, s, _ = change.shape
         take = self.single[rows]
-        if not take.any():
-            return
         delta = change.sum(-1)  # (A, S): the one element's change
         grad = grad_input.reshape(a, s, *grad_input.shape[1:]).to(delta.dtype)
         # ∇f = ∂D̂/∂x̃ · S/(2Δ). A draw whose change is 0 or lost in rounding counts as a zero

@@ -275,10 +275,10 @@ def _held_up(dist: SampledDistortion, u: Tensor, free: Tensor, rows: Tensor, eps
 
 
 def _newton(state: _State, dist: SampledDistortion, generators, mask, valid, log_cap, budget, pull, s, progress,
-            feature_mask: Tensor | None = None) -> None:
+            feature_mask: Tensor) -> None:
     b, t, ks = state.u.shape
     averaged = None
-    if s.control_variate == "averaged" and feature_mask is not None and dist.lin.jac is not None:
+    if s.control_variate == "averaged" and dist.lin.jac is not None:
         averaged = AveragedJacobian(dist, mask, feature_mask, s.per_element, s.curvature_decay)
     k = dist.values.shape[-1]
     alpha = torch.ones(b, dtype=state.u.dtype, device=state.u.device)
