@@ -37,9 +37,15 @@ stored before 0.2.
    ``LayerIntegratedGradients(n_steps=50)`` (the fastest of three calls after a warm-up call; part 2
    times its first call).
 
-6. **Agreement against draws** (``--parts draws-minilm``): the default with 32, 64 and 128 draws
-   per step (100 steps), seed 0 against seed 1 as in 2., per sentence: how agreement grows with
-   the draws where the precision is not reached.
+6. **Agreement against draws** (``--parts draws-minilm``): 0.1's default with 32, 64 and 128 draws
+   per step (100 steps; ``--draws-default``: today's default with 64, 128 and 256), seed 0 against
+   seed 1 as in 2., per sentence: how agreement grows with the draws where the precision is not
+   reached.
+
+Parts 5 and 6 say what holds back each sentence whose seeds agree below 0.90 (``below_0.90``,
+:func:`held_back`): several optima (flagged ambiguous), a flat objective (the answers agree
+within their error bars; the words closer than them are ordered by the draws), or a run that
+has not settled (the answers differ beyond their error bars).
 
 Prints one JSON object per part.
 """
@@ -56,7 +62,8 @@ import torch
 
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
-from common import DEFAULT_0_1, spearman
+from common import DEFAULT_0_1
+from seed_agreement import agreement, held_back, held_out, seed_pair, warm_lig_seconds
 
 
 def fresh_objective(model, x, sigma, draws: int = 8192) -> tuple[float, float]:
@@ -165,79 +172,11 @@ def newton_calibration(w, x, tau, cap, truth, seeds: int) -> dict:
     return out
 
 
-def agreement(r0, r1) -> dict:
-    """What the error bars promise across seeds: of the word pairs seed 0 orders (95 % intervals
-    apart), the share seed 1's σ puts in the same order, and the share seed 1 orders the other
-    way with its own intervals apart; the share of all pairs seed 0 orders; the between-seed SD of
-    log σ (SD of the difference over √2) over the across-word SD, median over sentences."""
-    pairs = ordered = same = against = 0
-    ratios = []
-    for b in range(len(r0.mask)):
-        m = r0.mask[b]
-        u0, u1 = r0.sigma[b][m].log().mean(-1), r1.sigma[b][m].log().mean(-1)
-        o0, o1 = r0.ordered()[b][m][:, m], r1.ordered()[b][m][:, m]
-        n = int(m.sum())
-        pairs += n * (n - 1) // 2
-        ordered += int(o0.sum())
-        same += int((o0 & (u1[:, None] < u1[None, :])).sum())  # ordered() means: i has the lower σ
-        against += int((o0 & o1.T).sum())
-        if n > 2 and float(u0.std()) > 0:
-            ratios.append(float((u0 - u1).std() / math.sqrt(2) / u0.std()))
-    ratios.sort()
-    return {"pairs_ordered_by_seed0": round(ordered / max(pairs, 1), 3),
-            "same_order_by_seed1": round(same / ordered, 3) if ordered else None,
-            "ordered_the_other_way_by_seed1": round(against / ordered, 3) if ordered else None,
-            "between_seed_sd_over_word_sd_median": round(ratios[len(ratios) // 2], 3) if ratios else None}
-
-
 def rule(name: str) -> dict:
     """Settings of an update rule's name: ``"newton"`` (0.1's default, :data:`DEFAULT_0_1`),
     ``"fixed_draws"``, or ``"newton+auto"`` (an update with its ``polish``)."""
     update, _, polish = name.partition("+")
     return {"update": update, **(DEFAULT_0_1 if update == "newton" else {}), **({"polish": polish} if polish else {})}
-
-
-def held_out(name: str, n: int):
-    """The zoo model ``name``, its cached σ_S, its first ``n`` held-out test sentences (ids, mask)
-    and its predictions on them."""
-    from captum_entropy.explainer import feature_stats
-    from captum_entropy.zoo import load, load_polarity
-
-    zm = load(name, progress=False)
-    ids, mask = zm.tokenize([e.text for e in load_polarity("test")[:n]])
-    with torch.no_grad():
-        pred = zm.forward(ids, mask).argmax(-1)
-    return zm, feature_stats(zm), ids, mask, pred
-
-
-def warm_lig_seconds(zm, ids: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> float:
-    """Seconds of ``LayerIntegratedGradients(n_steps=50)`` on the predicted logit of the batch,
-    warm: the fastest of three calls after a small warm-up call."""
-    from captum.attr import LayerIntegratedGradients
-
-    lig = LayerIntegratedGradients(zm.forward, zm.embedding)
-    lig.attribute(ids[:2], target=pred[:2], additional_forward_args=(mask[:2],), n_steps=5)  # warm-up
-    t_lig = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
-        t_lig = min(t_lig, time.perf_counter() - start)
-    return t_lig
-
-
-def seed_pair(ea: EntropyAttribution, ids: torch.Tensor, **kwargs):
-    """``ea.attribute_result(ids, **kwargs)`` for seeds 0 and 1 (warnings silenced): both results,
-    the seconds seed 0 took, and the Spearman of σ between them over each sentence's real tokens."""
-    runs, seconds = [], []
-    for seed in (0, 1):
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runs.append(ea.attribute_result(ids, seed=seed, **kwargs))
-        seconds.append(time.perf_counter() - start)
-    r0, r1 = runs
-    rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(len(r0.mask))]
-    return r0, r1, seconds[0], rho
 
 
 def part_model(name: str, n: int, updates: tuple[str, ...] = ("fixed_draws",)) -> dict:
@@ -355,30 +294,35 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
                       "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
                       "spearman_per_sentence": [round(float(v), 3) for v in rho],
                       "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
-                      "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}",
+                      "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}", "below_0.90": held_back(r0, r1, rho),
                       "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
     return out
 
 
-DRAW_CURVE = (32, 64, 128)  # draws per step for part_draws: the default's 64, half and twice
+DRAW_CURVE = (32, 64, 128)  # draws per step for part_draws under 0.1's default: its 64, half and twice
+DRAW_CURVE_DEFAULT = (64, 128, 256)  # the same under today's default: its 64, twice and four times
 
 
-def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE) -> dict:
+def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE, settings: dict | None = None) -> dict:
     """How seed agreement grows with the draws on a zoo model's predicted logit: 0.1's default
-    (100 Newton steps, :data:`DEFAULT_0_1`) with ``n_samples`` in ``per_step``, seed 0 against seed 1 on the first
-    ``n`` held-out sentences, per sentence and summed up."""
+    (100 Newton steps, :data:`DEFAULT_0_1`; ``settings={}``: today's default) with ``n_samples`` in
+    ``per_step``, seed 0 against seed 1 on the first ``n`` held-out sentences, per sentence and
+    summed up, with :func:`held_back` for the sentences below 0.90."""
+    settings = DEFAULT_0_1 if settings is None else settings
     zm, stats, ids, mask, pred = held_out(name, n)
     ea = EntropyAttribution(zm.forward, zm.embedding)
+    which = "0.1's defaults" if settings == DEFAULT_0_1 else "today's defaults"
     out = {"part": f"{name} predicted logit, {n} held-out sentences: seed agreement against draws per step "
-                   f"(100 steps, 0.1's defaults otherwise)"}
+                   f"(at most 100 steps, {which} otherwise)"}
     for draws in per_step:
         r0, r1, seconds, rho = seed_pair(ea, ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
-                                         n_samples=draws, **DEFAULT_0_1)
+                                         n_samples=draws, **settings)
         se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         out[f"n_samples={draws}"] = {
-            "draws_per_sentence": 100 * draws, "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
-            "spearman_per_sentence": [round(float(v), 3) for v in rho], "median_se_log_sigma": round(float(se.median()), 3),
-            **agreement(r0, r1), "seconds_seed0": round(seconds, 1)}
+            "draws_per_sentence": int(r0.steps.sum()) * draws // n, "mean_spearman": round(sum(rho) / n, 3),
+            "worst_spearman": round(min(rho), 3), "spearman_per_sentence": [round(float(v), 3) for v in rho],
+            "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1), "below_0.90": held_back(r0, r1, rho),
+            "seconds_seed0": round(seconds, 1)}
     return out
 
 
@@ -392,6 +336,9 @@ def main() -> None:
                         help="update rules to compare, e.g. fixed_draws,newton,newton+auto (newton with polish='auto')")
     parser.add_argument("--precision-rules", default=None,
                         help="precision-<model> parts: only these rules, ';'-separated names of PRECISION_RULES")
+    parser.add_argument("--draws-default", action="store_true",
+                        help=f"draws-<model> parts: today's default with {DRAW_CURVE_DEFAULT} draws a step "
+                             f"(without: 0.1's default with {DRAW_CURVE})")
     parser.add_argument("--coverage-rules", default=None,
                         help="coverage-<model> parts: only these rules, ';'-separated names of COVERAGE_RULES")
     args = parser.parse_args()
@@ -409,7 +356,8 @@ def main() -> None:
             if part.startswith("precision-") and model == name:
                 print(json.dumps(part_precision(name, args.sentences, rules, layer or None)), flush=True)
         if f"draws-{name}" in parts:
-            print(json.dumps(part_draws(name, args.sentences)), flush=True)
+            curve = (DRAW_CURVE_DEFAULT, {}) if args.draws_default else (DRAW_CURVE, DEFAULT_0_1)
+            print(json.dumps(part_draws(name, args.sentences, *curve)), flush=True)
         if f"coverage-{name}" in parts:
             print(json.dumps(part_coverage(name, args.sentences, rules=coverage_rules)), flush=True)
         if name in parts:

@@ -113,7 +113,7 @@ def sentence_floor(g: torch.Tensor, d: torch.Tensor, free: torch.Tensor) -> dict
 
 
 def model_floor(name: str, n: int, chunks: int) -> dict:
-    from fixed_draws_status import held_out, warm_lig_seconds
+    from seed_agreement import held_out, warm_lig_seconds
 
     zm, stats, ids, mask, pred = held_out(name, n)
     t_lig = warm_lig_seconds(zm, ids, mask, pred)

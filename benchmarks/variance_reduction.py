@@ -105,7 +105,7 @@ def averaged_jacobian(values, mask, feature_fn, sigma, dtype) -> torch.Tensor:
 
 
 def model_arms(name: str, n: int, chunks: int) -> dict:
-    from fixed_draws_status import held_out
+    from seed_agreement import held_out
 
     zm, stats, ids, mask, pred = held_out(name, n)
     ea = EntropyAttribution(zm.forward, zm.embedding)
