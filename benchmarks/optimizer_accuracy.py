@@ -158,10 +158,10 @@ def run_feature(name, zm, module_of, args):
               flush=True)
     if variant_seconds:
         print(f"  {name}: variant seconds {json.dumps({k: round(v, 1) for k, v in variant_seconds.items()})}")
-    return rows, seconds
+    return rows, seconds, variant_seconds
 
 
-def summary(name, rows, seconds):
+def summary(name, rows, seconds, variant_seconds=None):
     n = len(rows)
     t = lambda key: torch.tensor([r[key] for r in rows], dtype=torch.float64)  # noqa: E731
     words = t("words")
@@ -185,6 +185,7 @@ def summary(name, rows, seconds):
             ("objective_not_worse", round(float((t(f"{label}/objective_gap") >= -0.005).double().mean()), 3)),
             ("objective_gap_median", round(float(t(f"{label}/objective_gap").median()), 4)),
             ("converged", round(float(t(f"{label}/converged").mean()), 3)))},
+        **{f"{label}/seconds": round(v, 1) for label, v in (variant_seconds or {}).items()},
     }
 
 
@@ -215,9 +216,9 @@ def main() -> None:
         if zoo_name not in models:
             models[zoo_name] = load(zoo_name)
             models[zoo_name].model.to(args.device)
-        rows, seconds = run_feature(name, models[zoo_name], module_of, args)
+        rows, seconds, variant_seconds = run_feature(name, models[zoo_name], module_of, args)
         out["rows"] += rows
-        out["summaries"].append(summary(name, rows, seconds))
+        out["summaries"].append(summary(name, rows, seconds, variant_seconds))
         print(json.dumps(out["summaries"][-1]), flush=True)
         if args.json:  # after every feature, so a long run keeps what it has
             write_json(args.json, out)
