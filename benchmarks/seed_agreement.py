@@ -96,12 +96,17 @@ def held_back(r0, r1, rho: list[float], below: float = 0.90, sims: int = 400) ->
     - ``several optima``: either seed flags the sentence ambiguous (its check found another
       answer within the gap);
     - ``flat objective``: the two answers agree within their error bars (χ² of
-      Δ log σ / √(SE₀² + SE₁²) over the words neither run saturates, p ≥ 0.01), so the order of
-      the words closer than their error bars is the draws', and ``expected_spearman`` (two
-      answers drawn from the error bars around the seeds' mean, ``sims`` times, median) is
-      about what was seen;
+      Δ log σ / √(SE₀² + SE₁²) over the words neither run saturates and both measured, p ≥ 0.01),
+      so the order of the words closer than their error bars is the draws';
+      ``expected_spearman`` is the median Spearman of two answers drawn from the error bars
+      around the seeds' mean (``sims`` times). A p near 1 says the error bars are *wider* than
+      the seeds' disagreement: the verdict then rests on the answers being close, and the
+      expected Spearman understates the agreement;
     - ``not settled``: the answers differ beyond their error bars (the error bars are too narrow
-      there, or a run stopped before the optimum)."""
+      there, or a run stopped before the optimum);
+    - ``no free word``: every word is at the cap in one run or has no measured error bar.
+
+    Words at the cap in one run only are left out of the χ² (a disagreement it does not see)."""
     from scipy.stats import chi2
 
     gen = torch.Generator().manual_seed(0)
@@ -109,16 +114,21 @@ def held_back(r0, r1, rho: list[float], below: float = 0.90, sims: int = 400) ->
     for b, value in enumerate(rho):
         if not value < below:
             continue
-        free = r0.mask[b] & ~r0.saturated[b] & ~r1.saturated[b]
+        s0, s1 = r0.log_sigma_se[b].mean(-1), r1.log_sigma_se[b].mean(-1)
+        measured = torch.isfinite(s0) & torch.isfinite(s1) & ((s0 ** 2 + s1 ** 2) > 0)
+        free = r0.mask[b] & ~r0.saturated[b] & ~r1.saturated[b] & measured
+        row = {"sentence": b, "words": int(r0.mask[b].sum()), "spearman": round(float(value), 3)}
+        if not bool(free.any()):
+            out.append({**row, "expected_spearman": None, "chi2_p": None, "held_back_by": "no free word"})
+            continue
         l0, l1 = r0.sigma[b][free].log().mean(-1), r1.sigma[b][free].log().mean(-1)
-        s0, s1 = r0.log_sigma_se[b][free].mean(-1), r1.log_sigma_se[b][free].mean(-1)
+        s0, s1 = s0[free], s1[free]
         p = float(chi2.sf(float(((l0 - l1) ** 2 / (s0 ** 2 + s1 ** 2)).sum()), int(free.sum())))
         mid = (l0 + l1) / 2
         draws = [spearman(mid + s0 * torch.randn(len(mid), generator=gen), mid + s1 * torch.randn(len(mid), generator=gen))
                  for _ in range(sims)]
         verdict = ("several optima" if bool(r0.ambiguous[b]) or bool(r1.ambiguous[b])
                    else "flat objective" if p >= 0.01 else "not settled")
-        out.append({"sentence": b, "words": int(r0.mask[b].sum()), "spearman": round(float(value), 3),
-                    "expected_spearman": round(float(torch.tensor(draws).nanmedian()), 3),
+        out.append({**row, "expected_spearman": round(float(torch.tensor(draws).nanmedian()), 3),
                     "chi2_p": round(p, 3), "held_back_by": verdict})
     return out

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def status(monkeypatch):
+def agreement(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     return importlib.import_module("seed_agreement")
 
@@ -30,31 +30,45 @@ def _result(log_sigma: torch.Tensor, se: float, ambiguous: bool = False) -> Simp
                            ambiguous=torch.tensor([ambiguous]))
 
 
-def _rho(status, r0, r1) -> list[float]:
+def _rho(agreement, r0, r1) -> list[float]:
     m = r0.mask[0]
-    return [status.spearman(r0.sigma[0][m], r1.sigma[0][m])]
+    return [agreement.spearman(r0.sigma[0][m], r1.sigma[0][m])]
 
 
-def test_words_closer_than_their_error_bars_are_a_flat_objective(status):
+def test_words_closer_than_their_error_bars_are_a_flat_objective(agreement):
     gen = torch.Generator().manual_seed(0)
     truth = torch.linspace(-1.0, -0.8, 12)  # twelve words 0.018 apart, error bars 0.1
     r0, r1 = (_result(truth + 0.1 * torch.randn(12, generator=gen), 0.1) for _ in range(2))
-    rho = _rho(status, r0, r1)
+    rho = _rho(agreement, r0, r1)
     assert rho[0] < 0.90
-    (row,) = status.held_back(r0, r1, rho)
+    (row,) = agreement.held_back(r0, r1, rho)
     assert row["held_back_by"] == "flat objective" and row["words"] == 12 and row["chi2_p"] >= 0.01
     assert row["expected_spearman"] < 0.90  # the error bars alone predict the shortfall
-    assert status.held_back(r0, r1, [0.95]) == []  # a sentence at or above 0.90 is not listed
+    assert agreement.held_back(r0, r1, [0.95]) == []  # a sentence at or above 0.90 is not listed
 
 
-def test_answers_apart_beyond_their_error_bars_are_not_settled_or_several_optima(status):
+def test_answers_apart_beyond_their_error_bars_are_not_settled_or_several_optima(agreement):
     truth = torch.linspace(-3.0, 0.0, 10)  # well spread, error bars 0.01
     moved = truth.clone()
     moved[[0, 9]] = moved[[9, 0]]  # the other seed swaps the extremes: 300 SE apart
     r0, r1 = _result(truth, 0.01), _result(moved, 0.01)
-    rho = _rho(status, r0, r1)
-    (row,) = status.held_back(r0, r1, rho)
+    rho = _rho(agreement, r0, r1)
+    (row,) = agreement.held_back(r0, r1, rho)
     assert row["held_back_by"] == "not settled" and row["chi2_p"] < 0.01
     assert row["expected_spearman"] > 0.95  # the error bars would have ordered them
-    (row,) = status.held_back(r0, _result(moved, 0.01, ambiguous=True), rho)
+    (row,) = agreement.held_back(r0, _result(moved, 0.01, ambiguous=True), rho)
     assert row["held_back_by"] == "several optima"
+
+
+def test_words_without_a_measured_error_bar_are_left_out_and_none_left_is_said(agreement):
+    truth = torch.linspace(-3.0, 0.0, 10)
+    moved = truth.clone()
+    moved[[0, 9]] = moved[[9, 0]]
+    r0, r1 = _result(truth, 0.01), _result(moved, 0.01)
+    rho = _rho(agreement, r0, r1)
+    r0.log_sigma_se[0, [0, 9]] = float("nan")  # the two swapped words: no measured error bar
+    (row,) = agreement.held_back(r0, r1, rho)
+    assert row["held_back_by"] == "flat objective" and row["chi2_p"] > 0.99  # the other eight agree exactly
+    r0.saturated[0, :10] = True
+    (row,) = agreement.held_back(r0, r1, rho)
+    assert row["held_back_by"] == "no free word" and row["chi2_p"] is None
