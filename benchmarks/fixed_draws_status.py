@@ -63,7 +63,7 @@ import torch
 from captum_entropy import EntropyAttribution
 from captum_entropy.evaluate.known import RedundantEvidence, redundant_sentences
 from common import DEFAULT_0_1
-from seed_agreement import agreement, held_back, held_out, seed_pair, warm_lig_seconds
+from seed_agreement import agreement, held_out, seed_pair, seed_summary, warm_lig_seconds
 
 
 def fresh_objective(model, x, sigma, draws: int = 8192) -> tuple[float, float]:
@@ -289,12 +289,8 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
             continue
         r0, r1, seconds, rho = seed_pair(ea, ids, target=target, additional_forward_args=(mask,), feature_std=std,
                                          **settings)
-        se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
         out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
-                      "mean_spearman": round(sum(rho) / n, 3), "worst_spearman": round(min(rho), 3),
-                      "spearman_per_sentence": [round(float(v), 3) for v in rho],
-                      "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1),
-                      "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}", "below_0.90": held_back(r0, r1, rho),
+                      **seed_summary(r0, r1, rho), "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}",
                       "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
     return out
 
@@ -317,12 +313,8 @@ def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE, settin
     for draws in per_step:
         r0, r1, seconds, rho = seed_pair(ea, ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
                                          n_samples=draws, **settings)
-        se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
-        out[f"n_samples={draws}"] = {
-            "draws_per_sentence": int(r0.steps.sum()) * draws // n, "mean_spearman": round(sum(rho) / n, 3),
-            "worst_spearman": round(min(rho), 3), "spearman_per_sentence": [round(float(v), 3) for v in rho],
-            "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1), "below_0.90": held_back(r0, r1, rho),
-            "seconds_seed0": round(seconds, 1)}
+        out[f"n_samples={draws}"] = {"draws_per_sentence": int(r0.steps.sum()) * draws // n, **seed_summary(r0, r1, rho),
+                                     "seconds_seed0": round(seconds, 1)}
     return out
 
 

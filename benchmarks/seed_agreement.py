@@ -6,7 +6,8 @@ what they say together (used by fixed_draws_status.py, sampling_floor.py, varian
   on them (the cost yardstick);
 - :func:`seed_pair`: ``attribute_result`` for seeds 0 and 1 and their Spearman per sentence;
 - :func:`agreement`: what the error bars promise across the seeds;
-- :func:`held_back`: what holds back a sentence whose seeds disagree.
+- :func:`held_back`: what holds back a sentence whose seeds disagree;
+- :func:`seed_summary`: all of it in the fields the JSON lines of the benchmarks carry.
 """
 
 from __future__ import annotations
@@ -132,3 +133,13 @@ def held_back(r0, r1, rho: list[float], below: float = 0.90, sims: int = 400) ->
         out.append({**row, "expected_spearman": round(float(torch.tensor(draws).nanmedian()), 3),
                     "chi2_p": round(p, 3), "held_back_by": verdict})
     return out
+
+
+def seed_summary(r0, r1, rho: list[float]) -> dict:
+    """Seed 0 against seed 1 on a batch, as the precision and draws parts print it: Spearman
+    (mean, worst, per sentence), the median standard error of seed 0's free words' log σ,
+    :func:`agreement` and :func:`held_back`."""
+    se = r0.log_sigma_se[r0.mask & ~r0.saturated][:, 0]
+    return {"mean_spearman": round(sum(rho) / len(rho), 3), "worst_spearman": round(min(rho), 3),
+            "spearman_per_sentence": [round(float(v), 3) for v in rho],
+            "median_se_log_sigma": round(float(se.median()), 3), **agreement(r0, r1), "below_0.90": held_back(r0, r1, rho)}
