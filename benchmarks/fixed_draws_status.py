@@ -264,6 +264,7 @@ PRECISION_RULES = {  # name -> settings, for part_precision
     "newton, precision 0.05": {**DEFAULT_0_1, "precision": 0.05},
     "newton, antithetic, precision 0.05, starts 3": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "starts": 3},
     "newton (default), averaged J": {"control_variate": "averaged"},
+    "newton (default), polish auto": {"polish": "auto"},  # the answer: the closed form on the averaged curvature
     "newton, antithetic, precision 0.05, averaged J": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05,
                                                        "control_variate": "averaged"},
 }
