@@ -270,20 +270,23 @@ PRECISION_RULES = {  # name -> settings, for part_precision
 }
 
 
-def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str | None = None) -> dict:
+def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str | None = None,
+                   first: int = 0) -> dict:
     """A zoo model's predicted logit (or hidden ``layer``, all tokens; ``"pooled"``: a Hugging
-    Face BERT's pooler output) on ``n`` held-out sentences: Newton's cost against its
-    determination, per rule in :data:`PRECISION_RULES` (or those named in ``rules``), against a
-    warm LIG(n_steps=50) on the predicted logit."""
+    Face BERT's pooler output) on ``n`` held-out sentences from test sentence ``first`` on:
+    Newton's cost against its determination, per rule in :data:`PRECISION_RULES` (or those named
+    in ``rules``), against a warm LIG(n_steps=50) on the predicted logit. Sentence numbers in
+    the output are the test split's."""
     from common import zoo_feature_std
 
-    zm, stats, ids, mask, pred = held_out(name, n)
+    zm, stats, ids, mask, pred = held_out(name, n, first)
     module = None if layer is None else zm.model.bert.pooler if layer == "pooled" else zm.layers[layer]
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     target, std = (pred, stats) if layer is None else (None, zoo_feature_std(zm, module))
     t_lig = warm_lig_seconds(zm, ids, mask, pred)
     what = "predicted logit" if layer is None else "pooled output" if layer == "pooled" else layer
-    out = {"part": f"{name} {what}, {n} held-out sentences: cost against precision",
+    which = f"{n} held-out sentences" if first == 0 else f"held-out test sentences {first}..{first + n - 1}"
+    out = {"part": f"{name} {what}, {which}: cost against precision",
            "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
     for label, settings in PRECISION_RULES.items():
         if rules is not None and label not in rules:
@@ -293,6 +296,8 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
         out[label] = {"mean_steps": round(float(r0.steps.double().mean()), 1), "converged": f"{int(r0.converged.sum())}/{n}",
                       **seed_summary(r0, r1, rho), "ambiguous_seed0": f"{int(r0.ambiguous.sum())}/{n}",
                       "seconds_seed0": round(seconds, 2), "ratio_to_warm_lig": round(seconds / t_lig, 1)}
+        for held in out[label]["below_0.90"]:
+            held["sentence"] += first
     return out
 
 
@@ -322,6 +327,8 @@ def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE, settin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sentences", type=int, default=4)
+    parser.add_argument("--first", type=int, default=0,
+                        help="precision-<model> parts: start at this held-out test sentence (resume a run in slices)")
     parser.add_argument("--parts", default="toy,minilm",
                         help="calibration, toy and any of minilm, transformer, lstm, cnn (and coverage-<model>, precision-<model>, "
                              "precision-<model>@<layer>, e.g. precision-minilm@layer6, draws-<model>)")
@@ -347,7 +354,7 @@ def main() -> None:
         for part in parts:  # precision-<model>, or precision-<model>@<layer> for a hidden layer
             model, _, layer = part.removeprefix("precision-").partition("@")
             if part.startswith("precision-") and model == name:
-                print(json.dumps(part_precision(name, args.sentences, rules, layer or None)), flush=True)
+                print(json.dumps(part_precision(name, args.sentences, rules, layer or None, args.first)), flush=True)
         if f"draws-{name}" in parts:
             curve = (DRAW_CURVE_DEFAULT, {}) if args.draws_default else (DRAW_CURVE, DEFAULT_0_1)
             print(json.dumps(part_draws(name, args.sentences, *curve)), flush=True)

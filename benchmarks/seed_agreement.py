@@ -22,14 +22,14 @@ from captum_entropy import EntropyAttribution
 from common import spearman
 
 
-def held_out(name: str, n: int):
-    """The zoo model ``name``, its cached σ_S, its first ``n`` held-out test sentences (ids, mask)
-    and its predictions on them."""
+def held_out(name: str, n: int, first: int = 0):
+    """The zoo model ``name``, its cached σ_S, ``n`` held-out test sentences from sentence
+    ``first`` on (ids, mask) and its predictions on them."""
     from captum_entropy.explainer import feature_stats
     from captum_entropy.zoo import load, load_polarity
 
     zm = load(name, progress=False)
-    ids, mask = zm.tokenize([e.text for e in load_polarity("test")[:n]])
+    ids, mask = zm.tokenize([e.text for e in load_polarity("test")[first:first + n]])
     with torch.no_grad():
         pred = zm.forward(ids, mask).argmax(-1)
     return zm, feature_stats(zm), ids, mask, pred
