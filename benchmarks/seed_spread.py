@@ -4,9 +4,12 @@ predicted logit), and the Spearman of σ between every pair of them.
 The seed agreement of docs/performance.md compares seed 0 with seed 1 per sentence. Where a
 sentence's answer is not determined, that one number is itself a draw: another pair of seeds, or
 any change that moves the random trajectory (a version, a machine's float rounding), gives
-another. This prints the whole spread for one sentence, with each seed's error bars.
+another. This prints the whole spread for one sentence, with each seed's error bars; with
+``--batch N`` also seed 0's answer for the sentence in a batch with the test sentences before it
+(N in all), against its answer alone: the rounding of a batch's other matrix shapes, carried
+through the noisy steps.
 
-    python benchmarks/seed_spread.py --model minilm --sentence 1 --seeds 4 [--json FILE]
+    python benchmarks/seed_spread.py --model minilm --sentence 1 --seeds 4 [--batch 2] [--json FILE]
 
 The sentence runs alone (batching never changes an answer); σ_S is the library's cached one
 (256 training sentences), as everywhere in benchmarks/.
@@ -26,7 +29,19 @@ from captum_entropy import EntropyAttribution
 from common import spearman, write_json
 
 
-def spread(model: str, sentence: int, seeds: int) -> dict:
+def _log_sigma(ea, zm, texts: list[str], row: int, stats, seed: int, **settings):
+    """log σ of ``texts[row]``'s real tokens (predicted logit, defaults unless ``settings``) and the result."""
+    ids, mask = zm.tokenize(texts)
+    with torch.no_grad():
+        pred = zm.forward(ids, mask).argmax(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed,
+                                **settings)
+    return r.sigma[row][r.mask[row]].log().mean(-1), r
+
+
+def spread(model: str, sentence: int, seeds: int, batch: int = 1) -> dict:
     """Seeds ``0 … seeds-1`` on held-out test sentence ``sentence`` of zoo ``model``'s predicted
     logit: per seed the seconds, the spread of log σ over the words and the median standard
     error; per pair the Spearman of σ over the real tokens; and their min, median and max."""
@@ -34,21 +49,17 @@ def spread(model: str, sentence: int, seeds: int) -> dict:
     from captum_entropy.zoo import load, load_polarity
 
     zm = load(model, progress=False)
-    text = load_polarity("test")[sentence].text
-    ids, mask = zm.tokenize([text])
-    with torch.no_grad():
-        pred = zm.forward(ids, mask).argmax(-1)
+    test = load_polarity("test")
+    text = test[sentence].text
     ea = EntropyAttribution(zm.forward, zm.embedding)
     stats = feature_stats(zm)
     u, out = {}, {"part": f"{model} predicted logit, held-out test sentence {sentence}, {seeds} seeds (defaults)",
-                  "text": text, "tokens": int(mask.sum()), "per_seed": {}}
+                  "text": text, "per_seed": {}}
     for seed in range(seeds):
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed)
+        u[seed], r = _log_sigma(ea, zm, [text], 0, stats, seed)
         m = r.mask[0]
-        u[seed] = r.sigma[0][m].log().mean(-1)
+        out["tokens"] = int(m.sum())
         out["per_seed"][str(seed)] = {"seconds": round(time.perf_counter() - start, 1),
                                       "sd_log_sigma_over_words": round(float(u[seed].std(correction=0)), 3),
                                       "median_se_log_sigma": round(float(r.log_sigma_se[0][m].median()), 3),
@@ -58,6 +69,17 @@ def spread(model: str, sentence: int, seeds: int) -> dict:
     values = list(pairs.values())
     out["spearman_per_pair"] = pairs
     out["spearman_min_median_max"] = [min(values), round(statistics.median(values), 3), max(values)]
+    if batch > 1:
+        texts = [e.text for e in test[sentence - batch + 1:sentence + 1]]
+        growth = {}  # how the rounding grows: the linearised start, 5 steps, the default's answer
+        for label, settings in (("linearized", {"method": "linearized"}), ("5 steps", {"max_steps": 5}), ("default", {})):
+            alone = u[0] if label == "default" else _log_sigma(ea, zm, [text], 0, stats, 0, **settings)[0]
+            batched = _log_sigma(ea, zm, texts, batch - 1, stats, 0, **settings)[0]
+            diff = (batched - alone).abs()
+            growth[label] = {"max_abs_dlog_sigma": float(f"{float(diff.max()):.2g}"),
+                             "median_abs_dlog_sigma": float(f"{float(diff.median()):.2g}"),
+                             "spearman": round(spearman(batched, alone), 3)}
+        out[f"seed_0_in_a_batch_of_{batch}_against_alone"] = growth
     return out
 
 
@@ -66,13 +88,17 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--sentence", type=int, default=1, help="index into the held-out test split")
     parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="also seed 0 in a batch of this many test sentences (the sentence last) against alone")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args()
     if args.seeds < 2:
         parser.error("--seeds must be at least 2 (a pair)")
+    if not 1 <= args.batch <= args.sentence + 1:
+        parser.error(f"--batch must be between 1 and {args.sentence + 1} (the sentence and the test sentences before it)")
     torch.set_num_threads(2)
-    out = spread(args.model, args.sentence, args.seeds)
-    print({k: out[k] for k in ("part", "spearman_per_pair", "spearman_min_median_max")})
+    out = spread(args.model, args.sentence, args.seeds, args.batch)
+    print({k: v for k, v in out.items() if k not in ("text", "per_seed")})
     if args.json:
         write_json(args.json, out)
 
