@@ -11,8 +11,8 @@ through the noisy steps.
 
     python benchmarks/seed_spread.py --model minilm --sentence 1 --seeds 4 [--batch 2] [--json FILE]
 
-The sentence runs alone (batching never changes an answer); σ_S is the library's cached one
-(256 training sentences), as everywhere in benchmarks/.
+The seeds run on the sentence alone (in a batch its answer moves by the rounding ``--batch``
+measures); σ_S is the library's cached one (256 training sentences), as everywhere in benchmarks/.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import torch
 
 from captum_entropy import EntropyAttribution
 from common import spearman, write_json
+from seed_agreement import held_out
 
 
-def _log_sigma(ea, zm, texts: list[str], row: int, stats, seed: int, **settings):
-    """log σ of ``texts[row]``'s real tokens (predicted logit, defaults unless ``settings``) and the result."""
-    ids, mask = zm.tokenize(texts)
-    with torch.no_grad():
-        pred = zm.forward(ids, mask).argmax(-1)
+def _log_sigma(ea, batch: tuple, row: int, stats, seed: int, **settings):
+    """log σ of sentence ``row``'s real tokens in ``batch`` = (ids, mask, predictions) (predicted
+    logit, defaults unless ``settings``) and the result."""
+    ids, mask, pred = batch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = ea.attribute_result(ids, target=pred, additional_forward_args=(mask,), feature_std=stats, seed=seed,
@@ -45,21 +45,17 @@ def spread(model: str, sentence: int, seeds: int, batch: int = 1) -> dict:
     """Seeds ``0 … seeds-1`` on held-out test sentence ``sentence`` of zoo ``model``'s predicted
     logit: per seed the seconds, the spread of log σ over the words and the median standard
     error; per pair the Spearman of σ over the real tokens; and their min, median and max."""
-    from captum_entropy.explainer import feature_stats
-    from captum_entropy.zoo import load, load_polarity
+    from captum_entropy.zoo import load_polarity
 
-    zm = load(model, progress=False)
-    test = load_polarity("test")
-    text = test[sentence].text
+    zm, stats, ids, mask, pred = held_out(model, 1, sentence)
+    alone_batch = (ids, mask, pred)
     ea = EntropyAttribution(zm.forward, zm.embedding)
-    stats = feature_stats(zm)
     u, out = {}, {"part": f"{model} predicted logit, held-out test sentence {sentence}, {seeds} seeds (defaults)",
-                  "text": text, "per_seed": {}}
+                  "text": load_polarity("test")[sentence].text, "per_seed": {}, "tokens": int(mask.sum())}
     for seed in range(seeds):
         start = time.perf_counter()
-        u[seed], r = _log_sigma(ea, zm, [text], 0, stats, seed)
+        u[seed], r = _log_sigma(ea, alone_batch, 0, stats, seed)
         m = r.mask[0]
-        out["tokens"] = int(m.sum())
         out["per_seed"][str(seed)] = {"seconds": round(time.perf_counter() - start, 1),
                                       "sd_log_sigma_over_words": round(float(u[seed].std(correction=0)), 3),
                                       "median_se_log_sigma": round(float(r.log_sigma_se[0][m].median()), 3),
@@ -70,11 +66,11 @@ def spread(model: str, sentence: int, seeds: int, batch: int = 1) -> dict:
     out["spearman_per_pair"] = pairs
     out["spearman_min_median_max"] = [min(values), round(statistics.median(values), 3), max(values)]
     if batch > 1:
-        texts = [e.text for e in test[sentence - batch + 1:sentence + 1]]
+        batched_batch = held_out(model, batch, sentence - batch + 1)[2:]
         growth = {}  # how the rounding grows: the linearised start, 5 steps, the default's answer
         for label, settings in (("linearized", {"method": "linearized"}), ("5 steps", {"max_steps": 5}), ("default", {})):
-            alone = u[0] if label == "default" else _log_sigma(ea, zm, [text], 0, stats, 0, **settings)[0]
-            batched = _log_sigma(ea, zm, texts, batch - 1, stats, 0, **settings)[0]
+            alone = u[0] if label == "default" else _log_sigma(ea, alone_batch, 0, stats, 0, **settings)[0]
+            batched = _log_sigma(ea, batched_batch, batch - 1, stats, 0, **settings)[0]
             diff = (batched - alone).abs()
             growth[label] = {"max_abs_dlog_sigma": float(f"{float(diff.max()):.2g}"),
                              "median_abs_dlog_sigma": float(f"{float(diff.median()):.2g}"),
