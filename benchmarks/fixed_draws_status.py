@@ -265,13 +265,16 @@ PRECISION_RULES = {  # name -> settings, for part_precision
     "newton, antithetic, precision 0.05, starts 3": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05, "starts": 3},
     "newton (default), averaged J": {"control_variate": "averaged"},
     "newton (default), polish auto": {"polish": "auto"},  # the answer: the closed form on the averaged curvature
+    # the default with a larger cap on the steps: the precision stop still ends a sentence once it is precise
+    "newton (default), max_steps 200": {"max_steps": 200},
+    "newton (default), max_steps 400": {"max_steps": 400},
     "newton, antithetic, precision 0.05, averaged J": {**DEFAULT_0_1, "antithetic": True, "precision": 0.05,
                                                        "control_variate": "averaged"},
 }
 
 
 def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str | None = None,
-                   first: int = 0) -> dict:
+                   first: int = 0, device: str | None = None) -> dict:
     """A zoo model's predicted logit (or hidden ``layer``, all tokens; ``"pooled"``: a Hugging
     Face BERT's pooler output) on ``n`` held-out sentences from test sentence ``first`` on:
     Newton's cost against its determination, per rule in :data:`PRECISION_RULES` (or those named
@@ -279,14 +282,14 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
     the output are the test split's."""
     from common import zoo_feature_std
 
-    zm, stats, ids, mask, pred = held_out(name, n, first)
+    zm, stats, ids, mask, pred = held_out(name, n, first, device)
     module = None if layer is None else zm.model.bert.pooler if layer == "pooled" else zm.layers[layer]
     ea = EntropyAttribution(zm.forward, zm.embedding, target_layer=module)
     target, std = (pred, stats) if layer is None else (None, zoo_feature_std(zm, module))
     t_lig = warm_lig_seconds(zm, ids, mask, pred)
     what = "predicted logit" if layer is None else "pooled output" if layer == "pooled" else layer
     which = f"{n} held-out sentences" if first == 0 else f"held-out test sentences {first}..{first + n - 1}"
-    out = {"part": f"{name} {what}, {which}: cost against precision",
+    out = {"part": f"{name} {what}, {which}: cost against precision", **_where(ids),
            "warm_lig_n_steps_50_seconds": round(t_lig, 3)}
     for label, settings in PRECISION_RULES.items():
         if rules is not None and label not in rules:
@@ -301,21 +304,27 @@ def part_precision(name: str, n: int, rules: list[str] | None = None, layer: str
     return out
 
 
+def _where(ids: torch.Tensor) -> dict:
+    """The device of a GPU run, for its JSON line (nothing on the CPU, as the stored lines)."""
+    return {"device": torch.cuda.get_device_name(ids.device)} if ids.is_cuda else {}
+
+
 DRAW_CURVE = (32, 64, 128)  # draws per step for part_draws under 0.1's default: its 64, half and twice
 DRAW_CURVE_DEFAULT = (64, 128, 256)  # the same under today's default: its 64, twice and four times
 
 
-def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE, settings: dict | None = None) -> dict:
+def part_draws(name: str, n: int, per_step: tuple[int, ...] = DRAW_CURVE, settings: dict | None = None,
+               device: str | None = None) -> dict:
     """How seed agreement grows with the draws on a zoo model's predicted logit: 0.1's default
     (100 Newton steps, :data:`DEFAULT_0_1`; ``settings={}``: today's default) with ``n_samples`` in
     ``per_step``, seed 0 against seed 1 on the first ``n`` held-out sentences, per sentence and
     summed up, with :func:`held_back` for the sentences below 0.90."""
     settings = DEFAULT_0_1 if settings is None else settings
-    zm, stats, ids, mask, pred = held_out(name, n)
+    zm, stats, ids, mask, pred = held_out(name, n, device=device)
     ea = EntropyAttribution(zm.forward, zm.embedding)
     which = "0.1's defaults" if settings == DEFAULT_0_1 else "today's defaults"
     out = {"part": f"{name} predicted logit, {n} held-out sentences: seed agreement against draws per step "
-                   f"(at most 100 steps, {which} otherwise)"}
+                   f"(at most 100 steps, {which} otherwise)", **_where(ids)}
     for draws in per_step:
         r0, r1, seconds, rho = seed_pair(ea, ids, target=pred, additional_forward_args=(mask,), feature_std=stats,
                                          n_samples=draws, **settings)
@@ -339,6 +348,8 @@ def main() -> None:
     parser.add_argument("--draws-default", action="store_true",
                         help=f"draws-<model> parts: today's default with {DRAW_CURVE_DEFAULT} draws a step "
                              f"(without: 0.1's default with {DRAW_CURVE})")
+    parser.add_argument("--device", default=None,
+                        help="precision-<model> and draws-<model> parts: run the model there (e.g. cuda); default: the CPU")
     parser.add_argument("--coverage-rules", default=None,
                         help="coverage-<model> parts: only these rules, ';'-separated names of COVERAGE_RULES")
     args = parser.parse_args()
@@ -354,10 +365,10 @@ def main() -> None:
         for part in parts:  # precision-<model>, or precision-<model>@<layer> for a hidden layer
             model, _, layer = part.removeprefix("precision-").partition("@")
             if part.startswith("precision-") and model == name:
-                print(json.dumps(part_precision(name, args.sentences, rules, layer or None, args.first)), flush=True)
+                print(json.dumps(part_precision(name, args.sentences, rules, layer or None, args.first, args.device)), flush=True)
         if f"draws-{name}" in parts:
             curve = (DRAW_CURVE_DEFAULT, {}) if args.draws_default else (DRAW_CURVE, DEFAULT_0_1)
-            print(json.dumps(part_draws(name, args.sentences, *curve)), flush=True)
+            print(json.dumps(part_draws(name, args.sentences, *curve, device=args.device)), flush=True)
         if f"coverage-{name}" in parts:
             print(json.dumps(part_coverage(name, args.sentences, rules=coverage_rules)), flush=True)
         if name in parts:

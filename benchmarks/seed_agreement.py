@@ -22,17 +22,27 @@ from captum_entropy import EntropyAttribution
 from common import spearman
 
 
-def held_out(name: str, n: int, first: int = 0):
+def held_out(name: str, n: int, first: int = 0, device: str | torch.device | None = None):
     """The zoo model ``name``, its cached σ_S, ``n`` held-out test sentences from sentence
-    ``first`` on (ids, mask) and its predictions on them."""
+    ``first`` on (ids, mask) and its predictions on them; with ``device``, the model and the
+    sentences there (σ_S stays where the cache holds it: the library moves it)."""
     from captum_entropy.explainer import feature_stats
     from captum_entropy.zoo import load, load_polarity
 
     zm = load(name, progress=False)
     ids, mask = zm.tokenize([e.text for e in load_polarity("test")[first:first + n]])
+    if device is not None:
+        zm.model.to(device)
+        ids, mask = ids.to(device), mask.to(device)
     with torch.no_grad():
         pred = zm.forward(ids, mask).argmax(-1)
     return zm, feature_stats(zm), ids, mask, pred
+
+
+def _sync(t: torch.Tensor) -> None:
+    """Wait for ``t``'s device (CUDA runs asynchronously: a clock read too early times the launch)."""
+    if t.is_cuda:
+        torch.cuda.synchronize(t.device)
 
 
 def warm_lig_seconds(zm, ids: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor) -> float:
@@ -44,8 +54,10 @@ def warm_lig_seconds(zm, ids: torch.Tensor, mask: torch.Tensor, pred: torch.Tens
     lig.attribute(ids[:2], target=pred[:2], additional_forward_args=(mask[:2],), n_steps=5)  # warm-up
     t_lig = math.inf
     for _ in range(3):
+        _sync(ids)
         start = time.perf_counter()
         lig.attribute(ids, target=pred, additional_forward_args=(mask,), n_steps=50)
+        _sync(ids)
         t_lig = min(t_lig, time.perf_counter() - start)
     return t_lig
 
@@ -55,10 +67,12 @@ def seed_pair(ea: EntropyAttribution, ids: torch.Tensor, **kwargs):
     the seconds seed 0 took, and the Spearman of σ between them over each sentence's real tokens."""
     runs, seconds = [], []
     for seed in (0, 1):
+        _sync(ids)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             runs.append(ea.attribute_result(ids, seed=seed, **kwargs))
+        _sync(ids)
         seconds.append(time.perf_counter() - start)
     r0, r1 = runs
     rho = [spearman(r0.sigma[b][r0.mask[b]], r1.sigma[b][r0.mask[b]]) for b in range(len(r0.mask))]
@@ -126,6 +140,7 @@ def held_back(r0, r1, rho: list[float], below: float = 0.90, sims: int = 400) ->
         s0, s1 = s0[free], s1[free]
         p = float(chi2.sf(float(((l0 - l1) ** 2 / (s0 ** 2 + s1 ** 2)).sum()), int(free.sum())))
         mid = (l0 + l1) / 2
+        mid, s0, s1 = mid.cpu(), s0.cpu(), s1.cpu()  # the draws come from a CPU generator, whatever the device
         draws = [spearman(mid + s0 * torch.randn(len(mid), generator=gen), mid + s1 * torch.randn(len(mid), generator=gen))
                  for _ in range(sims)]
         verdict = ("several optima" if bool(r0.ambiguous[b]) or bool(r1.ambiguous[b])
