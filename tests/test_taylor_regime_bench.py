@@ -39,9 +39,17 @@ def test_a_quadratic_logit_is_in_its_taylor_regime(regime):
     ids, mask = torch.tensor([[1, 5, 7, 2, 9]]), torch.ones(1, 5, dtype=torch.long)
     row = regime.sentence(zm, torch.tensor(1.0), ids, mask, target=1, draws=128, seed=0)
     assert row["tokens"] == 5
-    assert row["odd_linearity"] == pytest.approx(1.0, abs=1e-3) and row["odd_linearity_half"] == pytest.approx(1.0, abs=1e-3)
+    for ratio in ("odd_linearity", "odd_linearity_half", "even_scaling", "even_scaling_half"):
+        assert row[ratio] == pytest.approx(1.0, abs=1e-3), ratio
     assert row["even_corr"] == pytest.approx(1.0, abs=1e-4) and row["even_corr_half"] == pytest.approx(1.0, abs=1e-4)
-    assert 0.0 < row["mean_share"] < 1.0
+    assert 0.0 < row["mean_share"] < 1.0 and row["mean_share"] == pytest.approx(row["mean_change"] ** 2, abs=2e-3)
+
+
+def test_the_answer_is_measured_where_the_default_puts_sigma(regime):
+    zm = _zoo(curvature=0.5)
+    ids, mask = torch.tensor([[1, 5, 7, 2, 9]]), torch.ones(1, 5, dtype=torch.long)
+    row = regime.sentence(zm, torch.tensor(1.0), ids, mask, target=1, draws=64, seed=0, at="answer")
+    assert row["odd_linearity"] == pytest.approx(1.0, abs=1e-3) and row["even_corr"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_logit_that_saturates_within_the_noise_is_not(regime):
