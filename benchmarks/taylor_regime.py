@@ -44,19 +44,17 @@ SCALES = (1.0, 0.5, 0.25)
 CHUNK = 64  # draws per forward batch
 
 
-def changes(zm, ids: torch.Tensor, mask: torch.Tensor, target: int, v: torch.Tensor) -> torch.Tensor:
-    """δf of the predicted logit for each noise row of ``v`` (S, T, K) added to the embedding output."""
-    shift = {"v": None}
-    add = lambda module, inputs, out: out if shift["v"] is None else out + shift["v"]  # noqa: E731
-    hook = zm.embedding.register_forward_hook(add)
+def noisy_logits(zm, ids: torch.Tensor, mask: torch.Tensor, target: int, v: torch.Tensor) -> torch.Tensor:
+    """The predicted logit for each noise row of ``v`` (S, T, K) added to the embedding output."""
+    shift = {}
+    hook = zm.embedding.register_forward_hook(lambda module, inputs, out: out + shift["v"])
     try:
         with torch.no_grad():
-            f0 = zm.forward(ids, mask)[0, target]
             out = []
             for i in range(0, len(v), CHUNK):
                 shift["v"] = v[i:i + CHUNK]
                 n = len(shift["v"])
-                out.append(zm.forward(ids.expand(n, -1), mask.expand(n, -1))[:, target] - f0)
+                out.append(zm.forward(ids.expand(n, -1), mask.expand(n, -1))[:, target])
     finally:
         hook.remove()
     return torch.cat(out)
@@ -72,12 +70,15 @@ def sentence(zm, stats, ids: torch.Tensor, mask: torch.Tensor, target: int, draw
         r = ea.attribute_result(ids, target=torch.tensor([target]), additional_forward_args=(mask,), feature_std=stats,
                                 **how)
     real = mask[0].bool()
+    with torch.no_grad():
+        k = zm.embedding(ids).shape[-1]
+        f0 = zm.forward(ids, mask)[0, target]
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn(draws, ids.shape[1], zm.embedding(ids).shape[-1], generator=gen) * real[None, :, None]
+    eps = torch.randn(draws, ids.shape[1], k, generator=gen) * real[None, :, None]
     v = eps * r.sigma[0][None]
     odd, even = {}, {}
-    for scale in SCALES:
-        up, down = changes(zm, ids, mask, target, scale * v), changes(zm, ids, mask, target, -scale * v)
+    for scale in SCALES:  # δf(±scale·v)
+        up, down = (noisy_logits(zm, ids, mask, target, sign * scale * v) - f0 for sign in (1, -1))
         odd[scale], even[scale] = (up - down) / 2, (up + down) / 2
     plain = odd[1.0] + even[1.0]  # δf(v)
     mean_change = float(plain.mean() / plain.pow(2).mean().sqrt())
